@@ -1,0 +1,1 @@
+"""Calibration sets and INT8 (QDQ) quantisation of ONNX models."""

@@ -1,0 +1,1 @@
+"""torch -> ONNX (+ manifest), fp16 conversion, parity checks, TensorRT engine building."""

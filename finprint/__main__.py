@@ -1,0 +1,5 @@
+import sys
+
+from finprint.cli import main
+
+sys.exit(main())
