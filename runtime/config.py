@@ -1,0 +1,205 @@
+"""`farm.yaml`: the daemon's configuration, validated completely before anything starts.
+
+Every section forbids unknown keys so a typo fails with its key path instead of silently
+falling back to a default. Paths are resolved relative to the config file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from finprint.errors import ConfigError
+
+_URL_RE = re.compile(r"^(rtsp|rtsps|http|https)://[^\s/:?#]+(:\d{1,5})?(/[^\s]*)?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CameraConfig(_Strict):
+    id: str = Field(min_length=1)
+    # A video file path, a USB index (0, 1 ...), an rtsp:// or http(s):// URL, or a GStreamer pipeline.
+    source: str | int
+    kind: Literal["auto", "file", "usb", "url", "gstreamer"] = "auto"
+    loop: bool = False  # video files: start again at the end (demos, soak runs)
+    px_per_cm: float = Field(gt=0)
+    fps_limit: float | None = Field(default=None, gt=0)  # throttle file sources to real time
+
+    def resolved_kind(self) -> str:
+        if self.kind != "auto":
+            return self.kind
+        if isinstance(self.source, int) or str(self.source).isdigit():
+            return "usb"
+        s = str(self.source)
+        if "://" in s:
+            return "url"
+        if "!" in s:
+            return "gstreamer"
+        return "file"
+
+
+class ModelsConfig(_Strict):
+    detector: Path
+    embedder: Path
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    max_batch: int = Field(default=4, ge=1, le=64)
+    score_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the manifest's
+    open_set_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the manifest's
+
+
+class MqttConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic: str = "finprint/events"
+    client_id: str = "finprint-daemon"
+    qos: Literal[0, 1, 2] = 1
+    buffer: int = Field(default=10000, ge=1)  # events kept while the broker is away
+
+
+class SinksConfig(_Strict):
+    sqlite: Path | None = None  # None: the gallery database also holds sightings and events
+    jsonl: Path | None = None
+    mqtt: MqttConfig | None = None
+    snapshots: Path | None = None  # a JPEG per new track, named by event id
+
+
+class HttpConfig(_Strict):
+    enabled: bool = True
+    bind: str = "127.0.0.1"  # local only by default: metrics are not for the open network
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
+class WatchdogConfig(_Strict):
+    frame_timeout_s: float = Field(default=10.0, gt=0)  # no frame for this long -> reconnect
+    backoff_initial_s: float = Field(default=1.0, gt=0)
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    max_restarts: int = Field(default=20, ge=0)  # consecutive failed reconnects before giving up on a camera
+    worker_stall_s: float = Field(default=30.0, gt=0)  # inference heartbeat older than this -> unhealthy
+
+
+class TrackingConfig(_Strict):
+    high_score: float = Field(default=0.5, ge=0, le=1)
+    low_score: float = Field(default=0.1, ge=0, le=1)
+    match_iou: float = Field(default=0.3, ge=0, le=1)
+    max_lost_frames: int = Field(default=30, ge=1)
+    min_hits: int = Field(default=3, ge=1)  # frames before a track is reported
+
+
+class FarmConfig(_Strict):
+    cameras: list[CameraConfig] = Field(min_length=1)
+    models: ModelsConfig
+    gallery: Path
+    sinks: SinksConfig = SinksConfig()
+    http: HttpConfig = HttpConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    queue_size: int = Field(default=8, ge=1)  # frames per camera before the oldest is dropped
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_ids(cls, cameras: list[CameraConfig]) -> list[CameraConfig]:
+        ids = [c.id for c in cameras]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"camera ids must be unique, repeated: {', '.join(dupes)}")
+        return cameras
+
+
+def _resolve(base: Path, p: Path | None) -> Path | None:
+    if p is None:
+        return None
+    p = Path(os.path.expanduser(str(p)))
+    return p if p.is_absolute() else (base / p)
+
+
+def _check_writable_file(path: Path, what: str, key: str) -> None:
+    if path.exists():
+        if path.is_dir() or not os.access(path, os.W_OK):
+            raise ConfigError(f"{key}: {what} {path} is not a writable file")
+        return
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key}: {what} {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"{key}: {what} {path}: folder {parent} is not writable")
+
+
+def _check_camera(i: int, cam: CameraConfig, base: Path) -> CameraConfig:
+    key = f"cameras.{i}.source"
+    kind = cam.resolved_kind()
+    if kind == "url":
+        if not _URL_RE.match(str(cam.source)):
+            raise ConfigError(f"{key}: malformed camera URL {cam.source!r} (expected rtsp://host[:port]/path or http(s)://...)")
+    elif kind == "usb":
+        if not str(cam.source).isdigit():
+            raise ConfigError(f"{key}: a USB camera is an index (0, 1, ...), got {cam.source!r}")
+        return cam.model_copy(update={"source": int(cam.source)})
+    elif kind == "file":
+        path = _resolve(base, Path(str(cam.source)))
+        assert path is not None
+        if not path.is_file():
+            raise ConfigError(f"{key}: video file {path} not found")
+        return cam.model_copy(update={"source": str(path)})
+    return cam
+
+
+def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
+    """Resolve paths and check everything the daemon will touch, so failures happen before start."""
+    cameras = [_check_camera(i, c, base) for i, c in enumerate(cfg.cameras)]
+    models = cfg.models.model_copy(
+        update={"detector": _resolve(base, cfg.models.detector), "embedder": _resolve(base, cfg.models.embedder)}
+    )
+    for key in ("detector", "embedder"):
+        path: Path = getattr(models, key)
+        if not path.is_file():
+            raise ConfigError(f"models.{key}: model file {path} not found")
+    gallery = _resolve(base, cfg.gallery)
+    assert gallery is not None
+    _check_writable_file(gallery, "gallery", "gallery")
+    sinks = cfg.sinks.model_copy(
+        update={
+            "sqlite": _resolve(base, cfg.sinks.sqlite),
+            "jsonl": _resolve(base, cfg.sinks.jsonl),
+            "snapshots": _resolve(base, cfg.sinks.snapshots),
+        }
+    )
+    if sinks.sqlite is not None:
+        _check_writable_file(sinks.sqlite, "database", "sinks.sqlite")
+    if sinks.jsonl is not None:
+        _check_writable_file(sinks.jsonl, "event log", "sinks.jsonl")
+    if sinks.snapshots is not None and not (sinks.snapshots.is_dir() and os.access(sinks.snapshots, os.W_OK)):
+        raise ConfigError(f"sinks.snapshots: {sinks.snapshots} is not a writable folder")
+    if cfg.tracking.low_score > cfg.tracking.high_score:
+        raise ConfigError("tracking.low_score must not exceed tracking.high_score")
+    return cfg.model_copy(update={"cameras": cameras, "models": models, "gallery": gallery, "sinks": sinks})
+
+
+def parse_config(data: object, base: Path, source: str = "config") -> FarmConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        cfg = FarmConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{source}: {where}: {msg}") from exc
+    return validate_config(cfg, base)
+
+
+def load_config(path: str | Path) -> FarmConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return parse_config(data, path.resolve().parent, source=str(path))

@@ -1,0 +1,54 @@
+import numpy as np
+from finprint.runtime.tracker import ByteTracker, iou_matrix
+
+
+def _box(cx, cy, w=40, h=20):
+    return [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+
+
+def test_iou_matrix_basic():
+    a = np.array([[0, 0, 10, 10]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b)[0], [1.0, 1 / 3, 0.0], atol=1e-6)
+
+
+def test_two_fish_crossing_keep_their_ids():
+    tracker = ByteTracker(min_hits=1)
+    ids_a, ids_b = set(), set()
+    for f in range(40):
+        a = _box(20 + 5 * f, 50)
+        b = _box(220 - 5 * f, 120)
+        tracks = tracker.update(np.array([a, b]), np.array([0.9, 0.8]))
+        for t in tracks:
+            (ids_a if t.det_index == 0 else ids_b).add(t.track_id)
+    assert len(ids_a) == 1 and len(ids_b) == 1 and ids_a != ids_b
+
+
+def test_low_score_detection_keeps_track_alive():
+    tracker = ByteTracker(min_hits=1)
+    first = tracker.update(np.array([_box(50, 50)]), np.array([0.9]))[0].track_id
+    tracks = tracker.update(np.array([_box(52, 50)]), np.array([0.2]))  # occluded: low score
+    assert [t.track_id for t in tracks] == [first]
+    # a low-score detection alone never starts a track
+    assert tracker.update(np.array([_box(400, 400)]), np.array([0.2])) == []
+
+
+def test_lost_tracks_are_forgotten_and_state_stays_bounded():
+    tracker = ByteTracker(max_lost_frames=5, min_hits=1)
+    for f in range(2000):  # a new fish every frame, each seen once
+        tracker.update(np.array([_box(10 + (f % 50) * 30, 10 + (f // 50) % 40 * 30)]), np.array([0.9]))
+    assert len(tracker.live_tracks) <= 7
+    assert not hasattr(tracker, "removed")
+
+
+def test_confirmation_needs_min_hits_and_ended_reports_gone_tracks():
+    tracker = ByteTracker(min_hits=3, max_lost_frames=2)
+    for f in range(3):
+        tracks = tracker.update(np.array([_box(50 + f, 50)]), np.array([0.9]))
+        assert tracks[0].confirmed == (f == 2)
+    ended = []
+    for _ in range(4):
+        tracker.update(np.zeros((0, 4)), np.zeros(0))
+        ended += tracker.ended
+    assert len(ended) == 1 and ended[0].hits == 3
+    assert tracker.live_tracks == []
