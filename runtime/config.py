@@ -48,7 +48,7 @@ class CameraConfig(_Strict):
 class ModelsConfig(_Strict):
     detector: Path
     embedder: Path
-    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    backend: Literal["auto", "tensorrt", "ort-gpu", "cpu"] = "auto"  # as finprint.runtime.engines.open_engine
     max_batch: int = Field(default=4, ge=1, le=64)
     score_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the manifest's
     open_set_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the manifest's

@@ -1,0 +1,202 @@
+"""Who is this fish: gallery matching with open-set rejection, voting along tracks, per-fish records.
+
+A single frame's embedding is noisy (pose, occlusion, turbidity); a track is one fish, so the
+identity is decided by a similarity-weighted vote over the track's frames. A track whose votes
+fall mostly below the open-set threshold is an unknown fish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+UNKNOWN = "unknown"
+
+
+class Gallery:
+    """Known individuals' embeddings (several per fish); a query matches its most similar fish."""
+
+    def __init__(self, names: list[str] | None = None, embeddings: np.ndarray | None = None, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+        self._names: list[str] = list(names or [])
+        dim = embeddings.shape[1] if embeddings is not None and embeddings.ndim == 2 else 0
+        self._emb = _l2(np.asarray(embeddings, np.float32)) if embeddings is not None and len(self._names) else np.zeros((0, dim), np.float32)
+        if len(self._names) != len(self._emb):
+            raise ValueError(f"{len(self._names)} names for {len(self._emb)} embeddings")
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    @property
+    def individuals(self) -> list[str]:
+        return sorted(set(self._names))
+
+    def add(self, name: str, embeddings: np.ndarray) -> None:
+        emb = _l2(np.asarray(embeddings, np.float32).reshape(-1, embeddings.shape[-1]))
+        self._emb = emb if len(self._emb) == 0 else np.concatenate([self._emb, emb])
+        self._names += [name] * len(emb)
+
+    def remove(self, name: str) -> int:
+        keep = [i for i, n in enumerate(self._names) if n != name]
+        removed = len(self._names) - len(keep)
+        self._emb = self._emb[keep]
+        self._names = [self._names[i] for i in keep]
+        return removed
+
+    def match(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
+        """(N, D) embeddings -> [(name or UNKNOWN, best cosine similarity)] per row."""
+        embeddings = np.asarray(embeddings, np.float32).reshape(len(embeddings), -1)
+        if len(embeddings) == 0:
+            return []
+        if len(self._emb) == 0:
+            return [(UNKNOWN, -1.0)] * len(embeddings)
+        sims = _l2(embeddings) @ self._emb.T
+        best = sims.argmax(axis=1)
+        out = []
+        for row, j in enumerate(best):
+            sim = float(sims[row, j])
+            out.append((self._names[j] if sim >= self.threshold else UNKNOWN, sim))
+        return out
+
+
+def _l2(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def mask_length_px(mask: np.ndarray) -> float | None:
+    """A fish's body length in pixels: the long side of the mask's minimum-area rectangle."""
+    pts = cv2.findNonZero(mask.astype(np.uint8))
+    if pts is None or len(pts) < 3:
+        return None
+    (_, _), (w, h), _ = cv2.minAreaRect(pts)
+    return float(max(w, h))
+
+
+@dataclass
+class TrackIdentity:
+    """The evidence gathered along one track."""
+
+    camera: str
+    track_id: int
+    first_ts: float
+    last_ts: float
+    votes: Counter = field(default_factory=Counter)  # name -> summed similarity weight
+    frames: int = 0
+    best_similarity: dict[str, float] = field(default_factory=dict)
+    lengths_cm: list[float] = field(default_factory=list)
+    path_cm: float = 0.0  # distance the box centre travelled
+    last_centre_px: tuple[float, float] | None = None
+    announced_as: str | None = None  # identity last reported in an event
+
+    @property
+    def identity(self) -> str:
+        if not self.votes:
+            return UNKNOWN
+        return self.votes.most_common(1)[0][0]
+
+    @property
+    def unknown(self) -> bool:
+        return self.identity == UNKNOWN
+
+    @property
+    def similarity(self) -> float:
+        return self.best_similarity.get(self.identity, 0.0)
+
+    @property
+    def length_cm(self) -> float | None:
+        return float(np.median(self.lengths_cm)) if self.lengths_cm else None
+
+    @property
+    def speed_cm_s(self) -> float | None:
+        dt = self.last_ts - self.first_ts
+        return self.path_cm / dt if dt > 0 else None
+
+    def summary(self) -> dict:
+        return {
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "individual_id": None if self.unknown else self.identity,
+            "unknown": self.unknown,
+            "similarity": round(self.similarity, 4),
+            "frames": self.frames,
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "length_cm": None if self.length_cm is None else round(self.length_cm, 2),
+            "speed_cm_s": None if self.speed_cm_s is None else round(self.speed_cm_s, 3),
+        }
+
+
+class IdentityResolver:
+    """Per camera: feed each frame's tracked detections; get events when a track's identity settles,
+    changes, or the track ends. State is bounded by the tracker's live tracks."""
+
+    def __init__(self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3) -> None:
+        self.gallery = gallery
+        self.px_per_cm = px_per_cm
+        self.min_frames = min_frames
+        self._tracks: dict[tuple[str, int], TrackIdentity] = {}
+
+    def observe(
+        self,
+        camera: str,
+        ts: float,
+        track_ids: list[int],
+        boxes_xyxy: np.ndarray,
+        embeddings: np.ndarray,
+        masks: list[np.ndarray | None],
+    ) -> list[dict]:
+        """One frame's tracked fish (rows aligned) -> events ("identified" / "reidentified")."""
+        events: list[dict] = []
+        matches = self.gallery.match(embeddings) if len(track_ids) else []
+        scale = self.px_per_cm.get(camera, 1.0)
+        for i, tid in enumerate(track_ids):
+            key = (camera, tid)
+            rec = self._tracks.get(key)
+            if rec is None:
+                rec = self._tracks[key] = TrackIdentity(camera, tid, ts, ts)
+            name, sim = matches[i]
+            rec.votes[name] += max(sim, 0.05)  # weight by confidence; unknown votes count too
+            rec.best_similarity[name] = max(rec.best_similarity.get(name, -1.0), sim)
+            rec.frames += 1
+            rec.last_ts = ts
+            box = boxes_xyxy[i]
+            centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
+            if rec.last_centre_px is not None:
+                rec.path_cm += float(np.hypot(centre[0] - rec.last_centre_px[0], centre[1] - rec.last_centre_px[1])) / scale
+            rec.last_centre_px = centre
+            if masks[i] is not None:
+                length_px = mask_length_px(masks[i])
+                if length_px:
+                    rec.lengths_cm.append(length_px / scale)
+            if rec.frames >= self.min_frames and rec.identity != rec.announced_as:
+                kind = "identified" if rec.announced_as is None else "reidentified"
+                rec.announced_as = rec.identity
+                events.append({"type": kind, "ts": ts, **rec.summary()})
+        return events
+
+    def end(self, camera: str, track_ids: list[int], ts: float) -> list[dict]:
+        """Tracks the tracker forgot -> "track_end" events with the track's final summary."""
+        events = []
+        for tid in track_ids:
+            rec = self._tracks.pop((camera, tid), None)
+            if rec is not None and rec.frames >= self.min_frames:
+                events.append({"type": "track_end", "ts": ts, **rec.summary()})
+        return events
+
+    def end_all(self, ts: float) -> list[dict]:
+        events = []
+        for camera, tid in list(self._tracks):
+            events += self.end(camera, [tid], ts)
+        return events
+
+    def track(self, camera: str, track_id: int) -> TrackIdentity | None:
+        return self._tracks.get((camera, track_id))
+
+    def __len__(self) -> int:
+        return len(self._tracks)

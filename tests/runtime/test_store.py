@@ -1,0 +1,50 @@
+import json
+import sqlite3
+
+import numpy as np
+from finprint.runtime.store import JsonlLog, Store
+
+
+def _end(tid, who, t0, length):
+    return {"type": "track_end", "ts": t0 + 1, "camera": "c1", "track_id": tid, "individual_id": who,
+            "unknown": who is None, "similarity": 0.9, "frames": 10, "first_ts": t0, "last_ts": t0 + 1,
+            "length_cm": length, "speed_cm_s": 3.0}
+
+
+def test_gallery_roundtrip_and_forget(tmp_path):
+    store = Store(tmp_path / "g.db")
+    emb = np.eye(4, dtype=np.float32)[:2]
+    assert store.enroll("fish000", emb, source="crops") == 2
+    store.enroll("fish001", np.eye(4, dtype=np.float32)[2:3])
+    gallery = store.load_gallery(threshold=0.5)
+    assert gallery.individuals == ["fish000", "fish001"] and len(gallery) == 3
+    assert gallery.match(np.eye(4, dtype=np.float32)[2:3])[0][0] == "fish001"
+    assert store.forget("fish000") and not store.forget("fish000")
+    assert store.count("embeddings") == 1
+    store.close()
+
+
+def test_events_update_individual_records(tmp_path):
+    store = Store(tmp_path / "g.db")
+    store.enroll("fish000", np.ones((1, 4), np.float32))
+    store.write_events([_end(1, "fish000", 100.0, 20.0), _end(2, None, 105.0, None)])
+    store.write_events([_end(3, "fish000", 200.0, 21.0), {"type": "identified", "ts": 1.0, "camera": "c1"}])
+    (rec,) = store.individuals()
+    assert rec["sightings"] == 2 and rec["first_seen"] == 100.0 and rec["last_seen"] == 201.0
+    assert rec["lengths_cm"] == [20.0, 21.0]
+    assert store.count("sightings") == 3 and store.count("events") == 4
+    store.close()
+    conn = sqlite3.connect(tmp_path / "g.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_jsonl_log_appends_lines(tmp_path):
+    log = JsonlLog(tmp_path / "e.jsonl")
+    log.write_events([{"type": "a", "ts": 1}, {"type": "b", "ts": 2}])
+    log.close()
+    log = JsonlLog(tmp_path / "e.jsonl")
+    log.write_events([{"type": "c", "ts": 3}])
+    log.close()
+    lines = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in lines] == ["a", "b", "c"]
