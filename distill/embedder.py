@@ -1,0 +1,112 @@
+"""Fish re-identification embedders: a crop [B,3,64,128] -> an L2-normalised 128-d identity vector.
+
+Teacher and student share one family of plain residual conv nets (Conv-BN-ReLU, add, global
+average pool, 1x1 projection, BN neck) so both export to ONNX opset 17 and TensorRT unchanged.
+Eval mode returns {"embedding"} (docs/CONTRACTS.md section 3); train mode also returns the
+pre-normalisation vector the losses and open-set statistics need.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from finprint.distill.registry import register
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+EMBED_DIM = 128
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a shortcut (1x1 conv when the shape changes)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn_relu(c_in, c_out, stride)
+        self.conv2 = nn.Sequential(nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    stem: int
+    widths: tuple[int, ...]  # one stage per width, each starting with a stride-2 block
+    blocks: tuple[int, ...]
+    dim: int = EMBED_DIM
+
+
+class FishEmbedder(nn.Module):
+    """Crop -> embedding. `forward` in eval mode: {"embedding": [B, dim] unit vectors}."""
+
+    def __init__(self, spec: EmbedderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stem = conv_bn_relu(3, spec.stem, stride=2)  # 64x128 -> 32x64
+        stages: list[nn.Module] = []
+        c_in = spec.stem
+        for width, n_blocks in zip(spec.widths, spec.blocks, strict=True):
+            blocks = [BasicBlock(c_in, width, 2)] + [BasicBlock(width, width, 1) for _ in range(n_blocks - 1)]
+            stages.append(nn.Sequential(*blocks))
+            c_in = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.project = nn.Linear(c_in, spec.dim, bias=False)
+        # BN neck (Luo et al., "Bag of Tricks for ReID"): metric and margin losses agree better after it.
+        self.neck = nn.BatchNorm1d(spec.dim)
+        self.out_dim = spec.dim
+
+    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.stages(self.stem(crops))
+        feature = self.neck(self.project(torch.flatten(self.pool(x), 1)))
+        embedding = F.normalize(feature, dim=1, eps=1e-6)
+        if self.training:
+            return {"embedding": embedding, "feature": feature}
+        return {"embedding": embedding}
+
+
+TEACHER_S = EmbedderSpec(stem=24, widths=(48, 96, 192), blocks=(2, 2, 2))
+STUDENT_S = EmbedderSpec(stem=16, widths=(24, 48, 80), blocks=(1, 1, 1))
+TEACHER_M = EmbedderSpec(stem=32, widths=(64, 128, 256), blocks=(2, 2, 2))
+STUDENT_M = EmbedderSpec(stem=16, widths=(32, 64, 112), blocks=(1, 1, 1))
+
+
+@register("embed-teacher-s", task="embed", role="teacher")
+def embed_teacher_s() -> FishEmbedder:
+    return FishEmbedder(TEACHER_S)
+
+
+@register("embed-student-s", task="embed", role="student")
+def embed_student_s() -> FishEmbedder:
+    return FishEmbedder(STUDENT_S)
+
+
+@register("embed-teacher-m", task="embed", role="teacher")
+def embed_teacher_m() -> FishEmbedder:
+    return FishEmbedder(TEACHER_M)
+
+
+@register("embed-student-m", task="embed", role="student")
+def embed_student_m() -> FishEmbedder:
+    return FishEmbedder(STUDENT_M)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,80 @@
+"""Relational distillation for the embedder: the student learns the teacher's similarity structure.
+
+Both embedders emit unit vectors, so what matters for re-ID is which crops are near which, not the
+coordinates. Matching relations instead of features leaves the student free to choose its own
+basis (an orthogonal rotation of the teacher's space costs nothing) and needs no adapter.
+
+- `similarity_kd`: the row-wise distribution over the batch softmax(cos / T) of the student follows
+  the teacher's (KL), plus MSE between the two cosine matrices (off-diagonal).
+- `rkd_distance` / `rkd_angle`: RKD (Park et al., CVPR 2019) on pairwise distances (normalised by
+  their mean) and on the angles of triplets.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+def _off_diagonal(n: int, device: torch.device) -> torch.Tensor:
+    return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def similarity_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """KL(teacher || student) over each row's softmax of cosine/T (self excluded) + MSE of cosines."""
+    zs, zt = F.normalize(student, dim=1), F.normalize(teacher.detach(), dim=1)
+    n = zs.shape[0]
+    if n < 2:
+        return student.sum() * 0.0
+    mask = _off_diagonal(n, zs.device)
+    sim_s = (zs @ zs.t())[mask].view(n, n - 1)
+    sim_t = (zt @ zt.t())[mask].view(n, n - 1)
+    log_p_s = F.log_softmax(sim_s / temperature, dim=1)
+    log_p_t = F.log_softmax(sim_t / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1).mean()
+    return kl + F.mse_loss(sim_s, sim_t)
+
+
+def rkd_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Huber loss between pairwise distance matrices, each divided by its mean off-diagonal distance."""
+    n = student.shape[0]
+    if n < 2:
+        return student.sum() * 0.0
+    mask = _off_diagonal(n, student.device)
+
+    def normalised(z: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(z, z)[mask]
+        return d / d.mean().clamp_min(1e-8)
+
+    return F.smooth_l1_loss(normalised(student), normalised(teacher.detach()))
+
+
+def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Huber loss between the cosines of the angles e_ij . e_kj over all triplets (n^3 memory: small batches)."""
+    if student.shape[0] < 3:
+        return student.sum() * 0.0
+
+    def angles(z: torch.Tensor) -> torch.Tensor:
+        diff = F.normalize(z.unsqueeze(0) - z.unsqueeze(1), p=2, dim=2)
+        return torch.bmm(diff, diff.transpose(1, 2)).view(-1)
+
+    return F.smooth_l1_loss(angles(student), angles(teacher.detach()))
+
+
+KD_KINDS = ("sim", "rkd")
+
+
+def relational_kd_loss(
+    student: torch.Tensor, teacher: torch.Tensor, kind: str = "sim", temperature: float = 0.1
+) -> torch.Tensor:
+    """The embedder's KD loss: `sim` (similarity distributions + cosines) or `rkd` (distance + 2 x angle)."""
+    if kind == "sim":
+        return similarity_kd(student, teacher, temperature)
+    if kind == "rkd":
+        zs, zt = F.normalize(student, dim=1), F.normalize(teacher, dim=1)
+        return rkd_distance(zs, zt) + 2.0 * rkd_angle(zs, zt)
+    raise ValueError(f"unknown relational KD kind '{kind}'; known: {', '.join(KD_KINDS)}")

@@ -1,0 +1,161 @@
+"""Embedders, metric losses, relational KD, VOS and a short EmbedTask training on tiny fake crops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from finprint.distill import registry
+from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
+from finprint.distill.embedder import count_params
+from finprint.distill.kd_embed import relational_kd_loss
+from finprint.distill.open_set import choose_open_set_threshold
+from finprint.distill.tasks import TrainConfig
+from finprint.distill.vos import VirtualOutlierSynthesizer
+
+torch.set_num_threads(2)
+
+
+def _fake_reid(root: Path, known: int = 6, unknown: int = 2, views: int = 6, seed: int = 0) -> Path:
+    """Each identity: its own random blob pattern on a fish-shaped ellipse; views differ by shift and light."""
+    rng = np.random.default_rng(seed)
+
+    def pattern() -> np.ndarray:
+        base = np.zeros((48, 96, 3), np.uint8)
+        cv2.ellipse(base, (48, 24), (44, 18), 0, 0, 360, [int(v) for v in rng.integers(60, 200, 3)], -1)
+        for _ in range(6):
+            c = (int(rng.integers(15, 80)), int(rng.integers(10, 38)))
+            cv2.circle(base, c, int(rng.integers(2, 6)), [int(v) for v in rng.integers(0, 255, 3)], -1)
+        return base
+
+    def write(folder: Path, name: str, base: np.ndarray) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        m = np.float32([[1, 0, rng.uniform(-3, 3)], [0, 1, rng.uniform(-2, 2)]])
+        img = cv2.warpAffine(base, m, (96, 48), borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+        img = np.clip(img * rng.uniform(0.8, 1.2) + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / name), img)
+
+    for i in range(known):
+        base = pattern()
+        for v in range(views):
+            write(root / "train", f"fish{i:03d}_c1_{v}.jpg", base)
+        write(root / "gallery", f"fish{i:03d}_c2_0.jpg", base)
+        write(root / "query", f"fish{i:03d}_c3_0.jpg", base)
+    for i in range(unknown):
+        write(root / "query", f"unk{i:03d}_c3_0.jpg", pattern())
+    return root
+
+
+@pytest.mark.parametrize("name", ["embed-teacher-s", "embed-student-s"])
+def test_embedder_forward_backward_and_unit_norm(name: str) -> None:
+    model = registry.build(name)
+    x = torch.randn(4, 3, 64, 128)
+    out = model(x)
+    (out["feature"].pow(2).mean() + out["embedding"][:, 0].sum()).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    emb = model(x)
+    assert set(emb) == {"embedding"}
+    assert emb["embedding"].shape == (4, 128)
+    torch.testing.assert_close(emb["embedding"].norm(dim=1), torch.ones(4))
+
+
+def test_student_has_at_most_a_tenth_of_the_teacher() -> None:
+    for size in ("s", "m"):
+        teacher, student = registry.build(f"embed-teacher-{size}"), registry.build(f"embed-student-{size}")
+        assert count_params(student) * 10 <= count_params(teacher)
+
+
+@pytest.mark.parametrize("kind", ["sim", "rkd"])
+def test_relational_kd_is_zero_for_the_same_similarities_and_positive_otherwise(kind: str) -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(12, 128), dim=1)
+    rotation, _ = torch.linalg.qr(torch.randn(128, 128))
+    rotated = teacher @ rotation  # another basis, same similarity structure
+    assert relational_kd_loss(rotated, teacher, kind).item() == pytest.approx(0.0, abs=1e-5)
+    other = torch.nn.functional.normalize(torch.randn(12, 128), dim=1).requires_grad_()
+    loss = relational_kd_loss(other, teacher, kind)
+    assert loss.item() > 1e-3
+    loss.backward()
+    assert other.grad is not None and other.grad.abs().sum() > 0
+
+
+def test_batch_hard_triplet_and_cosface_separate_identities() -> None:
+    labels = torch.tensor([0, 0, 1, 1])
+    apart = torch.tensor([[1.0, 0], [1.0, 0.01], [0, 1.0], [0.01, 1.0]])
+    mixed = torch.tensor([[1.0, 0], [0, 1.0], [1.0, 0.01], [0.01, 1.0]])
+    assert batch_hard_triplet(apart, labels).item() == 0.0
+    assert batch_hard_triplet(mixed, labels).item() > 0.5
+    head = CosFaceHead(2, 2)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2))
+    assert head(apart, labels) < head(mixed, labels)
+
+
+def test_vos_samples_lie_in_the_low_likelihood_region() -> None:
+    torch.manual_seed(0)
+    vos = VirtualOutlierSynthesizer(num_classes=3, dim=8, queue_size=64, candidates=500, select=4)
+    centres = torch.randn(3, 8) * 5
+    assert vos.sample() is None  # no full queue yet
+    for c in range(3):
+        vos.update(centres[c] + torch.randn(64, 8), torch.full((64,), c))
+    outliers = vos.sample(torch.tensor([0, 1, 2])).view(3, 4, 8)
+    for c in range(3):
+        inliers = centres[c] + torch.randn(2000, 8)
+        threshold = torch.quantile(vos.log_likelihood(inliers, c), 0.05)
+        assert (vos.log_likelihood(outliers[c], c) < threshold).all()
+
+
+def test_open_set_threshold_accepts_95_percent_of_known() -> None:
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(20, 16)).astype(np.float32)
+    query = gallery + rng.normal(scale=0.3, size=gallery.shape).astype(np.float32)
+    ids = [f"fish{i:03d}" for i in range(20)]
+    t = choose_open_set_threshold(query, ids, gallery, ids)
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    assert np.mean((q @ g.T).max(1) >= t) >= 0.95
+
+
+def _train(task, cfg: TrainConfig, steps: int, teacher=None) -> list[float]:
+    dataset, _ = task.build_data(cfg)
+    model = registry.build(cfg.model)
+    heads = task.kd_modules(model, teacher)
+    params = list(model.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch, shuffle=True, collate_fn=task.collate)
+    losses = []
+    model.train()
+    while len(losses) < steps:
+        for batch in loader:
+            target = task.teacher_targets(teacher, batch) if teacher is not None else None
+            loss, parts = task.loss(model, batch, target, cfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(parts["cosface"] + parts["triplet"])
+            if len(losses) == steps:
+                break
+    return losses
+
+
+def test_short_embed_training_reduces_the_loss_and_validates(tmp_path: Path) -> None:
+    from finprint.distill.embed_task import EmbedTask
+
+    torch.manual_seed(0)
+    data = _fake_reid(tmp_path / "reid")
+    extra = {"views": 3, "repeats": 2, "vos_start": 3, "vos_queue": 4, "augment": False}
+    cfg = TrainConfig(task="embed", model="embed-student-s", data=str(data), out=str(tmp_path / "run"),
+                      batch=4, lr=3e-3, extra=extra)
+    task = EmbedTask()
+    teacher = registry.build("embed-teacher-s")
+    losses = _train(task, cfg, steps=24, teacher=teacher)
+    assert np.mean(losses[-4:]) < np.mean(losses[:4])
+    model = registry.build(cfg.model)
+    _, val = task.build_data(cfg)
+    metrics = task.validate(model, val, cfg)
+    assert {"rank1", "map", "auroc", "fpr95", "open_set_threshold"} <= set(metrics)
+    assert 0.0 <= metrics["rank1"] <= 1.0
