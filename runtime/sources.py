@@ -1,0 +1,308 @@
+"""Cameras: one capture thread per camera into a bounded queue that drops the OLDEST frame.
+
+A slow inference worker must never stall a camera (RTSP servers drop a client that stops reading)
+and the freshest frame is the useful one, so a full queue forgets its oldest frame and counts it.
+Broken frames (undecodable, grayscale, wrong shape) are skipped and counted, not passed on.
+A lost stream is reopened with exponential backoff, up to a restart limit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class StreamEnded(Exception):
+    """A video file reached its end (and does not loop)."""
+
+
+@dataclass
+class Frame:
+    camera: str
+    index: int  # frame number within this camera since start
+    ts: float  # wall-clock capture time, seconds
+    image: np.ndarray  # HxWx3 uint8 BGR
+
+
+class DropOldestQueue:
+    """A bounded FIFO whose `put` never blocks: when full, the oldest item is dropped and counted."""
+
+    def __init__(self, maxsize: int) -> None:
+        self._items: deque = deque()
+        self._maxsize = maxsize
+        self._cond = threading.Condition()
+        self.dropped = 0
+
+    def put(self, item: object) -> None:
+        with self._cond:
+            if len(self._items) >= self._maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> object | None:
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return None
+            return self._items.popleft()
+
+    def get_nowait(self) -> object | None:
+        with self._cond:
+            return self._items.popleft() if self._items else None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class FrameReader(Protocol):
+    def read(self) -> np.ndarray | None:
+        """The next frame; None for a frame that arrived but cannot be decoded.
+        Raises StreamEnded at the end of a file, OSError when the stream is lost."""
+
+    def close(self) -> None: ...
+
+
+class OpenCvReader:
+    """Files, USB cameras, RTSP and GStreamer pipelines through cv2.VideoCapture."""
+
+    def __init__(self, source: str | int, kind: str, loop: bool = False) -> None:
+        self.kind = kind
+        self.loop = loop
+        self._source = source
+        api = cv2.CAP_GSTREAMER if kind == "gstreamer" else cv2.CAP_ANY
+        self._cap = cv2.VideoCapture(source, api)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise OSError(f"cannot open {kind} source {source!r}")
+
+    def read(self) -> np.ndarray | None:
+        ok, image = self._cap.read()
+        if ok:
+            return image
+        if self.kind == "file":
+            if not self.loop:
+                raise StreamEnded(str(self._source))
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, image = self._cap.read()
+            if ok:
+                return image
+        raise OSError(f"{self.kind} source {self._source!r} stopped delivering frames")
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class MjpegHttpReader:
+    """MJPEG over HTTP (multipart/x-mixed-replace), the format of most IP cameras' `/video` URL.
+
+    Parsed here rather than through FFmpeg so a lost connection is an immediate OSError (socket
+    timeout) instead of a hang, and a broken JPEG is one skipped frame instead of a dead stream.
+    """
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        self.url = url
+        self._resp = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 - camera URL from config
+        ctype = self._resp.headers.get("Content-Type", "")
+        if "multipart" not in ctype or "boundary=" not in ctype:
+            self._resp.close()
+            raise ValueError(f"{url}: not an MJPEG stream (Content-Type {ctype!r})")
+        self._boundary = b"--" + ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"').encode()
+
+    def _readline(self) -> bytes:
+        line = self._resp.readline()
+        if not line:
+            raise OSError(f"{self.url}: stream closed by the camera")
+        return line
+
+    def read(self) -> np.ndarray | None:
+        line = self._readline()
+        while not line.startswith(self._boundary):
+            line = self._readline()
+        length = None
+        while True:
+            header = self._readline().strip()
+            if not header:
+                break
+            name, _, value = header.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip())
+        if length is None:
+            raise OSError(f"{self.url}: MJPEG part without Content-Length")
+        data = self._resp.read(length)
+        if len(data) < length:
+            raise OSError(f"{self.url}: stream closed mid-frame")
+        return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+    def close(self) -> None:
+        self._resp.close()
+
+
+def open_reader(source: str | int, kind: str, loop: bool = False) -> FrameReader:
+    if kind == "url" and str(source).startswith(("http://", "https://")):
+        try:
+            return MjpegHttpReader(str(source))
+        except ValueError:
+            log.info("%s: not MJPEG, trying FFmpeg", source)
+    return OpenCvReader(source, kind, loop)
+
+
+@dataclass
+class SourceStats:
+    frames: int = 0  # good frames handed on
+    corrupt: int = 0  # skipped: undecodable, grayscale or wrong shape
+    reconnects: int = 0  # successful reopenings after a loss
+    failures: int = 0  # failed opens / lost streams
+    state: str = "starting"  # starting | streaming | reconnecting | failed | finished | stopped
+    last_frame_ts: float = field(default_factory=time.monotonic)
+
+
+class CameraSource:
+    """A capture thread for one camera: read, validate, queue; reopen with backoff when lost."""
+
+    def __init__(
+        self,
+        camera_id: str,
+        source: str | int,
+        kind: str,
+        queue: DropOldestQueue,
+        loop: bool = False,
+        fps_limit: float | None = None,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 60.0,
+        max_restarts: int = 20,
+    ) -> None:
+        self.camera_id = camera_id
+        self.source = source
+        self.kind = kind
+        self.queue = queue
+        self.loop = loop
+        self.fps_limit = fps_limit
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.max_restarts = max_restarts  # consecutive failures before giving up; 0 = never give up
+        self.stats = SourceStats()
+        self._stop = threading.Event()
+        self._reconnect = threading.Event()
+        self._reader: FrameReader | None = None
+        self._reader_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._close_reader()  # unblocks a read waiting on the network
+        self._thread.join(timeout)
+        if self.stats.state not in ("failed", "finished"):
+            self.stats.state = "stopped"
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def request_reconnect(self, reason: str) -> None:
+        """Called by the watchdog when the stream went silent without an error."""
+        log.warning("camera %s: reconnecting (%s)", self.camera_id, reason)
+        self._reconnect.set()
+        self._close_reader()
+
+    def _close_reader(self) -> None:
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                reader.close()
+            except OSError as exc:
+                log.debug("camera %s: close: %s", self.camera_id, exc)
+
+    def _valid(self, image: object, shape: tuple[int, ...] | None) -> bool:
+        return (
+            isinstance(image, np.ndarray)
+            and image.dtype == np.uint8
+            and image.ndim == 3
+            and image.shape[2] == 3
+            and image.shape[0] > 0
+            and image.shape[1] > 0
+            and (shape is None or image.shape == shape)
+        )
+
+    def _run(self) -> None:
+        consecutive_failures = 0
+        index = 0
+        ever_opened = False
+        while not self._stop.is_set():
+            try:
+                reader = open_reader(self.source, self.kind, self.loop)
+            except OSError as exc:
+                consecutive_failures += 1
+                self.stats.failures += 1
+                if not self._backoff(consecutive_failures, f"open failed: {exc}"):
+                    return
+                continue
+            with self._reader_lock:
+                self._reader = reader
+            if ever_opened:
+                self.stats.reconnects += 1
+            ever_opened = True
+            self._reconnect.clear()
+            self.stats.state = "streaming"
+            self.stats.last_frame_ts = time.monotonic()
+            shape: tuple[int, ...] | None = None  # a reconnect may bring a new resolution
+            next_due = time.monotonic()
+            try:
+                while not self._stop.is_set() and not self._reconnect.is_set():
+                    image = reader.read()
+                    if not self._valid(image, shape):
+                        self.stats.corrupt += 1
+                        continue
+                    assert isinstance(image, np.ndarray)
+                    shape = image.shape
+                    consecutive_failures = 0
+                    self.stats.frames += 1
+                    self.stats.last_frame_ts = time.monotonic()
+                    self.queue.put(Frame(self.camera_id, index, time.time(), image))
+                    index += 1
+                    if self.fps_limit:
+                        next_due += 1.0 / self.fps_limit
+                        self._stop.wait(max(0.0, next_due - time.monotonic()))
+            except StreamEnded:
+                log.info("camera %s: end of video", self.camera_id)
+                self.stats.state = "finished"
+                self._close_reader()
+                return
+            except (OSError, ValueError, AttributeError) as exc:
+                # AttributeError: http.client reading from a response another thread just closed.
+                if self._stop.is_set():
+                    break
+                consecutive_failures += 1
+                self.stats.failures += 1
+                self._close_reader()
+                if not self._backoff(consecutive_failures, f"stream lost: {exc}"):
+                    return
+                continue
+            self._close_reader()
+        self.stats.state = "stopped"
+
+    def _backoff(self, failures: int, why: str) -> bool:
+        """Wait before the next attempt; False when the restart limit is reached or stopping."""
+        if self.max_restarts and failures > self.max_restarts:
+            log.error("camera %s: giving up after %d consecutive failures (%s)", self.camera_id, failures - 1, why)
+            self.stats.state = "failed"
+            return False
+        delay = min(self.backoff_initial_s * 2 ** (failures - 1), self.backoff_max_s)
+        log.warning("camera %s: %s; retry %d in %.1f s", self.camera_id, why, failures, delay)
+        self.stats.state = "reconnecting"
+        return not self._stop.wait(delay)
