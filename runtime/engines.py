@@ -332,7 +332,7 @@ def open_engine(
         from finprint.runtime.trt_engine import TrtEngine
 
         meta = validate_engine(path)
-        eng: Engine = TrtEngine(path)
+        eng: Engine = TrtEngine(path, host_code_allowed=meta.version_compatible)
         found = find_manifest(path, manifest, require_manifest)
         if found is not None:
             if meta.onnx_sha256 != found.onnx_sha256:
@@ -356,8 +356,8 @@ def open_engine(
             from finprint.runtime.trt_engine import TrtEngine
 
             target = Path(engine_path) if engine_path else default_engine_path(path)
-            ensure_engine(path, target, manifest=found)
-            eng = TrtEngine(target)
+            meta = ensure_engine(path, target, manifest=found)
+            eng = TrtEngine(target, host_code_allowed=meta.version_compatible)
             if found is not None:
                 _checked(eng, found)
             log.info("%s: backend tensorrt (TensorRT and a CUDA device found; engine %s)", path.name, target.name)
