@@ -1,0 +1,237 @@
+"""Drive any engine (torch, ONNX Runtime, TensorRT) over a dataset and score it.
+
+One code path for every backend (docs/CONTRACTS.md section 3): frames are read with OpenCV,
+preprocessed by the runtime's one implementation, run through `engine.infer`, decoded by
+`finprint.runtime.detect_post.decode`, and scored by `finprint.distill.metrics`. Torch-free, so
+the export gate can measure an ONNX model on a machine without torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from finprint.distill.metrics import coco_metrics, open_set_metrics, reid_metrics
+from finprint.runtime.detect_post import Detections, decode
+from finprint.runtime.manifest import Preprocess
+from finprint.runtime.preprocess import preprocess_image
+from tqdm import tqdm
+
+from finprint.data.types import Crop, Frame, ReidSet
+from finprint.errors import DataError, FinprintError
+
+log = logging.getLogger(__name__)
+
+DETECTOR_INPUT = "images"  # CONTRACTS.md section 3
+EMBEDDER_INPUT = "crops"
+EMBEDDING_OUTPUT = "embedding"
+
+
+class InferEngine(Protocol):
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def _input_name_and_batch(engine: Any, default_name: str, batch: int) -> tuple[str, int, bool]:
+    """(input name, batch size, whether the engine's batch dimension is fixed).
+
+    Runtime engines describe their inputs (`engine.inputs`); a model exported with a fixed batch
+    must be fed exactly that many images, so the last chunk is padded. A torch engine takes any batch.
+    """
+    inputs = getattr(engine, "inputs", None)
+    if not inputs:
+        return default_name, batch, False
+    spec = inputs[0]
+    dim = spec.shape[0] if len(spec.shape) else None
+    if isinstance(dim, int) and dim > 0:
+        return spec.name, dim, True
+    return spec.name, batch, False
+
+
+def _chunks(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(start + size, n))
+
+
+def _infer_chunk(engine: InferEngine, name: str, x: np.ndarray, size: int, fixed: bool) -> dict[str, np.ndarray]:
+    count = x.shape[0]
+    if fixed and count < size:  # pad a fixed-batch engine's last chunk, drop the padding's outputs
+        x = np.concatenate([x, np.zeros((size - count, *x.shape[1:]), x.dtype)])
+    out = engine.infer({name: np.ascontiguousarray(x, dtype=np.float32)})
+    return {k: np.asarray(v)[:count] if np.ndim(v) and np.shape(v)[0] == x.shape[0] else np.asarray(v)
+            for k, v in out.items()}
+
+
+def read_image(path: Any) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(path, "cannot be read as an image")
+    return image
+
+
+def detect_frames(
+    engine: InferEngine,
+    pre: Preprocess,
+    frames: Sequence[Frame],
+    batch: int = 8,
+    score_threshold: float = 0.001,
+    iou_threshold: float = 0.6,
+    max_det: int = 100,
+) -> list[Detections]:
+    """One Detections (original pixels, masks when the model has a mask head) per frame, in order."""
+    name, size, fixed = _input_name_and_batch(engine, DETECTOR_INPUT, batch)
+    results: list[Detections] = []
+    progress = tqdm(total=len(frames), desc="detect", unit="img", disable=None, leave=False)
+    for chunk in _chunks(len(frames), size):
+        tensors, infos = [], []
+        for i in chunk:
+            tensor, info = preprocess_image(read_image(frames[i].image_path), pre)
+            tensors.append(tensor)
+            infos.append(info)
+        out = _infer_chunk(engine, name, np.stack(tensors), size, fixed)
+        missing = {"boxes", "scores"} - set(out)
+        if missing:
+            raise FinprintError(f"the model's outputs {sorted(out)} lack {sorted(missing)}: is it a detector?")
+        has_masks = "mask_coefs" in out and "protos" in out
+        for j, info in enumerate(infos):
+            results.append(
+                decode(
+                    out["boxes"][j],
+                    out["scores"][j],
+                    out["mask_coefs"][j] if has_masks else None,
+                    out["protos"][j] if has_masks else None,
+                    info,
+                    score_threshold=score_threshold,
+                    iou_threshold=iou_threshold,
+                    max_det=max_det,
+                )
+            )
+        progress.update(len(chunk))
+    progress.close()
+    return results
+
+
+def evaluate_detector(
+    engine: InferEngine,
+    pre: Preprocess,
+    frames: Sequence[Frame],
+    batch: int = 8,
+    score_threshold: float = 0.001,
+    iou_threshold: float = 0.6,
+    max_det: int = 100,
+) -> dict:
+    """box_map, box_map50, mask_map, mask_map50 (None where not measurable) + counts and images/s.
+
+    The low default score threshold is COCO practice: mAP integrates over every confidence level.
+    """
+    if not frames:
+        raise FinprintError("no frames to evaluate")
+    start = time.perf_counter()
+    predictions = detect_frames(engine, pre, frames, batch, score_threshold, iou_threshold, max_det)
+    seconds = time.perf_counter() - start
+    result = coco_metrics(frames, predictions)
+    result["seconds"] = seconds
+    result["images_per_s"] = len(frames) / seconds if seconds > 0 else None
+    log.info("detector: %s", {k: v for k, v in result.items() if k.endswith(("map", "map50"))})
+    return result
+
+
+def embed_crops(engine: InferEngine, pre: Preprocess, crops: Sequence[Crop], batch: int = 32) -> np.ndarray:
+    """(N, D) float32 embeddings of crop images (already cropped; stretched by `pre`), in order."""
+    name, size, fixed = _input_name_and_batch(engine, EMBEDDER_INPUT, batch)
+    chunks: list[np.ndarray] = []
+    progress = tqdm(total=len(crops), desc="embed", unit="crop", disable=None, leave=False)
+    for chunk in _chunks(len(crops), size):
+        x = np.stack([preprocess_image(read_image(crops[i].path), pre)[0] for i in chunk])
+        out = _infer_chunk(engine, name, x, size, fixed)
+        if EMBEDDING_OUTPUT in out:
+            emb = out[EMBEDDING_OUTPUT]
+        elif len(out) == 1:
+            emb = next(iter(out.values()))
+        else:
+            raise FinprintError(f"the model's outputs {sorted(out)} lack '{EMBEDDING_OUTPUT}': is it an embedder?")
+        chunks.append(np.asarray(emb, dtype=np.float32).reshape(len(chunk), -1))
+        progress.update(len(chunk))
+    progress.close()
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(chunks)
+
+
+def _max_similarity_excluding_self(emb: np.ndarray) -> np.ndarray:
+    normed = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    sim = normed @ normed.T
+    np.fill_diagonal(sim, -np.inf)
+    return sim.max(axis=1)
+
+
+def evaluate_embedder(engine: InferEngine, pre: Preprocess, reid_set: ReidSet, batch: int = 32) -> dict:
+    """Re-ID (rank1, rank5, map) on known queries and open-set (auroc, fpr95) of unknown vs known queries.
+
+    With `gallery/` and `query/` subsets, queries are matched against the gallery; a query is
+    unknown when the loader marked it so or its identity is not in the gallery. Without them (one
+    folder of crops) every crop queries all the others. `open_set_threshold` is the max-similarity
+    threshold that accepts 95 % of known queries (what export writes into the manifest).
+    """
+    gallery = [c for c in reid_set.crops if c.subset == "gallery"]
+    query = [c for c in reid_set.crops if c.subset == "query"]
+    same_set = not gallery and not query
+    if same_set:
+        gallery = query = [c for c in reid_set.crops if c.subset != "train"]
+    if not gallery or not query:
+        raise DataError(reid_set.root, "re-ID evaluation needs gallery/ and query/ crops (or one folder of crops)")
+
+    start = time.perf_counter()
+    gallery_emb = embed_crops(engine, pre, gallery, batch)
+    query_emb = gallery_emb if same_set else embed_crops(engine, pre, query, batch)
+    seconds = time.perf_counter() - start
+
+    gallery_ids = {c.identity for c in gallery}
+    unknown = np.array([c.unknown or c.identity not in gallery_ids for c in query], dtype=bool)
+    if same_set:
+        # In one folder an identity seen once has no other crop to match: that is a skipped query,
+        # not an unknown fish; open-set needs a gallery it was never enrolled in.
+        unknown = np.array([c.unknown for c in query], dtype=bool)
+    known = ~unknown
+    known_query = [c for c, k in zip(query, known, strict=True) if k]
+
+    def cams(crops: Sequence[Crop]) -> list[str] | None:
+        values = [c.camera for c in crops]
+        return values if any(values) else None
+
+    if same_set:
+        reid = reid_metrics(
+            gallery_emb, [c.identity for c in gallery], cams(gallery),
+            gallery_emb, [c.identity for c in gallery], cams(gallery), same_set=True,
+        )
+        scores = _max_similarity_excluding_self(gallery_emb)
+    else:
+        reid = reid_metrics(
+            query_emb[known], [c.identity for c in known_query], cams(known_query),
+            gallery_emb, [c.identity for c in gallery], cams(gallery),
+        )
+        normed_q = query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12)
+        normed_g = gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)
+        scores = (normed_q @ normed_g.T).max(axis=1)
+    open_set = open_set_metrics(scores[known], scores[unknown])
+
+    result = {
+        "rank1": reid["rank1"],
+        "rank5": reid["rank5"],
+        "map": reid["map"],
+        "auroc": open_set["auroc"],
+        "fpr95": open_set["fpr95"],
+        "open_set_threshold": open_set["threshold95"],
+        "queries": reid["queries"],
+        "skipped_queries": reid["skipped"],
+        "unknown_queries": int(unknown.sum()),
+        "gallery": len(gallery),
+        "embedding_dim": int(gallery_emb.shape[1]),
+        "seconds": seconds,
+        "crops_per_s": (len(gallery) + (0 if same_set else len(query))) / seconds if seconds > 0 else None,
+    }
+    log.info("embedder: rank1=%s map=%s auroc=%s", result["rank1"], result["map"], result["auroc"])
+    return result
