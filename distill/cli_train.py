@@ -1,0 +1,78 @@
+"""`finprint train`: train a model (a teacher, or a student without distillation)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from finprint.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="farm folder, YOLO folder, COCO json or re-ID folder")
+    parser.add_argument("--out", required=True, help="run folder to write (must be new unless --resume)")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--imgsz", type=int, default=320, help="detector input size (square, multiple of 32)")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
+    parser.add_argument("--resume", action="store_true", help="continue RUN from its last.pt")
+    parser.add_argument("--val-groups", default=None, help="comma-separated groups (e.g. DeepFish habitats) held out for validation")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="task option into config.extra (e.g. aug_variants=4, val_max=100, workers=2, no_augment=1)",
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--task", required=True, choices=["detect", "embed"])
+    parser.add_argument("--model", required=True, help="registry name, e.g. fishseg-teacher")
+    add_common_arguments(parser)
+
+
+def parse_extra(pairs: list[str]) -> dict:
+    import yaml
+
+    extra = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        extra[key.strip()] = yaml.safe_load(value)
+    return extra
+
+
+def config_from_args(args: argparse.Namespace, task: str, model: str, teacher: str | None = None, kd: bool = True, qat: bool = False):
+    from finprint.distill.tasks import TrainConfig
+
+    groups = [g.strip() for g in args.val_groups.split(",") if g.strip()] if args.val_groups else None
+    return TrainConfig(
+        task=task, model=model, data=str(Path(args.data)), out=str(Path(args.out)), epochs=args.epochs,
+        batch=args.batch, imgsz=args.imgsz, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
+        device=args.device, amp=not args.no_amp, val_groups=groups, teacher=teacher, kd=kd, qat=qat,
+        extra=parse_extra(args.set),
+    )
+
+
+def run_config(cfg, resume: bool) -> int:
+    from finprint.distill.runs import read_config
+    from finprint.distill.tasks import TrainConfig
+    from finprint.distill.train import train
+
+    if resume:  # the run's own config wins, so a resume cannot silently change the recipe
+        saved = TrainConfig.from_dict(read_config(cfg.out))
+        saved.device = cfg.device
+        cfg = saved
+    summary = train(cfg, resume=resume)
+    print(f"{cfg.out}: done, best {summary['main_metric']} = {summary['best']:.4f}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_config(config_from_args(args, args.task, args.model), args.resume)

@@ -1,0 +1,162 @@
+"""DetectTask: the detector's plug-in for the shared training loop (distill/train.py)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from finprint.distill.detect_data import (
+    Augment,
+    DetectionDataset,
+    collate_detection,
+    detector_preprocess,
+    split_frames,
+)
+from finprint.distill.detect_loss import detection_loss
+from finprint.distill.kd_detect import FeatureAdapters, kd_loss, teacher_soft_masks
+from finprint.distill.tasks import TrainConfig
+from finprint.distill.torch_engine import TorchEngine
+from finprint.runtime.detect_post import Detections, decode
+from finprint.runtime.preprocess import preprocess_batch
+from torch import nn
+
+from finprint.data.types import Frame
+from finprint.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectValData:
+    frames: list[Frame]
+    imgsz: int
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return getattr(model, "module", model)
+
+
+def predict_frames(
+    model: nn.Module, frames: list[Frame], imgsz: int, batch: int = 8, score_threshold: float = 0.05
+) -> list[Detections]:
+    """Torch model -> Detections per frame, through the engine contract and the runtime's decode."""
+    import cv2
+
+    engine = TorchEngine(_unwrap(model), device=next(model.parameters()).device)
+    pre = detector_preprocess(imgsz)
+    out: list[Detections] = []
+    for start in range(0, len(frames), batch):
+        chunk = frames[start : start + batch]
+        images = []
+        for f in chunk:
+            img = cv2.imread(str(f.image_path), cv2.IMREAD_COLOR)
+            if img is None:
+                raise DataError(f.image_path, "cannot decode image")
+            images.append(img)
+        x, infos = preprocess_batch(images, pre)
+        raw = engine.infer({"images": x})
+        for i, info in enumerate(infos):
+            out.append(
+                decode(raw["boxes"][i], raw["scores"][i], raw["mask_coefs"][i], raw["protos"][i], info,
+                       score_threshold=score_threshold, iou_threshold=0.6, max_det=100)
+            )
+    return out
+
+
+class DetectTask:
+    name = "detect"
+    main_metric = "map"  # mean of box mAP50-95 and (where the data has masks) mask mAP50-95
+    cache_mb = 1024  # teacher outputs kept in RAM for distillation (float16)
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], dict[str, Any]] = {}
+        self._cache_bytes = 0
+        self.adapters: FeatureAdapters | None = None
+        self.strides: tuple[int, ...] = (8, 16, 32)
+
+    def build_data(self, cfg: TrainConfig) -> tuple[DetectionDataset, DetectValData]:
+        train, val = split_frames(cfg.data, cfg.val_groups, cfg.seed)
+        if not train:
+            raise DataError(cfg.data, "no training frames found")
+        if not val:
+            log.warning("%s: no validation frames; validating on the training frames", cfg.data)
+            val = train
+        val_max = int(cfg.extra.get("val_max", 200))
+        if len(val) > val_max:  # spread over the set, so every group stays represented
+            val = [val[i] for i in np.linspace(0, len(val) - 1, val_max).astype(int)]
+        aug = Augment.off() if cfg.extra.get("no_augment") else Augment()
+        dataset = DetectionDataset(train, cfg.imgsz, aug, seed=cfg.seed, aug_variants=int(cfg.extra.get("aug_variants", 4)))
+        log.info("detect data: %d train frames, %d validation frames", len(train), len(val))
+        return dataset, DetectValData(val, cfg.imgsz)
+
+    def collate(self, items: list) -> dict:
+        return collate_detection(items)
+
+    @torch.no_grad()
+    def teacher_targets(self, teacher: nn.Module, batch: dict) -> dict:
+        """Teacher scores, pyramid features and per-fish soft masks; cached per (frame, augmentation variant)."""
+        keys = batch["keys"]
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        fresh: dict[tuple[int, int], dict[str, Any]] = {}  # over the cache budget: this step only
+        if missing:
+            idx = torch.tensor(missing, device=batch["images"].device)
+            out = _unwrap(teacher).run(batch["images"][idx], extras=True)
+            soft = teacher_soft_masks(out, batch["boxes"][idx], batch["valid"][idx])
+            budget = float(self.cache_mb) * 2**20
+            for j, i in enumerate(missing):
+                n = int(batch["valid"][i].sum())
+                item = {
+                    "scores": out["scores"][j].half().cpu(),
+                    "feats": [f[j].half().cpu() for f in out["feats"]],
+                    "soft_masks": soft[j, :n].cpu(),
+                }
+                size = sum(t.numel() * 2 for t in [item["scores"], item["soft_masks"], *item["feats"]])
+                if self._cache_bytes + size <= budget:
+                    self._cache[keys[i]] = item
+                    self._cache_bytes += size
+                else:
+                    fresh[keys[i]] = item
+        items = [self._cache[k] if k in self._cache else fresh[k] for k in keys]
+        dev = batch["images"].device
+        g = batch["boxes"].shape[1]
+        soft = torch.zeros((len(items), g, *items[0]["soft_masks"].shape[-2:]), dtype=torch.float16)
+        for i, it in enumerate(items):
+            soft[i, : it["soft_masks"].shape[0]] = it["soft_masks"]
+        return {
+            "scores": torch.stack([it["scores"] for it in items]).to(dev),
+            "feats": [torch.stack([it["feats"][lvl] for it in items]).to(dev) for lvl in range(len(items[0]["feats"]))],
+            "soft_masks": soft.to(dev),
+        }
+
+    def loss(self, model: nn.Module, batch: dict, teacher_out: dict | None, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(batch["images"])
+        total, parts, asg = detection_loss(out, batch)
+        if teacher_out is not None:
+            kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides)
+            total = total + cfg.kd_weight * kd
+            parts.update(kd_parts)
+        return total, parts
+
+    def kd_modules(self, student: nn.Module, teacher: nn.Module) -> nn.Module | None:
+        s, t = _unwrap(student), _unwrap(teacher)
+        self.strides = tuple(s.strides)
+        self.adapters = FeatureAdapters([s.spec.neck] * 3, [t.spec.neck] * 3)
+        return self.adapters
+
+    def validate(self, model: nn.Module, val_data: DetectValData, cfg: TrainConfig) -> dict[str, float]:
+        from finprint.distill.metrics import coco_metrics
+
+        was_training = model.training
+        model.eval()
+        try:
+            preds = predict_frames(model, val_data.frames, val_data.imgsz)
+        finally:
+            model.train(was_training)
+        m = coco_metrics(val_data.frames, preds)
+        result = {k: float(v) for k, v in m.items() if k in ("box_map", "box_map50", "mask_map", "mask_map50") and v is not None}
+        maps = [result[k] for k in ("box_map", "mask_map") if k in result]
+        result["map"] = float(np.mean(maps)) if maps else 0.0
+        return result

@@ -1,0 +1,154 @@
+"""Fish detector family (YOLO-seg style): anchor-free, one class, strides 8/16/32, prototype masks at stride 4.
+
+Plain Conv-BN-SiLU blocks, nearest upsampling and concatenation only, so every member exports to
+ONNX opset 17 and builds in TensorRT. In eval mode `forward` returns exactly the outputs of
+docs/CONTRACTS.md section 3; in train mode it adds the raw logits and pyramid features that the
+task loss and the distillation losses need.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from finprint.distill.registry import register
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+STRIDES = (8, 16, 32)
+MASK_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    widths: tuple[int, int, int, int, int]  # stem(s2), s4, s8, s16, s32
+    depths: tuple[int, int, int, int]  # residual blocks in the s4..s32 stages
+    neck: int  # channels of every pyramid level (P3..P5)
+    head: int  # hidden channels in the head branches
+    protos: int  # number of prototype masks M
+
+
+class ConvBNAct(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1) -> None:
+        super().__init__(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False), nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))
+
+
+class Residual(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(ConvBNAct(c, c, 1), ConvBNAct(c, c, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
+    return nn.Sequential(ConvBNAct(c_in, c_out, 3, 2), *(Residual(c_out) for _ in range(depth)))
+
+
+class Head(nn.Module):
+    """Per-level decoupled head: box (ltrb distances), fish logit, mask coefficients."""
+
+    def __init__(self, c_in: int, hidden: int, protos: int) -> None:
+        super().__init__()
+        self.box = nn.Sequential(ConvBNAct(c_in, hidden), ConvBNAct(hidden, hidden), nn.Conv2d(hidden, 4, 1))
+        self.cls = nn.Sequential(ConvBNAct(c_in, hidden), ConvBNAct(hidden, hidden), nn.Conv2d(hidden, 1, 1))
+        self.coef = nn.Sequential(ConvBNAct(c_in, hidden), nn.Conv2d(hidden, protos, 1))
+        nn.init.constant_(self.cls[-1].bias, -4.6)  # prior fish probability ~1 %: stable start
+        nn.init.constant_(self.box[-1].bias, 0.5)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.box(x), self.cls(x), self.coef(x)
+
+
+class FishDetector(nn.Module):
+    def __init__(self, spec: DetectorSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        w, d, n = spec.widths, spec.depths, spec.neck
+        self.stem = ConvBNAct(3, w[0], 3, 2)
+        self.s4 = _stage(w[0], w[1], d[0])
+        self.s8 = _stage(w[1], w[2], d[1])
+        self.s16 = _stage(w[2], w[3], d[2])
+        self.s32 = _stage(w[3], w[4], d[3])
+        # FPN top-down + PAN bottom-up, all levels `neck` channels.
+        self.lat5 = ConvBNAct(w[4], n, 1)
+        self.lat4 = ConvBNAct(w[3], n, 1)
+        self.lat3 = ConvBNAct(w[2], n, 1)
+        self.td4 = ConvBNAct(2 * n, n)
+        self.td3 = ConvBNAct(2 * n, n)
+        self.down3 = ConvBNAct(n, n, 3, 2)
+        self.bu4 = ConvBNAct(2 * n, n)
+        self.down4 = ConvBNAct(n, n, 3, 2)
+        self.bu5 = ConvBNAct(2 * n, n)
+        self.heads = nn.ModuleList(Head(n, spec.head, spec.protos) for _ in STRIDES)
+        self.proto = nn.Sequential(ConvBNAct(n, spec.head), ConvBNAct(spec.head, spec.head), nn.Conv2d(spec.head, spec.protos, 1))
+        self.mask_stride = MASK_STRIDE
+        self.strides = STRIDES
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        c8 = self.s8(self.s4(self.stem(x)))
+        c16 = self.s16(c8)
+        c32 = self.s32(c16)
+        p5 = self.lat5(c32)
+        p4 = self.td4(torch.cat([self.lat4(c16), F.interpolate(p5, scale_factor=2.0, mode="nearest")], 1))
+        p3 = self.td3(torch.cat([self.lat3(c8), F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
+        n4 = self.bu4(torch.cat([self.down3(p3), p4], 1))
+        n5 = self.bu5(torch.cat([self.down4(n4), p5], 1))
+        return [p3, n4, n5]
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.run(images, extras=self.training)
+
+    def run(self, images: torch.Tensor, extras: bool) -> dict[str, torch.Tensor]:
+        """All outputs; `extras` adds raw logits, anchor points and pyramid features (loss and KD)."""
+        feats = self.pyramid(images)
+        ltrb, logits, coefs, points = [], [], [], []
+        for feat, head, stride in zip(feats, self.heads, self.strides, strict=True):
+            b, _, h, w = feat.shape
+            box, cls, coef = head(feat)
+            ltrb.append(F.softplus(box).flatten(2).transpose(1, 2) * stride)
+            logits.append(cls.flatten(1))
+            coefs.append(coef.flatten(2).transpose(1, 2))
+            ys = (torch.arange(h, device=feat.device, dtype=feat.dtype) + 0.5) * stride
+            xs = (torch.arange(w, device=feat.device, dtype=feat.dtype) + 0.5) * stride
+            gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+            points.append(torch.stack([gx.flatten(), gy.flatten()], -1))
+        dist = torch.cat(ltrb, 1)
+        pts = torch.cat(points, 0).unsqueeze(0)
+        boxes = torch.cat([pts - dist[..., :2], pts + dist[..., 2:]], -1)
+        logit = torch.cat(logits, 1)
+        # Prototypes at stride 4: P3 (stride 8) upsampled once.
+        protos = self.proto(F.interpolate(feats[0], scale_factor=2.0, mode="nearest"))
+        out = {"boxes": boxes, "scores": torch.sigmoid(logit), "mask_coefs": torch.cat(coefs, 1), "protos": protos}
+        if extras:
+            out.update(logits=logit, points=pts[0], feats=feats)  # type: ignore[dict-item]
+        return out
+
+
+def anchor_strides(imgsz: int) -> torch.Tensor:
+    """Stride of every anchor, in the order of the model's outputs."""
+    return torch.cat([torch.full(((imgsz // s) ** 2,), float(s)) for s in STRIDES])
+
+
+SPECS: dict[str, DetectorSpec] = {
+    # ~3.4M params: the farm teacher (trains in minutes on 2 CPU cores at 256 px).
+    "fishseg-teacher": DetectorSpec(widths=(24, 48, 96, 192, 320), depths=(1, 2, 2, 1), neck=96, head=64, protos=16),
+    # <= 1/10 of the teacher: the edge student.
+    "fishseg-student": DetectorSpec(widths=(8, 16, 32, 64, 96), depths=(1, 1, 1, 1), neck=32, head=24, protos=16),
+}
+
+
+def _builder(spec: DetectorSpec):
+    return lambda: FishDetector(spec)
+
+
+for _name, _spec in SPECS.items():
+    register(_name, task="detect", role="teacher" if _name.endswith("teacher") else "student")(_builder(_spec))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
