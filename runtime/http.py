@@ -1,0 +1,102 @@
+"""/healthz and /metrics over stdlib http.server in a thread.
+
+Metrics are read from the daemon's live counters at scrape time by a custom collector, so there is
+one source of truth (the camera stats, queues, watchdog) rather than counters kept twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class DaemonCollector:
+    """Yields Prometheus metric families from `snapshot()` (a dict the daemon builds on demand)."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        snap = self._snapshot()
+        per_camera = {
+            "frames": CounterMetricFamily("finprint_frames", "good frames captured", labels=["camera"]),
+            "processed": CounterMetricFamily("finprint_frames_processed", "frames through inference", labels=["camera"]),
+            "corrupt": CounterMetricFamily("finprint_corrupt_frames", "frames skipped as corrupt", labels=["camera"]),
+            "queue_drops": CounterMetricFamily("finprint_queue_drops", "frames dropped (oldest) by a full queue", labels=["camera"]),
+            "reconnects": CounterMetricFamily("finprint_reconnects", "camera reconnections", labels=["camera"]),
+            "fps": GaugeMetricFamily("finprint_fps", "processed frames per second", labels=["camera"]),
+            "queue_len": GaugeMetricFamily("finprint_queue_length", "frames waiting", labels=["camera"]),
+        }
+        state = GaugeMetricFamily("finprint_watchdog_state", "1 for the current state of each component", labels=["component", "state"])
+        for cam, values in snap["cameras"].items():
+            for key, family in per_camera.items():
+                family.add_metric([cam], values[key])
+        for component, value in snap["states"].items():
+            state.add_metric([component, value], 1)
+        yield from per_camera.values()
+        yield state
+        for name, help_text in (
+            ("unknown_fish", "tracks that ended as unknown fish"),
+            ("events", "events emitted"),
+            ("known_fish", "tracks that ended as a known individual"),
+        ):
+            fam = CounterMetricFamily(f"finprint_{name}", help_text)
+            fam.add_metric([], snap[name])
+            yield fam
+        heartbeat = GaugeMetricFamily("finprint_worker_heartbeat_age_seconds", "age of the inference worker's heartbeat")
+        heartbeat.add_metric([], snap["heartbeat_age_s"])
+        yield heartbeat
+
+
+class HealthServer:
+    """Serves /healthz (200 or 503 with JSON states) and /metrics (Prometheus text)."""
+
+    def __init__(self, bind: str, port: int, registry: Any, health: Callable[[], tuple[bool, dict]]) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, fmt: str, *args: object) -> None:
+                log.debug("http: " + fmt, *args)
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    ok, detail = health()
+                    body = json.dumps({"status": "ok" if ok else "unhealthy", **detail}).encode()
+                    self._send(200 if ok else 503, body, "application/json")
+                elif path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                else:
+                    self._send(404, b"not found: try /healthz or /metrics\n", "text/plain")
+
+        self._server = ThreadingHTTPServer((bind, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+        log.info("health and metrics on http://%s:%d/", self._server.server_address[0], self.port)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
