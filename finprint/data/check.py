@@ -13,6 +13,7 @@ from finprint.data.loaders import detect_format, load_detection
 from finprint.data.reid import load_reid
 from finprint.data.splits import split_by_group
 from finprint.data.types import DetectionSet, Frame, ReidSet, Skipped
+from finprint.data.yolo import is_yolo_folder, load_yolo
 from finprint.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ def _check_farm(report: CheckReport, root: Path, split_groups: list[str] | None,
                 if shared:
                     raise DataError(root, f"groups in both {a} and {b}: {sorted(shared)[:5]}")
     report.add("  no group in two splits: OK")
+    if is_yolo_folder(root):
+        _check_farm_yolo_labels(report, root, by_split, skip_bad)
     for split in ("train", "val"):
         unknown = {i.individual_id for f in by_split.get(split, []) for i in f.instances if i.unknown}
         if unknown:
@@ -147,6 +150,24 @@ def _check_farm(report: CheckReport, root: Path, split_groups: list[str] | None,
         if train_unknown:
             raise DataError(train_unknown[0].path, "an unknown individual's crop in reid/train")
         _check_reid(report, reid, None)
+
+
+def _check_farm_yolo_labels(
+    report: CheckReport, root: Path, by_split: dict[str, list[Frame]], skip_bad: bool
+) -> None:
+    """The farm's YOLO-seg labels must describe the same instances as its COCO files."""
+    for split, frames in by_split.items():
+        if not (root / "images" / split).is_dir():
+            continue
+        yolo, skipped = load_yolo(root, split, skip_bad=skip_bad)
+        report.skipped += skipped
+        coco_counts = {f.image_path.name: len(f.instances) for f in frames}
+        for frame in yolo.frames:
+            expected = coco_counts.get(frame.image_path.name)
+            if expected is not None and expected != len(frame.instances):
+                label = root / "labels" / split / f"{frame.image_path.stem}.txt"
+                raise DataError(label, f"{len(frame.instances)} instances, but instances_{split}.json has {expected}")
+    report.add("  YOLO labels agree with the COCO annotations: OK")
 
 
 def check_dataset(path: str | Path, split_groups: list[str] | None = None, skip_bad: bool = False) -> CheckReport:

@@ -189,7 +189,7 @@ def _grid(tiles: list[np.ndarray], cols: int) -> np.ndarray:
     return sheet
 
 
-def frame_sheet(dataset: DetectionSet, n: int = 16, seed: int = 0) -> np.ndarray:
+def frame_sheet(dataset: DetectionSet, n: int = 16, seed: int = 0, title: str | None = None) -> np.ndarray:
     frames = sample_frames(dataset.frames, n, seed)
     # One tile shape for the sheet: the median aspect of the sampled frames' content.
     aspects = []
@@ -202,7 +202,7 @@ def frame_sheet(dataset: DetectionSet, n: int = 16, seed: int = 0) -> np.ndarray
     grid = _grid(tiles, grid_columns(len(tiles), TILE / (tile_h + CAPTION_H)))
     boxes = sum(len(f.instances) for f in dataset.frames)
     ids = {i.individual_id for f in dataset.frames for i in f.instances if i.individual_id}
-    title = f"{dataset.root.name}  ({dataset.format})"
+    title = title or f"{dataset.root.name}  ({dataset.format})"
     subtitle = (
         f"{len(dataset.frames):,} images, {boxes:,} boxes, {len({f.group for f in dataset.frames})} groups"
         + (f", {len(ids)} identities" if ids else "")
@@ -227,17 +227,23 @@ def crop_sheet(dataset: ReidSet, n: int = 16, seed: int = 0, per_identity: int =
     by_identity: dict[str, list[Crop]] = {}
     for crop in dataset.crops:
         by_identity.setdefault(crop.identity, []).append(crop)
-    identities = sorted(by_identity)
-    rng.shuffle(identities)
+    # Unknown fish are the open-set half of the problem: give them up to a quarter of the rows.
+    n_rows = max(1, -(-n // per_identity))
+    known = sorted(i for i, crops in by_identity.items() if not crops[0].unknown)
+    unknown = sorted(i for i, crops in by_identity.items() if crops[0].unknown)
+    rng.shuffle(known)
+    rng.shuffle(unknown)
+    n_unknown = min(len(unknown), max(1 if unknown else 0, n_rows // 4))
+    identities = known[: n_rows - n_unknown] + unknown[:n_unknown]
+    identities += [i for i in known + unknown if i not in identities][: n_rows - len(identities)]
     rows = []
-    for identity in identities[: max(1, -(-n // per_identity))]:
+    for identity in identities:
         crops = rng.sample(by_identity[identity], len(by_identity[identity]))
-        crops.sort(key=lambda c: (c.subset != "train", c.camera))  # stable: keeps the random order within
-        picked, cameras = [], set()
-        for crop in crops:  # one per camera first, then fill up
-            if crop.camera not in cameras:
+        picked, seen = [], set()
+        for crop in crops:  # one per (subset, camera) first, so the row shows the identity's variety
+            if (crop.subset, crop.camera) not in seen:
                 picked.append(crop)
-                cameras.add(crop.camera)
+                seen.add((crop.subset, crop.camera))
         picked += [c for c in crops if c not in picked]
         tiles = [_crop_tile(c) for c in picked[:per_identity]]
         tiles += [np.full_like(tiles[0], BACKGROUND)] * (per_identity - len(tiles))
@@ -252,10 +258,10 @@ def crop_sheet(dataset: ReidSet, n: int = 16, seed: int = 0, per_identity: int =
     grid = _grid(rows, 1)
     cameras = {c.camera for c in dataset.crops if c.camera}
     subtitle = (
-        f"{len(dataset.crops):,} crops, {len(identities)} identities, {len(cameras)} cameras"
+        f"{len(dataset.crops):,} crops, {len(by_identity)} identities, {len(cameras)} cameras"
         f"  |  {len(rows)} identities sampled, seed {seed}; red = unknown (never in train)"
     )
-    return np.vstack([_header(grid.shape[1], f"{dataset.root.name}  (re-ID crops)", subtitle), grid])
+    return np.vstack([_header(grid.shape[1], f"{dataset.root.parent.name}/{dataset.root.name}  (re-ID crops)", subtitle), grid])
 
 
 def show_dataset(
@@ -273,7 +279,8 @@ def show_dataset(
     elif kind == "farm":
         splits = farm_splits(path)
         chosen = split or ("test" if "test" in splits else splits[0])
-        sheet = frame_sheet(load_farm(path, chosen, skip_bad=True)[0], n, seed)
+        dataset = load_farm(path, chosen, skip_bad=True)[0]
+        sheet = frame_sheet(dataset, n, seed, title=f"{path.name}  (farm, {chosen} split; red = unknown fish)")
     else:
         sheet = frame_sheet(load_detection(path, split=split, skip_bad=True)[0], n, seed)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -154,3 +154,18 @@ def test_deepfish_acceptance(deepfish, capsys):
     assert "val     2 groups     727 images  7398 9866" in out
     assert "no group on both sides: OK" in out
     assert elapsed < 30, f"checking DeepFish took {elapsed:.1f} s"
+
+
+def test_farm_yolo_labels_must_match_coco(tmp_path, capsys):
+    farm = tmp_path / "farm"
+    (farm / "annotations").mkdir(parents=True)
+    write_image(farm / "images" / "train" / "seq0_0.jpg")
+    (farm / "labels" / "train").mkdir(parents=True)
+    (farm / "labels" / "train" / "seq0_0.txt").write_text("0 0.1 0.1 0.5 0.1 0.5 0.5\n0 0.6 0.6 0.9 0.6 0.9 0.9\n")
+    data = {"images": [{"id": 1, "file_name": "seq0_0.jpg", "width": 80, "height": 60, "group": "seq0"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [8, 6, 32, 24], "area": 100,
+                             "iscrowd": 0, "segmentation": [[8, 6, 40, 6, 40, 30]], "individual_id": "fish000"}],
+            "categories": [{"id": 1, "name": "fish"}]}
+    (farm / "annotations" / "instances_train.json").write_text(json.dumps(data))
+    code, _, err = check(capsys, farm)
+    assert code == 2 and "seq0_0.txt" in err and "instances_train.json has 1" in err
