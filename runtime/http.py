@@ -51,6 +51,13 @@ class DaemonCollector:
             fam = CounterMetricFamily(f"finprint_{name}", help_text)
             fam.add_metric([], snap[name])
             yield fam
+        latency = GaugeMetricFamily(
+            "finprint_inference_latency_ms", "per-stage latency per batch over recent batches", labels=["stage", "quantile"]
+        )
+        for stage, values in snap["latency"].items():
+            latency.add_metric([stage, "0.5"], values["p50_ms"])
+            latency.add_metric([stage, "0.95"], values["p95_ms"])
+        yield latency
         heartbeat = GaugeMetricFamily("finprint_worker_heartbeat_age_seconds", "age of the inference worker's heartbeat")
         heartbeat.add_metric([], snap["heartbeat_age_s"])
         yield heartbeat

@@ -1,0 +1,326 @@
+"""The daemon: capture threads per camera, one inference worker that owns the engines and batches
+frames across cameras, tracking and identity per camera, events to every sink.
+
+start() and stop() are flat ordered lists. stop() ends capture first, lets the worker drain every
+queued frame, closes the remaining tracks, and flushes every event to SQLite, JSONL and MQTT
+before the process exits. SIGTERM and SIGINT call it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from finprint.runtime.config import FarmConfig
+from finprint.runtime.identity import IdentityResolver
+from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
+from finprint.runtime.store import JsonlLog, Store
+from finprint.runtime.tracker import ByteTracker
+from finprint.runtime.watchdog import Watchdog
+
+log = logging.getLogger(__name__)
+
+
+class Daemon:
+    def __init__(self, cfg: FarmConfig) -> None:
+        self.cfg = cfg
+        self.stopping = threading.Event()
+        self.worker_done = threading.Event()
+        self.exit_code = 0
+        self.max_frames: int | None = None
+        self.processed: dict[str, int] = {c.id: 0 for c in cfg.cameras}
+        self._fps_window: dict[str, deque[float]] = {c.id: deque(maxlen=64) for c in cfg.cameras}
+        self.events_emitted = 0
+        self.unknown_fish = 0
+        self.known_fish = 0
+        self._started: list[str] = []
+        self._session = uuid.uuid4().hex[:8]
+        self._seq = 0
+        self.queues = {c.id: DropOldestQueue(cfg.queue_size) for c in cfg.cameras}
+        wd = cfg.watchdog
+        self.sources = [
+            CameraSource(
+                c.id, c.source, c.resolved_kind(), self.queues[c.id], loop=c.loop, fps_limit=c.fps_limit,
+                backoff_initial_s=wd.backoff_initial_s, backoff_max_s=wd.backoff_max_s, max_restarts=wd.max_restarts,
+            )
+            for c in cfg.cameras
+        ]
+        self.watchdog = Watchdog(self.sources, wd.frame_timeout_s, wd.worker_stall_s, on_worker_stall=self._on_stall)
+        tr = cfg.tracking
+        self.trackers = {
+            c.id: ByteTracker(tr.high_score, tr.low_score, tr.match_iou, tr.max_lost_frames, tr.min_hits) for c in cfg.cameras
+        }
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self.store: Store | None = None
+        self.events_store: Store | None = None
+        self.jsonl: JsonlLog | None = None
+        self.mqtt: Any = None
+        self.pipeline: Any = None
+        self.resolver: IdentityResolver | None = None
+        self.http: Any = None
+
+    # -- lifecycle: flat ordered lists -------------------------------------------------------------
+    def start(self) -> None:
+        steps = [
+            ("store", self._start_store),
+            ("sinks", self._start_sinks),
+            ("pipeline", self._start_pipeline),
+            ("http", self._start_http),
+            ("worker", self._worker.start),
+            ("watchdog", self.watchdog.start),
+            ("cameras", self._start_cameras),
+        ]
+        for name, step in steps:
+            step()
+            self._started.append(name)
+            log.debug("started %s", name)
+        log.info("daemon running: %d cameras, gallery %s", len(self.sources), self.cfg.gallery)
+
+    def stop(self) -> None:
+        """Capture off, drain, close tracks, flush sinks. Safe to call twice."""
+        steps = [
+            ("cameras", self._stop_cameras),
+            ("watchdog", self.watchdog.stop),
+            ("worker", self._stop_worker),
+            ("pipeline", self._stop_pipeline),
+            ("http", self._stop_http),
+            ("sinks", self._stop_sinks),
+            ("store", self._stop_store),
+        ]
+        for name, step in steps:
+            if name in self._started:
+                step()
+                self._started.remove(name)
+                log.debug("stopped %s", name)
+
+    def run_until_signalled(self, max_frames: int | None = None) -> int:
+        """Start, wait for SIGTERM/SIGINT (or `max_frames`, or every camera finished), stop."""
+        self.max_frames = max_frames
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            while not self.stopping.wait(0.2):
+                if all(s.stats.state in ("finished", "failed") for s in self.sources) and not any(map(len, self.queues.values())):
+                    log.info("every camera finished or failed: stopping")
+                    if all(s.stats.state == "failed" for s in self.sources):
+                        self.exit_code = 1
+                    break
+        finally:
+            self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return self.exit_code
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        log.info("received %s: draining and stopping", signal.Signals(signum).name)
+        self.stopping.set()
+
+    def _on_stall(self, age: float) -> None:
+        # A hung engine call cannot be interrupted from Python: report unhealthy, and exit non-zero so
+        # systemd (Restart=on-failure) restarts the process.
+        self.exit_code = 1
+        self.stopping.set()
+
+    # -- start/stop steps ------------------------------------------------------------------------
+    def _start_store(self) -> None:
+        self.store = Store(self.cfg.gallery)
+        sqlite_path = self.cfg.sinks.sqlite
+        self.events_store = self.store if sqlite_path is None or Path(sqlite_path) == Path(self.cfg.gallery) else Store(sqlite_path)
+
+    def _stop_store(self) -> None:
+        if self.events_store is not None and self.events_store is not self.store:
+            self.events_store.close()
+        if self.store is not None:
+            self.store.close()
+
+    def _start_sinks(self) -> None:
+        if self.cfg.sinks.jsonl is not None:
+            self.jsonl = JsonlLog(self.cfg.sinks.jsonl)
+        m = self.cfg.sinks.mqtt
+        if m is not None:
+            from finprint.runtime.mqtt_sink import MqttSink
+
+            self.mqtt = MqttSink(m.host, m.port, m.topic, m.client_id, m.qos, m.buffer)
+            self.mqtt.start()
+
+    def _stop_sinks(self) -> None:
+        if self.mqtt is not None:
+            self.mqtt.close()
+        if self.jsonl is not None:
+            self.jsonl.close()
+
+    def _start_pipeline(self) -> None:
+        from finprint.runtime.pipeline import Pipeline
+
+        m = self.cfg.models
+        self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
+        assert self.store is not None
+        gallery = self.store.load_gallery(self.pipeline.open_set_threshold)
+        log.info("gallery: %d individuals, %d embeddings", len(gallery.individuals), len(gallery))
+        self.resolver = IdentityResolver(
+            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits
+        )
+
+    def _stop_pipeline(self) -> None:
+        self.pipeline.close()
+
+    def _start_http(self) -> None:
+        if not self.cfg.http.enabled:
+            return
+        from finprint.runtime.http import DaemonCollector, HealthServer
+        from prometheus_client import CollectorRegistry
+
+        registry = CollectorRegistry()
+        registry.register(DaemonCollector(self.snapshot))
+        self.http = HealthServer(self.cfg.http.bind, self.cfg.http.port, registry, self.health)
+        self.http.start()
+
+    def _stop_http(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+
+    def _start_cameras(self) -> None:
+        for src in self.sources:
+            src.start()
+
+    def _stop_cameras(self) -> None:
+        for src in self.sources:
+            src.stop()
+
+    def _stop_worker(self) -> None:
+        self.stopping.set()
+        self._worker.join(self.cfg.watchdog.worker_stall_s)
+        if self._worker.is_alive():
+            log.error("inference worker did not finish draining; events of queued frames are lost")
+            return
+        assert self.resolver is not None
+        self._emit(self.resolver.end_all(time.time()))
+
+    # -- the inference worker --------------------------------------------------------------------
+    def _next_batch(self) -> list[Frame]:
+        """Up to max_batch frames, round-robin across cameras so a busy camera cannot starve others."""
+        batch: list[Frame] = []
+        limit = self.cfg.models.max_batch
+        while len(batch) < limit:
+            got = False
+            for q in self.queues.values():
+                item = q.get_nowait()
+                if item is not None:
+                    batch.append(item)  # type: ignore[arg-type]
+                    got = True
+                    if len(batch) >= limit:
+                        break
+            if not got:
+                break
+        return batch
+
+    def _work(self) -> None:
+        total = 0
+        while True:
+            self.watchdog.beat()
+            batch = self._next_batch()
+            if not batch:
+                if self.stopping.is_set():
+                    break  # capture is off (stop() stops cameras first) and every queue is drained
+                time.sleep(0.005)
+                continue
+            self._process(batch)
+            total += len(batch)
+            if self.max_frames is not None and total >= self.max_frames and not self.stopping.is_set():
+                log.info("processed %d frames: stopping", total)
+                self.stopping.set()
+        self.worker_done.set()
+
+    def _process(self, batch: list[Frame]) -> None:
+        assert self.resolver is not None
+        results = self.pipeline.process([f.image for f in batch])
+        for frame, res in zip(batch, results, strict=True):
+            det = res.detections
+            tracks = [t for t in self.trackers[frame.camera].update(det.boxes_xyxy, det.scores) if t.confirmed]
+            idx = [t.det_index for t in tracks]
+            masks = [det.masks[i] if det.masks is not None else None for i in idx]
+            events = self.resolver.observe(
+                frame.camera, frame.ts, [t.track_id for t in tracks], det.boxes_xyxy[idx], res.embeddings[idx], masks
+            )
+            ended = self.trackers[frame.camera].ended
+            if ended:
+                events += self.resolver.end(frame.camera, [t.track_id for t in ended], frame.ts)
+            if events:
+                self._snapshots(frame, events, {t.track_id: det.boxes_xyxy[t.det_index] for t in tracks})
+                self._emit(events)
+            self.processed[frame.camera] += 1
+            self._fps_window[frame.camera].append(time.monotonic())
+
+    def _snapshots(self, frame: Frame, events: list[dict], boxes: dict[int, np.ndarray]) -> None:
+        folder = self.cfg.sinks.snapshots
+        if folder is None:
+            return
+        from finprint.runtime.crops import crop_fish
+
+        for ev in events:
+            box = boxes.get(ev["track_id"])
+            if ev["type"] == "identified" and box is not None:
+                path = Path(folder) / f"{ev['camera']}_{ev['track_id']}_{int(ev['ts'] * 1000)}.jpg"
+                cv2.imwrite(str(path), crop_fish(frame.image, box))
+                ev["snapshot"] = path.name
+
+    def _emit(self, events: list[dict]) -> None:
+        """Every sink gets every event; SQLite and JSONL commit/flush before this returns."""
+        if not events:
+            return
+        for ev in events:
+            ev["event_id"] = f"{self._session}-{self._seq}"
+            self._seq += 1
+            if ev["type"] == "track_end":
+                if ev["unknown"]:
+                    self.unknown_fish += 1
+                else:
+                    self.known_fish += 1
+        assert self.events_store is not None
+        self.events_store.write_events(events)
+        if self.jsonl is not None:
+            self.jsonl.write_events(events)
+        if self.mqtt is not None:
+            self.mqtt.write_events(events)
+        self.events_emitted += len(events)
+
+    # -- observability -------------------------------------------------------------------------
+    def fps(self, camera: str) -> float:
+        w = self._fps_window[camera]
+        if len(w) < 2 or time.monotonic() - w[-1] > 5.0:
+            return 0.0
+        return (len(w) - 1) / max(w[-1] - w[0], 1e-6)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "cameras": {
+                s.camera_id: {
+                    "frames": s.stats.frames,
+                    "processed": self.processed[s.camera_id],
+                    "corrupt": s.stats.corrupt,
+                    "queue_drops": self.queues[s.camera_id].dropped,
+                    "reconnects": s.stats.reconnects,
+                    "fps": self.fps(s.camera_id),
+                    "queue_len": len(self.queues[s.camera_id]),
+                }
+                for s in self.sources
+            },
+            "states": self.watchdog.states(),
+            "unknown_fish": self.unknown_fish,
+            "known_fish": self.known_fish,
+            "events": self.events_emitted,
+            "heartbeat_age_s": self.watchdog.heartbeat_age_s(),
+            "latency": self.pipeline.latency_summary() if self.pipeline is not None else {},
+        }
+
+    def health(self) -> tuple[bool, dict]:
+        snap = self.snapshot()
+        return self.watchdog.healthy, {"states": snap["states"], "latency": snap["latency"]}
