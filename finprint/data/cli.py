@@ -17,7 +17,7 @@ _VERBATIM_PREFIX = "\x00"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="{synth,check,show}", required=True)
 
     synth = sub.add_parser(
         "synth",
