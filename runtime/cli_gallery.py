@@ -1,0 +1,187 @@
+"""`finprint enroll | individuals | forget`: manage the gallery of known individuals.
+
+enroll      --gallery DB --id NAME --embedder MODEL PATH...   crops (image files or folders of them)
+            --gallery DB --id NAME --embedder MODEL --detector MODEL VIDEO [--track N]
+                                                               a fish followed through a video
+individuals --gallery DB                                       table: last seen, sightings, size trend
+forget      --gallery DB --id NAME                             remove an individual and its embeddings
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from finprint.errors import FinprintError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov"}
+
+
+def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gallery", required=True, type=Path, help="the gallery database (SQLite)")
+    if name in ("enroll", "forget"):
+        parser.add_argument("--id", required=True, dest="individual", help="the individual's name, e.g. fish007")
+    if name == "enroll":
+        parser.add_argument("paths", nargs="+", type=Path, help="crop images or folders of them, or one video")
+        parser.add_argument("--embedder", required=True, type=Path, help="embedder model (.onnx or .engine)")
+        parser.add_argument("--detector", type=Path, help="detector model, needed to enroll from a video")
+        parser.add_argument("--track", type=int, default=None, help="video: which track (default: the longest)")
+        parser.add_argument("--max-samples", type=int, default=20, help="embeddings kept per enrolment")
+        parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments_for("enroll", parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"enroll": _enroll, "individuals": _individuals, "forget": _forget}[args.command](args)
+
+
+def _open_store(path: Path, must_exist: bool):
+    from finprint.runtime.store import Store
+
+    if must_exist and not path.is_file():
+        raise FinprintError(f"{path}: no such gallery")
+    if not path.parent.is_dir():
+        raise FinprintError(f"{path}: folder {path.parent} does not exist")
+    return Store(path)
+
+
+def _collect_images(paths: list[Path]) -> list[Path]:
+    images: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            images += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            images.append(p)
+        else:
+            raise FinprintError(f"{p}: not found")
+    return images
+
+
+def _sample(rows: np.ndarray, k: int) -> np.ndarray:
+    if len(rows) <= k:
+        return rows
+    return rows[np.linspace(0, len(rows) - 1, k).round().astype(int)]
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    import cv2
+    from finprint.runtime.crops import embedder_preprocess
+    from finprint.runtime.engines import find_manifest, open_engine
+    from finprint.runtime.preprocess import preprocess_image
+
+    store = _open_store(args.gallery, must_exist=False)
+    try:
+        videos = [p for p in args.paths if p.suffix.lower() in VIDEO_SUFFIXES]
+        if videos:
+            if len(args.paths) != 1:
+                raise FinprintError("enroll from a video takes exactly one video path")
+            if args.detector is None:
+                raise FinprintError("enroll from a video needs --detector to find the fish")
+            embeddings = _embeddings_from_video(args, videos[0])
+            source = f"video:{videos[0].name}"
+        else:
+            images = _collect_images(args.paths)
+            if not images:
+                raise FinprintError("no crop images found in the given paths")
+            manifest = find_manifest(args.embedder, None, False)
+            pre = manifest.preprocess if manifest else embedder_preprocess()
+            engine = open_engine(args.embedder, args.backend, manifest=manifest)
+            tensors = []
+            for path in images:
+                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                if img is None:
+                    raise FinprintError(f"{path}: not a readable image")
+                tensors.append(preprocess_image(img, pre)[0])
+            out = engine.infer({engine.inputs[0].name: np.stack(tensors)})
+            engine.close()
+            embeddings = next(iter(out.values()))
+            source = f"crops:{len(images)}"
+        embeddings = _sample(np.asarray(embeddings, np.float32), args.max_samples)
+        n = store.enroll(args.individual, embeddings, source=source)
+        print(f"{args.individual}: enrolled {n} embeddings into {args.gallery}")
+    finally:
+        store.close()
+    return 0
+
+
+def _embeddings_from_video(args: argparse.Namespace, video: Path) -> np.ndarray:
+    import cv2
+    from finprint.runtime.pipeline import Pipeline
+    from finprint.runtime.tracker import ByteTracker
+
+    pipeline = Pipeline(args.detector, args.embedder, args.backend, max_batch=1)
+    tracker = ByteTracker(min_hits=1)
+    per_track: dict[int, list[np.ndarray]] = {}
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise FinprintError(f"{video}: cannot open video")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            res = pipeline.process([frame])[0]
+            for t in tracker.update(res.detections.boxes_xyxy, res.detections.scores):
+                per_track.setdefault(t.track_id, []).append(res.embeddings[t.det_index])
+    finally:
+        cap.release()
+        pipeline.close()
+    if not per_track:
+        raise FinprintError(f"{video}: no fish found")
+    track = args.track if args.track is not None else max(per_track, key=lambda k: len(per_track[k]))
+    if track not in per_track:
+        raise FinprintError(f"{video}: no track {track}; tracks found: {sorted(per_track)}")
+    log.info("enrolling track %d (%d frames)", track, len(per_track[track]))
+    return np.stack(per_track[track])
+
+
+def _fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "never"
+
+
+def size_trend(lengths_cm: list[float]) -> str:
+    """First and last measured length and the change, e.g. '18.2 -> 19.0 cm (+0.8)'."""
+    if not lengths_cm:
+        return "-"
+    first, last = lengths_cm[0], lengths_cm[-1]
+    return f"{first:.1f} -> {last:.1f} cm ({last - first:+.1f})" if len(lengths_cm) > 1 else f"{first:.1f} cm"
+
+
+def _individuals(args: argparse.Namespace) -> int:
+    store = _open_store(args.gallery, must_exist=True)
+    try:
+        rows = store.individuals()
+    finally:
+        store.close()
+    header = ("id", "last seen", "sightings", "embeddings", "size trend")
+    table = [(r["id"], _fmt_time(r["last_seen"]), str(r["sightings"]), str(r["embeddings"]), size_trend(r["lengths_cm"]))
+             for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(header)]
+    out = sys.stdout
+    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip() + "\n")
+    for row in table:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    out.write(f"{len(table)} individuals\n")
+    return 0
+
+
+def _forget(args: argparse.Namespace) -> int:
+    store = _open_store(args.gallery, must_exist=True)
+    try:
+        if not store.forget(args.individual):
+            raise FinprintError(f"{args.gallery}: no individual '{args.individual}'")
+    finally:
+        store.close()
+    print(f"{args.individual}: removed from {args.gallery}")
+    return 0

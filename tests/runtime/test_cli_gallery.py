@@ -1,0 +1,45 @@
+import cv2
+import numpy as np
+from finprint.runtime.cli_gallery import size_trend
+from finprint.runtime.store import Store
+from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
+
+from finprint.cli import main
+
+
+def test_enroll_list_forget(tmp_path, capsys):
+    emb = make_toy_embedder(tmp_path / "emb.onnx")
+    det = make_toy_detector(tmp_path / "det.onnx")
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(crops / f"a{i}.jpg"), np.full((30, 60, 3), 100 + i, np.uint8))
+    gallery = tmp_path / "g.db"
+    assert main(["enroll", "--gallery", str(gallery), "--id", "fish001", "--embedder", str(emb), "--backend", "cpu", str(crops)]) == 0
+
+    writer = cv2.VideoWriter(str(tmp_path / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for _ in range(6):
+        writer.write(np.full((96, 128, 3), 60, np.uint8))
+    writer.release()
+    assert main(["enroll", "--gallery", str(gallery), "--id", "fish002", "--embedder", str(emb),
+                 "--detector", str(det), "--backend", "cpu", str(tmp_path / "v.avi")]) == 0
+
+    store = Store(gallery)
+    store.write_events([{"type": "track_end", "ts": 2.0, "camera": "c", "track_id": 1, "individual_id": "fish001",
+                         "first_ts": 1.0, "last_ts": 2.0, "frames": 5, "length_cm": 20.0},
+                        {"type": "track_end", "ts": 9.0, "camera": "c", "track_id": 2, "individual_id": "fish001",
+                         "first_ts": 8.0, "last_ts": 9.0, "frames": 5, "length_cm": 21.5}])
+    store.close()
+    capsys.readouterr()
+    assert main(["individuals", "--gallery", str(gallery)]) == 0
+    out = capsys.readouterr().out
+    assert "fish001" in out and "fish002" in out and "20.0 -> 21.5 cm (+1.5)" in out and "2 individuals" in out
+
+    assert main(["forget", "--gallery", str(gallery), "--id", "fish002"]) == 0
+    assert main(["forget", "--gallery", str(gallery), "--id", "fish002"]) == 2
+    assert "no individual 'fish002'" in capsys.readouterr().err
+    assert main(["individuals", "--gallery", str(tmp_path / "missing.db")]) == 2
+
+
+def test_size_trend():
+    assert size_trend([]) == "-" and size_trend([18.0]) == "18.0 cm"
