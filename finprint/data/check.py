@@ -89,8 +89,31 @@ def _report_group_split(
 def _check_detection(report: CheckReport, dataset: DetectionSet, split_groups: list[str] | None) -> None:
     counts = _report_frames(report, f"{dataset.root}: {dataset.format} dataset", dataset.frames)
     report.counts.update(counts)
+    if dataset.format.startswith("yolo"):
+        _report_existing_splits(report, dataset)
     if len({f.group for f in dataset.frames}) >= 2 or split_groups:
         _report_group_split(report, dataset.root, dataset.frames, split_groups)
+
+
+def _report_existing_splits(report: CheckReport, dataset: DetectionSet) -> None:
+    """A YOLO folder that comes split (images/train, images/val ...): say whether its own split
+    shares groups. A warning, not an error: a generic dataset's file-name prefix may not be a group."""
+    by_split: dict[str, set[str]] = {}
+    for frame in dataset.frames:
+        parts = frame.image_path.relative_to(dataset.root / "images").parts
+        if len(parts) > 1:
+            by_split.setdefault(parts[0], set()).add(frame.group)
+    if len(by_split) < 2:
+        return
+    names = sorted(by_split)
+    report.add("existing splits: " + ", ".join(f"{n} {len(by_split[n])} groups" for n in names))
+    shared = sorted({g for a in names for b in names if a < b for g in by_split[a] & by_split[b]})
+    if shared:
+        log.warning("%s: groups in more than one existing split: %s", dataset.root, shared[:10])
+        report.add(f"  WARNING: {len(shared)} group(s) in more than one split ({_group_list(shared, 8)}): "
+                   "neighbouring frames may leak; --split-groups gives a clean split")
+    else:
+        report.add("  no group in two splits: OK")
 
 
 def _check_reid(report: CheckReport, dataset: ReidSet, split_groups: list[str] | None) -> None:

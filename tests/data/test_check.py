@@ -169,3 +169,16 @@ def test_farm_yolo_labels_must_match_coco(tmp_path, capsys):
     (farm / "annotations" / "instances_train.json").write_text(json.dumps(data))
     code, _, err = check(capsys, farm)
     assert code == 2 and "seq0_0.txt" in err and "instances_train.json has 1" in err
+
+
+def test_existing_yolo_splits_report_shared_groups(tmp_path, capsys):
+    root = tmp_path / "split"
+    for split, stems in {"train": ["h1_a_0", "h2_a_0"], "val": ["h2_a_1", "h3_a_0"]}.items():
+        (root / "labels" / split).mkdir(parents=True)
+        for stem in stems:
+            write_image(root / "images" / split / f"{stem}.jpg")
+            (root / "labels" / split / f"{stem}.txt").write_text(GOOD)
+    code, out, err = check(capsys, root)
+    assert code == 0, err
+    assert "existing splits: train 2 groups, val 2 groups" in out
+    assert "WARNING: 1 group(s) in more than one split (h2)" in out
