@@ -3,6 +3,7 @@ show the group split that training would use (asserting no group lands on both s
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -137,6 +138,12 @@ def _check_reid(report: CheckReport, dataset: ReidSet, split_groups: list[str] |
                    f"val {len({c.identity for c in val})} identities ({len(val):,} crops); no identity on both sides: OK")
 
 
+def _coco_cameras(json_path: Path) -> int:
+    """Distinct `camera` values of a farm's COCO images (Frame does not carry the camera)."""
+    images = json.loads(json_path.read_text()).get("images", [])
+    return len({img["camera"] for img in images if img.get("camera") is not None})
+
+
 def _check_farm(report: CheckReport, root: Path, split_groups: list[str] | None, skip_bad: bool) -> None:
     report.add(f"{root}: synthetic farm")
     by_split: dict[str, list[Frame]] = {}
@@ -145,6 +152,8 @@ def _check_farm(report: CheckReport, root: Path, split_groups: list[str] | None,
         report.skipped += skipped
         by_split[split] = dataset.frames
         counts = _report_frames(report, f"split {split}:", dataset.frames)
+        counts["cameras"] = _coco_cameras(root / "annotations" / f"instances_{split}.json")
+        report.add(_row("cameras", counts["cameras"]))
         for key, value in counts.items():
             report.counts[f"{split}_{key}"] = value
     all_frames = [f for frames in by_split.values() for f in frames]
