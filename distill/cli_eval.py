@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 DETECT_KEYS = ("box_map", "box_map50", "mask_map", "mask_map50", "images", "instances", "detections", "images_per_s")
 EMBED_KEYS = (
     "rank1", "rank5", "map", "auroc", "fpr95", "open_set_threshold",
-    "queries", "skipped_queries", "unknown_queries", "gallery", "crops_per_s",
+    "cross_camera", "queries", "skipped_queries", "unknown_queries", "gallery", "crops_per_s",
 )
 
 
@@ -42,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="cpu", help="ONNX backend: cpu, ort-gpu, tensorrt or auto (default cpu)")
     parser.add_argument("--device", default="auto", help="torch device for a run folder (default auto)")
     parser.add_argument("--batch", type=int, default=8, help="images per inference call (default 8)")
+    parser.add_argument(
+        "--cross-camera", choices=("auto", "yes", "no"), default="auto",
+        help="re-ID: leave out gallery matches from the query's own camera (Market-1501); auto = only "
+        "where every query keeps a match on another camera (default auto)",
+    )
 
 
 @dataclass
@@ -141,7 +146,14 @@ def load_eval_reid(data: Path):
     return reid_set
 
 
-def evaluate(loaded: LoadedModel, data: Path, split: str | None, val_groups: list[str] | None, batch: int) -> dict:
+def evaluate(
+    loaded: LoadedModel,
+    data: Path,
+    split: str | None,
+    val_groups: list[str] | None,
+    batch: int,
+    cross_camera: bool | None = None,
+) -> dict:
     from finprint.distill.evaluate import evaluate_detector, evaluate_embedder
 
     if loaded.task == "detect":
@@ -149,7 +161,9 @@ def evaluate(loaded: LoadedModel, data: Path, split: str | None, val_groups: lis
         return evaluate_detector(loaded.engine, loaded.pre, frames, batch=batch, iou_threshold=loaded.iou_threshold)
     if val_groups:
         log.warning("--val-groups applies to detection data; ignored for the embedder")
-    return evaluate_embedder(loaded.engine, loaded.pre, load_eval_reid(data), batch=max(batch, 32))
+    return evaluate_embedder(
+        loaded.engine, loaded.pre, load_eval_reid(data), batch=max(batch, 32), cross_camera=cross_camera
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     val_groups = _parse_groups(args.val_groups)
     loaded = open_model(args.model, which=args.which, device=args.device, backend=args.backend)
     try:
-        metrics = evaluate(loaded, data, args.split, val_groups, args.batch)
+        cross_camera = {"auto": None, "yes": True, "no": False}[args.cross_camera]
+        metrics = evaluate(loaded, data, args.split, val_groups, args.batch, cross_camera)
     finally:
         close = getattr(loaded.engine, "close", None)
         if callable(close):

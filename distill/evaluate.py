@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from finprint.distill.metrics import coco_metrics, open_set_metrics, reid_metrics
+from finprint.distill.metrics import coco_metrics, cross_camera_applicable, open_set_metrics, reid_metrics
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.manifest import Preprocess
 from finprint.runtime.preprocess import preprocess_image
@@ -168,13 +168,18 @@ def _max_similarity_excluding_self(emb: np.ndarray) -> np.ndarray:
     return sim.max(axis=1)
 
 
-def evaluate_embedder(engine: InferEngine, pre: Preprocess, reid_set: ReidSet, batch: int = 32) -> dict:
+def evaluate_embedder(
+    engine: InferEngine, pre: Preprocess, reid_set: ReidSet, batch: int = 32, cross_camera: bool | None = None
+) -> dict:
     """Re-ID (rank1, rank5, map) on known queries and open-set (auroc, fpr95) of unknown vs known queries.
 
     With `gallery/` and `query/` subsets, queries are matched against the gallery; a query is
     unknown when the loader marked it so or its identity is not in the gallery. Without them (one
     folder of crops) every crop queries all the others. `open_set_threshold` is the max-similarity
     threshold that accepts 95 % of known queries (what export writes into the manifest).
+    `cross_camera` None (auto) applies Market-1501's same-camera exclusion only where every known
+    query keeps a match on another camera (see metrics.cross_camera_applicable); the result says
+    which protocol was used.
     """
     gallery = [c for c in reid_set.crops if c.subset == "gallery"]
     query = [c for c in reid_set.crops if c.subset == "query"]
@@ -202,17 +207,18 @@ def evaluate_embedder(engine: InferEngine, pre: Preprocess, reid_set: ReidSet, b
         values = [c.camera for c in crops]
         return values if any(values) else None
 
+    q_ids = [c.identity for c in (gallery if same_set else known_query)]
+    q_cams = cams(gallery if same_set else known_query)
+    g_ids, g_cams = [c.identity for c in gallery], cams(gallery)
+    if cross_camera is None:
+        cross_camera = cross_camera_applicable(q_ids, q_cams, g_ids, g_cams)
+        if not cross_camera and q_cams is not None:
+            log.info("not every query has a gallery match on another camera: same-camera matches count")
     if same_set:
-        reid = reid_metrics(
-            gallery_emb, [c.identity for c in gallery], cams(gallery),
-            gallery_emb, [c.identity for c in gallery], cams(gallery), same_set=True,
-        )
+        reid = reid_metrics(gallery_emb, q_ids, q_cams, gallery_emb, g_ids, g_cams, cross_camera, same_set=True)
         scores = _max_similarity_excluding_self(gallery_emb)
     else:
-        reid = reid_metrics(
-            query_emb[known], [c.identity for c in known_query], cams(known_query),
-            gallery_emb, [c.identity for c in gallery], cams(gallery),
-        )
+        reid = reid_metrics(query_emb[known], q_ids, q_cams, gallery_emb, g_ids, g_cams, cross_camera)
         normed_q = query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12)
         normed_g = gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)
         scores = (normed_q @ normed_g.T).max(axis=1)
@@ -225,6 +231,7 @@ def evaluate_embedder(engine: InferEngine, pre: Preprocess, reid_set: ReidSet, b
         "auroc": open_set["auroc"],
         "fpr95": open_set["fpr95"],
         "open_set_threshold": open_set["threshold95"],
+        "cross_camera": bool(cross_camera),
         "queries": reid["queries"],
         "skipped_queries": reid["skipped"],
         "unknown_queries": int(unknown.sum()),

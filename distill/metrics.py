@@ -280,6 +280,28 @@ def reid_metrics(
     }
 
 
+def cross_camera_applicable(
+    query_ids: Sequence[str],
+    query_cams: Sequence[str] | None,
+    gallery_ids: Sequence[str],
+    gallery_cams: Sequence[str] | None,
+) -> bool:
+    """Can the cross-camera protocol score every query? True when cameras are known and each query's
+    identity has a gallery entry from another camera (Market-1501 is built that way).
+
+    A farm whose gallery and query crops come from different frames of the same camera is not:
+    excluding same-camera matches there would skip every query, so evaluate with cross_camera=False.
+    """
+    if query_cams is None or gallery_cams is None or not len(query_ids):
+        return False
+    if not all(query_cams) or not all(gallery_cams):
+        return False
+    cams_of: dict[str, set[str]] = {}
+    for ident, cam in zip(gallery_ids, gallery_cams, strict=True):
+        cams_of.setdefault(ident, set()).add(str(cam))
+    return all(cams_of.get(ident, set()) - {str(cam)} for ident, cam in zip(query_ids, query_cams, strict=True))
+
+
 def max_similarity(query_emb: np.ndarray, gallery_emb: np.ndarray) -> np.ndarray:
     """Each query's highest cosine similarity to the gallery: its open-set "how known" score."""
     q, g = _l2_normalise(query_emb), _l2_normalise(gallery_emb)

@@ -136,6 +136,21 @@ def test_evaluate_embedder_known_answers(tmp_path):
     assert m["auroc"] == 1.0 and m["fpr95"] == 0.0
     assert m["open_set_threshold"] == pytest.approx(1.0, abs=1e-5)
     assert (m["queries"], m["unknown_queries"], m["gallery"], m["embedding_dim"]) == (3, 1, 3, 3)
+    assert m["cross_camera"] is True  # every query has its identity in the gallery on another camera
+
+
+def test_same_camera_farm_falls_back_to_same_camera_matches(tmp_path):
+    # A farm whose gallery and queries come from one camera: Market's exclusion would skip every
+    # query, so auto scores same-camera matches (and says so); forcing it on skips them all.
+    root = tmp_path / "reid"
+    for ident in ("fish000", "fish001"):
+        _write_crop(root / "gallery" / f"{ident}_c1_0.png", COLOURS[ident])
+        _write_crop(root / "query" / f"{ident}_c1_1.png", COLOURS[ident])
+    reid = _reid_set(root)
+    m = evaluate_embedder(MeanColourEmbedder(), embedder_preprocess(), reid)
+    assert m["cross_camera"] is False and m["rank1"] == 1.0 and m["skipped_queries"] == 0
+    forced = evaluate_embedder(MeanColourEmbedder(), embedder_preprocess(), reid, cross_camera=True)
+    assert forced["rank1"] is None and forced["skipped_queries"] == 2
 
 
 def test_fixed_batch_engine_gets_padded_batches(tmp_path):

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from finprint.distill.metrics import coco_metrics, open_set_metrics, reid_metrics, threshold_at_tpr
+from finprint.distill.metrics import (
+    coco_metrics,
+    cross_camera_applicable,
+    open_set_metrics,
+    reid_metrics,
+    threshold_at_tpr,
+)
 from finprint.runtime.detect_post import Detections
 from pycocotools import mask as mask_utils
 
@@ -204,3 +210,10 @@ def test_open_set_without_unknowns_is_absent():
     assert m["auroc"] is None and m["fpr95"] is None
     assert m["threshold95"] == pytest.approx(0.8)
     assert threshold_at_tpr(np.array([0.1, 0.2, 0.3, 0.4]), 0.5) == pytest.approx(0.3)
+
+
+def test_cross_camera_applicable():
+    assert cross_camera_applicable(["A"], ["2"], ["A", "B"], ["1", "2"])
+    assert not cross_camera_applicable(["A"], ["1"], ["A", "B"], ["1", "2"])  # A only on the query's camera
+    assert not cross_camera_applicable(["A"], None, ["A"], ["1"])
+    assert not cross_camera_applicable(["A"], [""], ["A"], ["1"])
