@@ -39,8 +39,13 @@ def _save(model, path: Path, manifest_kwargs: dict) -> Path:
 
 
 def make_toy_detector(path: str | Path, size: int = 64, fish_xyxy: list[list[float]] | None = None,
-                      fish_scores: list[float] | None = None, num_protos: int = 2) -> Path:
-    """A detector that always finds `fish_xyxy` (input pixels) with `fish_scores`; masks fill each box."""
+                      fish_scores: list[float] | None = None, num_protos: int = 2,
+                      score_follows_brightness: bool = False) -> Path:
+    """A detector that always finds `fish_xyxy` (input pixels) with `fish_scores`; masks fill each box.
+
+    With `score_follows_brightness` the scores are multiplied by min(1, 2 * mean red of the input),
+    so dark frames hold no fish: tracks then end and new ones begin (soak runs, track turnover).
+    """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -66,9 +71,22 @@ def make_toy_detector(path: str | Path, size: int = 64, fish_xyxy: list[list[flo
     for out, const in (("boxes", "c_boxes"), ("scores", "c_scores"), ("mask_coefs", "c_coefs"), ("protos", "c_protos")):
         rest = np.asarray(consts[const].shape[1:], np.int64)
         nodes.append(helper.make_node("Concat", ["batch", f"{out}_rest"], [f"{out}_shape"], axis=0))
-        nodes.append(helper.make_node("Expand", [const, f"{out}_shape"], [out]))
+        if not (score_follows_brightness and out == "scores"):
+            nodes.append(helper.make_node("Expand", [const, f"{out}_shape"], [out]))
         consts[f"{out}_rest"] = rest
         outputs.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, ["batch", *consts[const].shape[1:]]))
+    if score_follows_brightness:
+        nodes += [
+            helper.make_node("GlobalAveragePool", ["images"], ["gap"]),
+            helper.make_node("Flatten", ["gap"], ["gap_flat"], axis=1),
+            helper.make_node("Slice", ["gap_flat", "zero", "one", "one"], ["red"]),
+            helper.make_node("Mul", ["red", "two"], ["red2"]),
+            helper.make_node("Min", ["red2", "onef"], ["gain"]),
+            helper.make_node("Expand", ["c_scores", "scores_shape"], ["scores_raw"]),
+            helper.make_node("Mul", ["scores_raw", "gain"], ["scores"]),
+        ]
+        consts["two"] = np.array(2.0, np.float32)
+        consts["onef"] = np.array(1.0, np.float32)
     consts["zero"] = np.array([0], np.int64)
     consts["one"] = np.array([1], np.int64)
     graph = helper.make_graph(
