@@ -1,0 +1,179 @@
+"""The synthetic farm: contract layout, loadable COCO with non-empty masks, open-set rules, determinism."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from finprint.data import cli_synth
+from finprint.data.synth import SynthConfig, synthesize
+from finprint.data.views import render_reid_views
+from finprint.errors import ConfigError
+
+
+def _small(out: Path, seed: int = 1) -> SynthConfig:
+    return SynthConfig(out, images=30, individuals=6, unknown=2, video_seconds=1.0, width=256, height=176, seed=seed)
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("farm") / "farm"
+    return out, synthesize(_small(out))
+
+
+def test_layout_matches_the_contract(farm: tuple[Path, dict]) -> None:
+    out, summary = farm
+    meta = json.loads((out / "farm.json").read_text())
+    assert meta["seed"] == 1
+    ids = {ind["id"]: ind for ind in meta["individuals"]}
+    assert sorted(ids) == [f"fish{i:03d}" for i in range(6)] + ["unk000", "unk001"]
+    assert all(ind["length_cm"] > 0 and ind["body"] for ind in ids.values())
+    assert {ind["unknown"] for i, ind in ids.items() if i.startswith("unk")} == {True}
+    assert [c["id"] for c in meta["cameras"]] == [1, 2] and all(c["px_per_cm"] > 0 for c in meta["cameras"])
+    assert sum(summary["images"].values()) == 30 and all(summary["images"][s] > 0 for s in ("train", "val", "test"))
+    for split in ("train", "val", "test"):
+        images = sorted(p.stem for p in (out / "images" / split).glob("*.jpg"))
+        labels = sorted(p.stem for p in (out / "labels" / split).glob("*.txt"))
+        assert images == labels and len(images) == summary["images"][split]
+    groups = {s: set(meta["split"][s]) for s in ("train", "val", "test")}
+    assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
+
+
+def test_coco_loads_and_every_annotation_has_a_mask_box_and_identity(farm: tuple[Path, dict]) -> None:
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+
+    out, _ = farm
+    for split in ("train", "val", "test"):
+        coco = COCO(str(out / "annotations" / f"instances_{split}.json"))
+        assert coco.getCatIds() == [1]
+        anns = coco.dataset["annotations"]
+        assert anns, split
+        for ann in anns:
+            assert coco.annToMask(ann).sum() > 0
+            x, y, w, h = ann["bbox"]
+            assert w > 0 and h > 0 and ann["iscrowd"] == 0 and ann["area"] > 0
+            assert isinstance(ann["individual_id"], str) and ann["individual_id"]
+            assert ann["unknown"] == ann["individual_id"].startswith("unk")
+            assert ann["unknown"] is False or split == "test"
+        for img in coco.dataset["images"]:
+            assert img["camera"] in (1, 2) and img["group"]
+            assert (out / "images" / split / img["file_name"]).is_file()
+
+
+def test_yolo_seg_labels_are_normalised_polygons(farm: tuple[Path, dict]) -> None:
+    out, _ = farm
+    lines = [ln for p in (out / "labels").rglob("*.txt") for ln in p.read_text().splitlines()]
+    assert lines
+    for ln in lines:
+        parts = ln.split()
+        assert parts[0] == "0"
+        coords = np.asarray(parts[1:], float)
+        assert len(coords) >= 6 and len(coords) % 2 == 0
+        assert coords.min() >= 0 and coords.max() <= 1
+
+
+def test_unknown_fish_only_in_query_and_every_known_query_has_a_gallery(farm: tuple[Path, dict]) -> None:
+    out, summary = farm
+
+    def ids(subset: str) -> set[str]:
+        return {p.name.split("_")[0] for p in (out / "reid" / subset).glob("*.jpg")}
+
+    assert summary["reid"]["train"] > 0 and summary["reid"]["query"] > 0
+    assert not any(i.startswith("unk") for i in ids("train") | ids("gallery"))
+    assert {i for i in ids("query") if not i.startswith("unk")} <= ids("gallery")
+    for p in (out / "reid").rglob("*.jpg"):
+        ident, cam, n = p.stem.split("_")
+        assert cam in ("c1", "c2") and n.isdigit()
+
+
+def test_video_ground_truth_matches_the_clip(farm: tuple[Path, dict]) -> None:
+    out, _ = farm
+    meta = json.loads((out / "farm.json").read_text())
+    for cam in meta["cameras"]:
+        gt = json.loads((out / "videos" / f"cam{cam['id']}.json").read_text())
+        assert gt["px_per_cm"] == cam["px_per_cm"] and gt["camera"] == cam["id"]
+        cap = cv2.VideoCapture(str(out / "videos" / f"cam{cam['id']}.mp4"))
+        n = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            assert frame.shape == (gt["height"], gt["width"], 3)
+            n += 1
+        cap.release()
+        assert n == len(gt["frames"]) == round(1.0 * gt["fps"])
+        insts = [i for f in gt["frames"] for i in f["instances"]]
+        assert insts
+        for inst in insts:
+            x0, y0, x1, y1 = inst["box_xyxy"]
+            assert x1 > x0 and y1 > y0 and len(inst["polygon"]) >= 3 and inst["length_cm"] > 0
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_does_not(tmp_path: Path) -> None:
+    cfg = _small(tmp_path / "a", seed=5)
+    cfg.images, cfg.video_seconds = 12, 0.5
+    synthesize(cfg)
+    cfg.out = tmp_path / "b"
+    synthesize(cfg)
+    a, b = _hashes(tmp_path / "a"), _hashes(tmp_path / "b")
+    assert a == b and any(k.endswith(".mp4") for k in a)
+    cfg.out, cfg.seed = tmp_path / "c", 6
+    synthesize(cfg)
+    assert _hashes(tmp_path / "c")["farm.json"] != a["farm.json"]
+
+
+def test_refuses_to_overwrite_without_the_flag(tmp_path: Path) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError):
+        synthesize(SynthConfig(tmp_path / "busy", images=6))
+    cfg = SynthConfig(tmp_path / "busy", images=6, overwrite=True)
+    with pytest.raises(ConfigError):  # not a farm: never deleted
+        synthesize(cfg)
+    assert (tmp_path / "busy" / "notes.txt").exists()
+
+
+def test_cli_module_parses_and_writes_a_farm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    cli_synth.add_arguments(parser)
+    args = parser.parse_args(["--out", str(tmp_path / "f"), "--images", "6", "--individuals", "3", "--unknown", "1",
+                              "--video-seconds", "0", "--size", "160x128", "--seed", "2"])
+    assert cli_synth.run(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert sum(summary["images"].values()) == 6 and summary["videos"] == []
+    assert cv2.imread(str(next((tmp_path / "f" / "images").rglob("*.jpg")))).shape == (128, 160, 3)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--out", "x", "--size", "big"])
+
+
+def test_reid_views_are_quick_and_shaped_for_the_embedder() -> None:
+    views = render_reid_views(4, 3, seed=0)
+    assert views.crops.shape == (12, 64, 128, 3) and views.crops.dtype == np.uint8
+    assert views.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert views.view_index.tolist() == [0, 1, 2] * 4
+    again = render_reid_views(4, 3, seed=0)
+    assert np.array_equal(views.crops, again.crops)
+
+
+@pytest.mark.slow
+def test_acceptance_farm_is_fast_and_reproducible(tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        start = time.monotonic()
+        synthesize(SynthConfig(tmp_path / name, images=200, individuals=20, unknown=5, video_seconds=5, seed=3))
+        runs.append(time.monotonic() - start)
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+    assert min(runs) < 60, runs
