@@ -26,6 +26,8 @@ from finprint.runtime.store import JsonlLog, Store
 from finprint.runtime.tracker import ByteTracker
 from finprint.runtime.watchdog import Watchdog
 
+from finprint.errors import FinprintError
+
 log = logging.getLogger(__name__)
 
 
@@ -39,6 +41,7 @@ class Daemon:
         self.processed: dict[str, int] = {c.id: 0 for c in cfg.cameras}
         self._fps_window: dict[str, deque[float]] = {c.id: deque(maxlen=64) for c in cfg.cameras}
         self.events_emitted = 0
+        self.inference_errors = 0
         self.unknown_fish = 0
         self.known_fish = 0
         self._started: list[str] = []
@@ -70,9 +73,9 @@ class Daemon:
     # -- lifecycle: flat ordered lists -------------------------------------------------------------
     def start(self) -> None:
         steps = [
+            ("pipeline", self._start_pipeline),  # first: a model that will not load fails before any file is written
             ("store", self._start_store),
             ("sinks", self._start_sinks),
-            ("pipeline", self._start_pipeline),
             ("http", self._start_http),
             ("worker", self._worker.start),
             ("watchdog", self.watchdog.start),
@@ -90,10 +93,10 @@ class Daemon:
             ("cameras", self._stop_cameras),
             ("watchdog", self.watchdog.stop),
             ("worker", self._stop_worker),
-            ("pipeline", self._stop_pipeline),
             ("http", self._stop_http),
             ("sinks", self._stop_sinks),
             ("store", self._stop_store),
+            ("pipeline", self._stop_pipeline),
         ]
         for name, step in steps:
             if name in self._started:
@@ -134,6 +137,11 @@ class Daemon:
         self.store = Store(self.cfg.gallery)
         sqlite_path = self.cfg.sinks.sqlite
         self.events_store = self.store if sqlite_path is None or Path(sqlite_path) == Path(self.cfg.gallery) else Store(sqlite_path)
+        gallery = self.store.load_gallery(self.pipeline.open_set_threshold)
+        log.info("gallery: %d individuals, %d embeddings", len(gallery.individuals), len(gallery))
+        self.resolver = IdentityResolver(
+            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits
+        )
 
     def _stop_store(self) -> None:
         if self.events_store is not None and self.events_store is not self.store:
@@ -162,12 +170,6 @@ class Daemon:
 
         m = self.cfg.models
         self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
-        assert self.store is not None
-        gallery = self.store.load_gallery(self.pipeline.open_set_threshold)
-        log.info("gallery: %d individuals, %d embeddings", len(gallery.individuals), len(gallery))
-        self.resolver = IdentityResolver(
-            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits
-        )
 
     def _stop_pipeline(self) -> None:
         self.pipeline.close()
@@ -232,7 +234,13 @@ class Daemon:
                     break  # capture is off (stop() stops cameras first) and every queue is drained
                 time.sleep(0.005)
                 continue
-            self._process(batch)
+            try:
+                self._process(batch)
+            except (ValueError, RuntimeError, FinprintError) as exc:
+                # One bad batch (an engine error, a frame the models cannot take) must not kill the
+                # worker: log it, count it, and go on with the next frames.
+                self.inference_errors += 1
+                log.error("inference failed on a batch of %d frames: %s", len(batch), exc)
             total += len(batch)
             if self.max_frames is not None and total >= self.max_frames and not self.stopping.is_set():
                 log.info("processed %d frames: stopping", total)
@@ -318,6 +326,7 @@ class Daemon:
             "known_fish": self.known_fish,
             "events": self.events_emitted,
             "heartbeat_age_s": self.watchdog.heartbeat_age_s(),
+            "inference_errors": self.inference_errors,
             "latency": self.pipeline.latency_summary() if self.pipeline is not None else {},
         }
 

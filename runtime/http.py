@@ -47,6 +47,7 @@ class DaemonCollector:
             ("unknown_fish", "tracks that ended as unknown fish"),
             ("events", "events emitted"),
             ("known_fish", "tracks that ended as a known individual"),
+            ("inference_errors", "batches whose inference failed"),
         ):
             fam = CounterMetricFamily(f"finprint_{name}", help_text)
             fam.add_metric([], snap[name])
