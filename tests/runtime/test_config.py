@@ -102,3 +102,15 @@ def test_serve_exits_2_with_one_line_before_starting(tmp_path, override, needle)
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert not (tmp_path / "gallery.db").exists()  # nothing started
+
+
+def test_serve_refuses_an_unloadable_model_before_writing_anything(tmp_path):
+    path = _farm(tmp_path, cameras=[{"id": "c", "source": "rtsp://127.0.0.1:9/none", "px_per_cm": 1}])
+    (tmp_path / "det.onnx").write_bytes(b"not an onnx file")
+    proc = subprocess.run(
+        [sys.executable, "-m", "finprint.cli", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "det.onnx" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "gallery.db").exists() and not (tmp_path / "events.jsonl").exists()

@@ -114,21 +114,23 @@ def test_kill_9_leaves_a_consistent_database(farm, tmp_path):
     assert conn.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 1
 
 
-def test_health_and_metrics_while_running(farm, tmp_path):
-    cfg = load_config(_config(farm, tmp_path))
+def test_health_and_metrics_while_running_two_cameras(farm, tmp_path):
+    cam = {"source": str(farm / "pen.avi"), "loop": True, "px_per_cm": 4.0, "fps_limit": 50}
+    cfg = load_config(_config(farm, tmp_path, cameras=[{"id": "pen1", **cam}, {"id": "pen2", **cam}]))
     daemon = Daemon(cfg)
     daemon.start()
     try:
         base = f"http://127.0.0.1:{daemon.http.port}"
         end = time.monotonic() + 30
-        while daemon.processed["pen1"] < 10 and time.monotonic() < end:
+        while min(daemon.processed.values()) < 10 and time.monotonic() < end:
             time.sleep(0.05)
         health = json.loads(urllib.request.urlopen(base + "/healthz", timeout=5).read())
-        assert health["status"] == "ok" and health["states"]["pen1"] == "streaming"
+        assert health["status"] == "ok" and health["states"]["pen1"] == health["states"]["pen2"] == "streaming"
         metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
         for name in ("finprint_fps{camera=\"pen1\"}", "finprint_queue_drops_total", "finprint_reconnects_total",
                      "finprint_unknown_fish_total", "finprint_watchdog_state", "finprint_inference_latency_ms"):
             assert name in metrics, name
     finally:
         daemon.stop()
-    assert daemon.events_emitted >= 2
+    assert daemon.events_emitted >= 4  # identified + track_end per camera
+    assert min(daemon.processed.values()) >= 10  # one worker served both cameras
