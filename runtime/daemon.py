@@ -294,6 +294,8 @@ class Daemon:
                     self.known_fish += 1
         assert self.events_store is not None
         self.events_store.write_events(events)
+        if self.store is not None and self.store is not self.events_store:
+            self.store.update_individuals(events)
         if self.jsonl is not None:
             self.jsonl.write_events(events)
         if self.mqtt is not None:

@@ -161,7 +161,10 @@ class IdentityResolver:
             if rec is None:
                 rec = self._tracks[key] = TrackIdentity(camera, tid, ts, ts)
             name, sim = matches[i]
-            rec.votes[name] += max(sim, 0.05)  # weight by confidence; unknown votes count too
+            # A match votes with its similarity; a rejected frame votes "unknown" with the threshold
+            # (the most it could have scored), so a stranger's few lucky frames do not outvote it.
+            weight = sim if name != UNKNOWN else self.gallery.threshold
+            rec.votes[name] += max(weight, 1e-3)
             rec.best_similarity[name] = max(rec.best_similarity.get(name, -1.0), sim)
             rec.frames += 1
             rec.last_ts = ts

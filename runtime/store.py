@@ -159,12 +159,26 @@ class Store:
             (ev.get("individual_id"), ev["camera"], ev["track_id"], ev["first_ts"], ev["last_ts"], ev["frames"],
              ev.get("similarity"), ev.get("length_cm"), ev.get("speed_cm_s")),
         )
+        self._update_individual(ev)
+
+    def _update_individual(self, ev: dict) -> None:
         if ev.get("individual_id"):
             self._conn.execute(
                 "UPDATE individuals SET sightings = sightings + 1, "
                 "first_seen = COALESCE(MIN(first_seen, ?), ?), last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?",
                 (ev["first_ts"], ev["first_ts"], ev["last_ts"], ev["individual_id"]),
             )
+
+    def update_individuals(self, events: list[dict]) -> None:
+        """Sightings counters and first/last seen only: for a gallery whose events go to another database."""
+        ended = [ev for ev in events if ev["type"] == "track_end"]
+        if not ended:
+            return
+        with self._lock:
+            self._conn.execute("BEGIN")
+            for ev in ended:
+                self._update_individual(ev)
+            self._conn.execute("COMMIT")
 
     def count(self, table: str) -> int:
         if table not in ("individuals", "embeddings", "sightings", "events"):

@@ -62,3 +62,14 @@ def test_unknown_track_is_flagged():
         resolver.observe("cam", f, [1], np.array([[0, 0, 10, 10]], np.float32), stranger[None], [None])
     (end,) = resolver.end_all(5.0)
     assert end["unknown"] is True and end["individual_id"] is None and end["length_cm"] is None
+
+
+def test_a_strangers_few_lucky_frames_do_not_make_it_known():
+    gallery, protos, rng = _gallery()
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=2)
+    stranger = _unit(rng.normal(size=16))
+    for f in range(10):
+        emb = protos["fish000"] if f in (2, 6) else stranger  # 2 of 10 frames look like fish000
+        resolver.observe("cam", f, [1], np.array([[0, 0, 10, 10]], np.float32), emb[None], [None])
+    (end,) = resolver.end_all(10.0)
+    assert end["unknown"] is True

@@ -48,3 +48,13 @@ def test_jsonl_log_appends_lines(tmp_path):
     log.close()
     lines = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
     assert [e["type"] for e in lines] == ["a", "b", "c"]
+
+
+def test_gallery_counters_when_events_go_to_another_database(tmp_path):
+    gallery, events = Store(tmp_path / "g.db"), Store(tmp_path / "e.db")
+    gallery.enroll("fish000", np.ones((1, 4), np.float32))
+    batch = [_end(1, "fish000", 10.0, 20.0)]
+    events.write_events(batch)
+    gallery.update_individuals(batch)
+    assert gallery.individuals()[0]["sightings"] == 1 and gallery.count("events") == 0
+    assert events.count("sightings") == 1
