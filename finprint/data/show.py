@@ -40,14 +40,15 @@ ROW_LABEL_W = 150
 
 def identity_colour(key: str) -> tuple[int, int, int]:
     """A stable, saturated BGR colour for an identity (or instance) key."""
-    hue = int(hashlib.md5(key.encode()).hexdigest()[:6], 16) / 0xFFFFFF
+    hue = 0.07 + 0.83 * int(hashlib.md5(key.encode()).hexdigest()[:6], 16) / 0xFFFFFF
     r, g, b = colorsys.hsv_to_rgb(hue, 0.75, 1.0)
     return int(b * 255), int(g * 255), int(r * 255)
 
 
 def instance_colour(index: int) -> tuple[int, int, int]:
-    """Well-separated BGR colours for instances without an identity (golden-ratio hue steps)."""
-    r, g, b = colorsys.hsv_to_rgb((0.12 + index * 0.618034) % 1.0, 0.8, 1.0)
+    """Well-separated BGR colours (golden-ratio hue steps), never red: red marks unknown fish."""
+    hue = 0.07 + 0.83 * ((0.05 + index * 0.618034) % 1.0)
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.8, 1.0)
     return int(b * 255), int(g * 255), int(r * 255)
 
 
@@ -90,7 +91,18 @@ def content_bounds(image: np.ndarray, threshold: int = 12) -> tuple[int, int, in
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def draw_frame(frame: Frame, class_names: list[str], tile_w: int = TILE, tile_h: int = TILE) -> np.ndarray:
+def identity_palette(identities: set[str]) -> dict[str, tuple[int, int, int]]:
+    """Distinct colours for a dataset's identities (hashing alone lets two neighbours collide)."""
+    return {identity: instance_colour(k) for k, identity in enumerate(sorted(identities))}
+
+
+def draw_frame(
+    frame: Frame,
+    class_names: list[str],
+    tile_w: int = TILE,
+    tile_h: int = TILE,
+    palette: dict[str, tuple[int, int, int]] | None = None,
+) -> np.ndarray:
     """One frame, black borders trimmed, letterboxed into a tile with its annotations on top."""
     image = _read(frame.image_path)
     bx1, by1, bx2, by2 = content_bounds(image)
@@ -106,7 +118,9 @@ def draw_frame(frame: Frame, class_names: list[str], tile_w: int = TILE, tile_h:
         return ((points - (bx1, by1)) * scale + (ox, oy)).round().astype(np.int32)
 
     colours = [
-        identity_colour(inst.individual_id) if inst.individual_id else instance_colour(k)
+        (palette or {}).get(inst.individual_id) or identity_colour(inst.individual_id)
+        if inst.individual_id
+        else instance_colour(k)
         for k, inst in enumerate(frame.instances)
     ]
     overlay = tile.copy()
@@ -198,7 +212,10 @@ def frame_sheet(dataset: DetectionSet, n: int = 16, seed: int = 0, title: str | 
         aspects.append((x2 - x1) / (y2 - y1))
     aspect = float(np.clip(np.median(aspects), 0.75, 2.0))
     tile_h = round(TILE / aspect)
-    tiles = [np.vstack([draw_frame(f, dataset.class_names, TILE, tile_h), _caption(f, TILE)]) for f in frames]
+    palette = identity_palette({i.individual_id for f in dataset.frames for i in f.instances if i.individual_id})
+    tiles = [
+        np.vstack([draw_frame(f, dataset.class_names, TILE, tile_h, palette), _caption(f, TILE)]) for f in frames
+    ]
     grid = _grid(tiles, grid_columns(len(tiles), TILE / (tile_h + CAPTION_H)))
     boxes = sum(len(f.instances) for f in dataset.frames)
     ids = {i.individual_id for f in dataset.frames for i in f.instances if i.individual_id}
@@ -211,8 +228,7 @@ def frame_sheet(dataset: DetectionSet, n: int = 16, seed: int = 0, title: str | 
     return np.vstack([_header(grid.shape[1], title, subtitle), grid])
 
 
-def _crop_tile(crop: Crop) -> np.ndarray:
-    colour = UNKNOWN_RED if crop.unknown else identity_colour(crop.identity)
+def _crop_tile(crop: Crop, colour: tuple[int, int, int]) -> np.ndarray:
     tile = np.full((CROP_H + CAPTION_H, CROP_W, 3), BACKGROUND, np.uint8)
     tile[:CROP_H] = cv2.resize(_read(crop.path), (CROP_W, CROP_H), interpolation=cv2.INTER_AREA)
     cv2.rectangle(tile, (0, 0), (CROP_W - 1, CROP_H - 1), colour, 3)
@@ -227,6 +243,7 @@ def crop_sheet(dataset: ReidSet, n: int = 16, seed: int = 0, per_identity: int =
     by_identity: dict[str, list[Crop]] = {}
     for crop in dataset.crops:
         by_identity.setdefault(crop.identity, []).append(crop)
+    palette = identity_palette(set(by_identity))
     # Unknown fish are the open-set half of the problem: give them up to a quarter of the rows.
     n_rows = max(1, -(-n // per_identity))
     known = sorted(i for i, crops in by_identity.items() if not crops[0].unknown)
@@ -245,11 +262,11 @@ def crop_sheet(dataset: ReidSet, n: int = 16, seed: int = 0, per_identity: int =
                 picked.append(crop)
                 seen.add((crop.subset, crop.camera))
         picked += [c for c in crops if c not in picked]
-        tiles = [_crop_tile(c) for c in picked[:per_identity]]
+        unknown = by_identity[identity][0].unknown
+        colour = UNKNOWN_RED if unknown else palette[identity]
+        tiles = [_crop_tile(c, colour) for c in picked[:per_identity]]
         tiles += [np.full_like(tiles[0], BACKGROUND)] * (per_identity - len(tiles))
         label = np.full((CROP_H + CAPTION_H, ROW_LABEL_W, 3), BACKGROUND, np.uint8)
-        unknown = by_identity[identity][0].unknown
-        colour = UNKNOWN_RED if unknown else identity_colour(identity)
         cv2.rectangle(label, (0, 8), (8, CROP_H - 8), colour, -1)
         _text(label, _fit(identity, ROW_LABEL_W - 18, 0.55), (16, CROP_H // 2), 0.55, TEXT, 1)
         note = ("unknown, " if unknown else "") + f"{len(by_identity[identity])} crops"

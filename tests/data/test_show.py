@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from finprint.cli import main
-from finprint.data.show import content_bounds, grid_columns, identity_colour, sample_frames
+from finprint.data.show import content_bounds, grid_columns, identity_palette, sample_frames
 from finprint.data.types import Frame, Instance
 
 
@@ -44,7 +44,7 @@ def test_frame_sheet_draws_masks_in_identity_colour(tmp_path, capsys):
     assert sheet is not None and sheet.shape[1] > 2 * 320
     # The known fish's mask is blended in its identity colour: some pixel is close to
     # 0.45 * colour + 0.55 * grey(90).
-    expected = 0.45 * np.array(identity_colour("fish000")) + 0.55 * 90
+    expected = 0.45 * np.array(identity_palette({"fish000", "unk000"})["fish000"]) + 0.55 * 90
     closest = np.abs(sheet.astype(float) - expected).sum(axis=2).min()
     assert closest < 12
 
