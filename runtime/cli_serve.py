@@ -19,7 +19,13 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # ConfigError -> one line, exit 2, before anything starts
     if args.check:
-        print(f"{args.config}: ok ({len(cfg.cameras)} cameras)")
+        from finprint.runtime.pipeline import Pipeline
+
+        m = cfg.models
+        pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
+        backends = f"{pipeline.detector.backend}/{pipeline.embedder.backend}"
+        pipeline.close()
+        print(f"{args.config}: ok ({len(cfg.cameras)} cameras, models load on {backends})")
         return 0
     from finprint.runtime.daemon import Daemon
 
