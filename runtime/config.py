@@ -30,7 +30,9 @@ class CameraConfig(_Strict):
     kind: Literal["auto", "file", "usb", "url", "gstreamer"] = "auto"
     loop: bool = False  # video files: start again at the end (demos, soak runs)
     px_per_cm: float = Field(gt=0)
-    fps_limit: float | None = Field(default=None, gt=0)  # throttle file sources to real time
+    # Frames per second to read at most. None: a video file plays at its own frame rate (like a
+    # camera, so the drop-oldest queue is not flooded); live cameras are not throttled.
+    fps_limit: float | None = Field(default=None, gt=0)
 
     def resolved_kind(self) -> str:
         if self.kind != "auto":

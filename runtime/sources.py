@@ -87,6 +87,12 @@ class OpenCvReader:
             self._cap.release()
             raise OSError(f"cannot open {kind} source {source!r}")
 
+    @property
+    def native_fps(self) -> float | None:
+        """A video file's own frame rate (it plays at camera speed unless told otherwise)."""
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS)) if self.kind == "file" else 0.0
+        return fps if 0 < fps < 1000 else None
+
     def read(self) -> np.ndarray | None:
         ok, image = self._cap.read()
         if ok:
@@ -262,6 +268,7 @@ class CameraSource:
             self.stats.last_frame_ts = time.monotonic()
             shape: tuple[int, ...] | None = None  # a reconnect may bring a new resolution
             next_due = time.monotonic()
+            fps_limit = self.fps_limit or getattr(reader, "native_fps", None)
             try:
                 while not self._stop.is_set() and not self._reconnect.is_set():
                     image = reader.read()
@@ -275,8 +282,8 @@ class CameraSource:
                     self.stats.last_frame_ts = time.monotonic()
                     self.queue.put(Frame(self.camera_id, index, time.time(), image))
                     index += 1
-                    if self.fps_limit:
-                        next_due += 1.0 / self.fps_limit
+                    if fps_limit:
+                        next_due += 1.0 / fps_limit
                         self._stop.wait(max(0.0, next_due - time.monotonic()))
             except StreamEnded:
                 log.info("camera %s: end of video", self.camera_id)
