@@ -54,7 +54,7 @@ def _rle_to_polygons(segmentation: dict, height: int, width: int) -> list[np.nda
     return [c.reshape(-1, 2).astype(np.float32) for c in contours if len(c) >= 3]
 
 
-def _instance(ann: dict[str, Any], width: int, height: int) -> Instance:
+def _instance(ann: dict[str, Any], width: int, height: int, category_index: dict[Any, int]) -> Instance:
     """One COCO annotation -> Instance; ValueError names what is wrong."""
     bbox = ann.get("bbox")
     if not (isinstance(bbox, list) and len(bbox) == 4):
@@ -83,7 +83,7 @@ def _instance(ann: dict[str, Any], width: int, height: int) -> Instance:
         polygons=polygons,
         individual_id=None if individual is None else str(individual),
         unknown=bool(ann.get("unknown", False)),
-        category=int(ann.get("category_id", 1)) - 1,
+        category=category_index.get(ann.get("category_id"), 0),
     )
 
 
@@ -118,6 +118,9 @@ def load_coco(
             raise DataError(json_path, reason)
         skipped.append(Skipped(json_path, reason))
 
+    # Category ids are arbitrary in COCO; Instance.category is the index into class_names.
+    categories = sorted(data.get("categories", []), key=lambda c: c.get("id", 0))
+    category_index = {c.get("id"): k for k, c in enumerate(categories)}
     anns_by_image: dict[Any, list[dict]] = {}
     image_ids = {img.get("id") for img in data["images"]}
     for ann in data["annotations"]:
@@ -149,14 +152,14 @@ def load_coco(
         instances = []
         for ann in anns_by_image.get(img.get("id"), []):
             try:
-                instances.append(_instance(ann, width, height))
+                instances.append(_instance(ann, width, height, category_index))
             except (ValueError, TypeError) as exc:
                 bad(f"annotation {ann.get('id')} (image {file_name}): {exc}")
         group = str(img.get("group") or group_from_name(Path(file_name).stem))
         frames.append(Frame(image_path, width, height, instances, group=group))
     if not frames:
         raise DataError(json_path, "no usable images")
-    names = [c.get("name", str(c.get("id"))) for c in sorted(data.get("categories", []), key=lambda c: c.get("id", 0))]
+    names = [str(c.get("name", c.get("id"))) for c in categories]
     log.info("%s: %d frames, %d skipped", json_path, len(frames), len(skipped))
     return DetectionSet(json_path, fmt, frames, class_names=names or ["fish"]), skipped
 

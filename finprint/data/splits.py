@@ -33,8 +33,8 @@ def split_by_group(
     """(train, val) with no group on both sides.
 
     `val_groups` names the validation groups; otherwise whole groups, in a seeded random order,
-    go to validation until it holds at least `val_fraction` of the items (at least one group, and
-    never every group when there are two or more).
+    go to validation until it holds at least `val_fraction` of the items (at least one group, never
+    every group; fewer than two groups is an error).
     """
     groups: dict[str, int] = {}
     for item in frames:
@@ -49,6 +49,10 @@ def split_by_group(
     else:
         if not 0 < val_fraction < 1:
             raise FinprintError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+        if len(groups) < 2:
+            raise FinprintError(
+                f"cannot split by group: the data has {len(groups)} group(s); name validation data with val_groups"
+            )
         order = sorted(groups)
         random.Random(seed).shuffle(order)
         chosen, taken, target = set(), 0, val_fraction * len(frames)

@@ -106,6 +106,7 @@ def test_coco_polygons_rle_identities_and_groups(tmp_path):
     assert known.individual_id == "fish001" and not known.unknown
     np.testing.assert_allclose(known.box_xyxy, [10, 5, 30, 15])
     assert unknown.unknown and unknown.individual_id == "unk000"
+    assert known.category == 0 and dataset.class_names == ["fish"]
     polygon = unknown.polygons[0]
     assert polygon.min(axis=0).tolist() == [30, 20] and polygon.max(axis=0).tolist() == [69, 39]
 
@@ -173,6 +174,8 @@ def test_split_by_group_never_shares_a_group():
     assert split_by_group(frames, seed=1) == split_by_group(frames, seed=1)
     with pytest.raises(FinprintError, match="not in the data"):
         split_by_group(frames, val_groups=["zz"])
+    with pytest.raises(FinprintError, match="1 group"):
+        split_by_group(_frames({"only": 5}))
 
 
 def test_split_crops_by_identity():
