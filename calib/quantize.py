@@ -1,0 +1,173 @@
+"""ONNX Runtime static INT8 quantisation to QDQ (QuantizeLinear/DequantizeLinear pairs).
+
+Weights S8 per channel (symmetric), activations U8 (asymmetric): on x86 CPUs ONNX Runtime runs that
+layout about 2x faster than fp32, while S8/S8 is barely faster. TensorRT reads the same QDQ graph.
+
+Activation ranges are computed here with ORT's calibrators and passed to `quantize_static` through
+its range cache: `quantize_static(calibrate_method=Entropy)` alone builds 128-bin histograms
+(which makes it equal MinMax); real entropy calibration needs 2048 bins. The cache also lets the
+sensitivity search re-quantise with other excluded nodes without calibrating again.
+
+CPUs without VNNI (AVX2 only) can saturate U8 x S8 products; `reduce_range=True` (7-bit weights)
+avoids that at a small cost in resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from finprint.calib.calibset import CalibSet
+
+from finprint.errors import FinprintError
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "entropy", "percentile")
+QUANT_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "Resize", "Sigmoid", "MaxPool", "GlobalAveragePool")
+
+
+class _TensorReader:
+    """CalibrationDataReader over the calibration tensors, one image per call."""
+
+    def __init__(self, input_name: str, tensors: np.ndarray) -> None:
+        self.input_name = input_name
+        self.tensors = tensors
+        self.pos = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self.pos >= len(self.tensors):
+            return None
+        batch = self.tensors[self.pos : self.pos + 1]
+        self.pos += 1
+        return {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+
+    def rewind(self) -> None:
+        self.pos = 0
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def set_range(self, start_index: int, end_index: int) -> None:  # used by ORT's strided calibration
+        self.pos = start_index
+
+
+def _method_enum(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    if method not in METHODS:
+        raise FinprintError(f"unknown calibration method '{method}'; choose one of {', '.join(METHODS)}")
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+
+
+def preprocess_for_quantization(fp32_path: str | Path, out_path: str | Path) -> Path:
+    """ORT's recommended pre-pass: graph optimisation (constant folding, Identity removal so biases
+    are initializers) and shape inference. Calibration, quantisation and sensitivity all work on
+    this graph so node and tensor names agree between them."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    return Path(out_path)
+
+
+def compute_ranges(fp32_path: str | Path, calib: CalibSet, method: str, cache_path: str | Path, percentile: float = 99.999) -> Path:
+    """Calibrate activation ranges of `fp32_path` on `calib` and write them to `cache_path`."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if len(calib) == 0:
+        raise FinprintError(f"{calib.root}: the calibration set is empty")
+    model = onnx.load(str(fp32_path))
+    input_name = model.graph.input[0].name
+    options: dict = {}
+    if method == "entropy":
+        options = {"num_bins": 2048, "num_quantized_bins": 128}
+    elif method == "percentile":
+        options = {"num_bins": 2048, "percentile": percentile}
+    with tempfile.TemporaryDirectory(prefix="finprint-calib-") as tmp:
+        calibrator = create_calibrator(
+            Path(fp32_path),
+            None,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_method_enum(method),
+            extra_options=options,
+        )
+        calibrator.collect_data(_TensorReader(input_name, calib.tensors))
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_path)
+    return Path(cache_path)
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calib: CalibSet,
+    method: str = "minmax",
+    nodes_to_exclude: Sequence[str] = (),
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    ranges_cache: str | Path | None = None,
+) -> Path:
+    """Write a QDQ INT8 model (U8 activations, S8 per-channel weights) to `out_path`.
+
+    `ranges_cache` (default: `<out>.ranges.<method>.json`) holds the calibrated activation ranges;
+    it is reused when present, so several quantisations of one model calibrate once.
+    """
+    out_path = Path(out_path)
+    cache = Path(ranges_cache) if ranges_cache else out_path.with_name(f"{out_path.stem}.ranges.{method}.json")
+    with tempfile.TemporaryDirectory(prefix="finprint-quant-") as tmp:
+        prepared = preprocess_for_quantization(fp32_path, Path(tmp) / "prepared.onnx")
+        if not cache.is_file():
+            compute_ranges(prepared, calib, method, cache)
+        _quantize_prepared(prepared, out_path, method, cache, nodes_to_exclude, per_channel, reduce_range)
+    log.info("int8 (%s, %d nodes kept fp32): %s", method, len(nodes_to_exclude), out_path)
+    return out_path
+
+
+def _quantize_prepared(
+    prepared: Path, out_path: Path, method: str, cache: Path, nodes_to_exclude: Sequence[str], per_channel: bool, reduce_range: bool
+) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model_ops = {n.op_type for n in onnx.load(str(prepared)).graph.node}
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # ORT logs every rescaled weight at INFO on the root logger
+    try:
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            calibration_data_reader=None,
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=[op for op in QUANT_OPS if op in model_ops],
+            per_channel=per_channel,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            calibrate_method=_method_enum(method),
+            calibration_cache_path=str(cache),
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
+    finally:
+        root.setLevel(level)
+
+
+def qdq_node_counts(path: str | Path) -> dict[str, int]:
+    """How many QuantizeLinear / DequantizeLinear nodes a graph holds (0 = not quantised)."""
+    graph = onnx.load(str(path)).graph
+    return {
+        op: sum(1 for n in graph.node if n.op_type == op) for op in ("QuantizeLinear", "DequantizeLinear")
+    }
+
+
+def quantizable_nodes(fp32_path: str | Path) -> list[tuple[str, str]]:
+    """(name, op type) of the nodes static quantisation would quantise: the candidates to keep in
+    fp32, named as in the prepared graph that `quantize_int8` quantises."""
+    with tempfile.TemporaryDirectory(prefix="finprint-quant-") as tmp:
+        prepared = preprocess_for_quantization(fp32_path, Path(tmp) / "prepared.onnx")
+        return [(n.name, n.op_type) for n in onnx.load(str(prepared)).graph.node if n.op_type in QUANT_OPS]
