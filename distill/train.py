@@ -294,7 +294,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             scheduler.step()
             n_steps += 1
             n_images += _batch_size(batch)
-            sums["loss"] = sums.get("loss", 0.0) + float(loss)
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
             for k, v in parts.items():
                 sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
             bar.set_postfix(loss=f"{sums['loss'] / n_steps:.3f}")

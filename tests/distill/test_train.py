@@ -1,0 +1,190 @@
+"""The shared training loop on a tiny detection set: run folder, resume, DDP, distillation, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from finprint.distill import runs
+from finprint.distill.tasks import TrainConfig
+from finprint.distill.train import train
+
+from finprint.cli import main
+from finprint.errors import FinprintError
+
+IMGSZ = 64
+
+
+def make_yolo_seg(root: Path, n_train: int = 4, n_val: int = 2, size: int = 96, seed: int = 0) -> Path:
+    """Bright ellipses ("fish") on a noisy blue background, YOLO-seg labels, train/val split folders."""
+    rng = np.random.default_rng(seed)
+    for split, n in (("train", n_train), ("val", n_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = (np.full((size, size, 3), (90, 60, 20)) + rng.integers(0, 30, (size, size, 3))).astype(np.uint8)
+            lines = []
+            for _ in range(int(rng.integers(1, 3))):
+                cx, cy = rng.uniform(0.3, 0.7, 2) * size
+                poly = cv2.ellipse2Poly((int(cx), int(cy)), (int(0.2 * size), int(0.08 * size)), int(rng.uniform(0, 180)), 0, 360, 30)
+                cv2.fillPoly(img, [poly], (230, 230, 200))
+                lines.append("0 " + " ".join(f"{v:.5f}" for v in (poly / size).clip(0, 1).reshape(-1)))
+            name = f"g{i % 2}_{split}_{i:03d}"
+            cv2.imwrite(str(root / "images" / split / f"{name}.jpg"), img)
+            (root / "labels" / split / f"{name}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    return make_yolo_seg(tmp_path_factory.mktemp("yolo"))
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(task="detect", model="fishseg-student", data=str(data), out=str(out), epochs=2, batch=2, imgsz=IMGSZ, lr=2e-3, extra={"threads": 1})
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return runs.load_checkpoint(run / "last.pt")["model"]
+
+
+def test_cli_train_writes_a_complete_run(tiny_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--task", "detect", "--model", "fishseg-student", "--data", str(tiny_data), "--out", str(out),
+               "--epochs", "2", "--batch", "2", "--imgsz", str(IMGSZ), "--set", "threads=1"])
+    assert rc == 0
+    for name in ("config.json", "metrics.jsonl", "best.pt", "last.pt", "COMPLETE", "plots/loss.png"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1] and all(np.isfinite(r["loss"]) for r in rows)
+    assert "val_map" in rows[-1]
+    model, cfg = runs.load_model(out)
+    assert cfg["model"] == "fishseg-student" and not model.training
+    # A second run into the same folder is refused rather than mixed with the first.
+    assert main(["train", "--task", "detect", "--model", "fishseg-student", "--data", str(tiny_data), "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_resume_matches_uninterrupted_run(tiny_data, tmp_path):
+    full = tmp_path / "full"
+    train(_cfg(tiny_data, full, epochs=3))
+    part = tmp_path / "part"
+    train(_cfg(tiny_data, part, epochs=3), stop_after_epochs=1)
+    assert not runs.is_complete(part)
+    train(_cfg(tiny_data, part, epochs=3), resume=True)
+    assert runs.is_complete(part)
+    a, b = _weights(full), _weights(part)
+    for k in a:
+        torch.testing.assert_close(a[k].float(), b[k].float(), atol=1e-5, rtol=1e-4, msg=k)
+    la = json.loads((full / "metrics.jsonl").read_text().splitlines()[-1])
+    lb = json.loads((part / "metrics.jsonl").read_text().splitlines()[-1])
+    assert la["loss"] == pytest.approx(lb["loss"], rel=1e-4)
+
+
+@pytest.mark.slow  # two fresh interpreters import torch: ~30 s idle, minutes on a loaded machine
+def test_ddp_two_gloo_processes(tiny_data, tmp_path):
+    """Two ranks launched the way torchrun does (RANK/WORLD_SIZE/MASTER_*), gloo on CPU."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    argv = [sys.executable, "-m", "finprint", "train", "--task", "detect", "--model", "fishseg-student",
+            "--data", str(tiny_data), "--out", str(out), "--epochs", "1", "--batch", "2", "--imgsz", str(IMGSZ),
+            "--device", "cpu", "--set", "threads=1"]
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert runs.is_complete(out)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert np.isfinite(row["loss"])
+
+
+def test_distill_with_teacher_and_without_kd(tiny_data, tmp_path):
+    teacher = tmp_path / "teacher"
+    train(_cfg(tiny_data, teacher, model="fishseg-teacher", epochs=1))
+    kd = tmp_path / "kd"
+    rc = main(["distill", "--teacher", str(teacher), "--student", "fishseg-student", "--data", str(tiny_data),
+               "--out", str(kd), "--epochs", "1", "--batch", "2", "--imgsz", str(IMGSZ), "--set", "threads=1"])
+    assert rc == 0
+    row = json.loads((kd / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["loss_kd_score"] > 0 and row["loss_kd_feat"] > 0
+    assert runs.load_checkpoint(kd / "last.pt")["kd"] is not None  # adapters saved with the run
+    nokd = tmp_path / "nokd"
+    assert main(["distill", "--teacher", str(teacher), "--student", "fishseg-student", "--data", str(tiny_data),
+                 "--out", str(nokd), "--epochs", "1", "--batch", "2", "--imgsz", str(IMGSZ), "--no-kd"]) == 0
+    assert "loss_kd_score" not in json.loads((nokd / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def _fake_run(path: Path, task: str, complete: bool) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"task": task, "model": "x"}))
+    if complete:
+        (path / "COMPLETE").write_text("{}")
+    return path
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        (["train", "--task", "detect", "--model", "no-such-net"], "unknown model"),
+        (["train", "--task", "embed", "--model", "fishseg-student"], "is a 'detect' model"),
+    ],
+)
+def test_bad_model_is_one_line_and_writes_nothing(tiny_data, tmp_path, capsys, argv_tail, message):
+    out = tmp_path / "out"
+    assert main([*argv_tail, "--data", str(tiny_data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_data_path(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["train", "--task", "detect", "--model", "fishseg-student", "--data", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_teacher_of_wrong_task_or_unfinished_is_refused(tiny_data, tmp_path, capsys):
+    wrong = _fake_run(tmp_path / "embed_run", "embed", complete=True)
+    unfinished = _fake_run(tmp_path / "unfinished", "detect", complete=False)
+    for teacher, message in ((wrong, "'embed' model"), (unfinished, "unfinished")):
+        out = tmp_path / f"out_{teacher.name}"
+        assert main(["distill", "--teacher", str(teacher), "--student", "fishseg-student", "--data", str(tiny_data), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_truncated_or_tampered_checkpoint_is_refused(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    train(_cfg(tiny_data, run, epochs=1))
+    ckpt = run / "best.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 2])
+    with pytest.raises(FinprintError, match="best.pt"):
+        runs.load_model(run)
+    tampered = bytearray(data)
+    tampered[len(tampered) // 2] ^= 0xFF
+    ckpt.write_bytes(bytes(tampered))
+    with pytest.raises(FinprintError, match="best.pt.*(truncated|modified)"):
+        runs.load_model(run)
+    # Without its checksum record a truncated file is still refused, naming the file.
+    (run / "checksums.json").unlink()
+    ckpt.write_bytes(data[:100])
+    with pytest.raises(FinprintError, match="best.pt"):
+        runs.load_model(run)
