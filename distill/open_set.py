@@ -12,7 +12,13 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-from finprint.distill.metrics import max_similarity, open_set_metrics, reid_metrics, threshold_at_tpr
+from finprint.distill.metrics import (
+    cross_camera_applicable,
+    max_similarity,
+    open_set_metrics,
+    reid_metrics,
+    threshold_at_tpr,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +60,12 @@ def embedder_report(
     in_gallery = set(gallery_ids)
     known = np.array([q in in_gallery for q in query_ids], dtype=bool)
     cams = list(query_cams) if query_cams is not None else None
+    known_ids = [q for q, k in zip(query_ids, known, strict=True) if k]
+    known_cams = [c for c, k in zip(cams, known, strict=True) if k] if cams is not None else None
+    # Farm gallery and query crops share cameras: Market's same-camera exclusion would skip them all.
+    cross_camera = cross_camera_applicable(known_ids, known_cams, gallery_ids, gallery_cams)
     reid = reid_metrics(
-        query_emb[known],
-        [q for q, k in zip(query_ids, known, strict=True) if k],
-        [c for c, k in zip(cams, known, strict=True) if k] if cams is not None else None,
-        gallery_emb,
-        gallery_ids,
-        gallery_cams,
+        query_emb[known], known_ids, known_cams, gallery_emb, gallery_ids, gallery_cams, cross_camera
     )
     known_scores, unknown_scores = known_unknown_scores(query_emb, query_ids, gallery_emb, gallery_ids)
     open_set = open_set_metrics(known_scores, unknown_scores, tpr)
