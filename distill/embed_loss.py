@@ -25,19 +25,32 @@ class CosFaceHead(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"a margin classifier needs at least 2 identities, got {num_classes}")
-        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.01)
+        self.weight = nn.Parameter(F.normalize(torch.randn(num_classes, dim), dim=1))
+        self.register_buffer("imprinted", torch.zeros(num_classes, dtype=torch.bool))
         self.scale = scale
         self.margin = margin
 
-    def cosine(self, embedding: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(embedding, dim=1), F.normalize(self.weight, dim=1))
+    @torch.no_grad()
+    def imprint(self, embedding: torch.Tensor, labels: torch.Tensor) -> None:
+        """Weight imprinting (Qi et al., CVPR 2018): an identity's weight starts at the mean of its first
+        embeddings, so the margin loss is meaningful from the first step instead of chasing random weights."""
+        z = F.normalize(embedding.detach().float(), dim=1)
+        for label in labels.unique().tolist():
+            if not bool(self.imprinted[label]):
+                self.weight[label] = F.normalize(z[labels == label].mean(0), dim=0)
+                self.imprinted[label] = True
 
-    def logits(self, embedding: torch.Tensor) -> torch.Tensor:
+    def cosine(self, embedding: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """Cosine to each identity's weight; `frozen` lets gradients reach only the embedding."""
+        weight = self.weight.detach() if frozen else self.weight
+        return F.linear(F.normalize(embedding, dim=1), F.normalize(weight, dim=1))
+
+    def logits(self, embedding: torch.Tensor, frozen: bool = False) -> torch.Tensor:
         """Scaled cosine logits without margin (what the energy score uses)."""
-        return self.scale * self.cosine(embedding)
+        return self.scale * self.cosine(embedding, frozen)
 
-    def forward(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        cos = self.cosine(embedding)
+    def forward(self, embedding: torch.Tensor, labels: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        cos = self.cosine(embedding, frozen)
         onehot = F.one_hot(labels, cos.shape[1]).to(cos.dtype)
         return F.cross_entropy(self.scale * (cos - self.margin * onehot), labels)
 

@@ -1,17 +1,20 @@
 """EmbedTask: the embedder's plugin for the shared training loop (distill/tasks.py).
 
-Loss = CosFace identity classification + batch-hard triplet (+ VOS energy uncertainty loss)
-(+ kd_weight x relational KD against the teacher's embeddings of the same augmented batch).
+Backbone loss = CosFace identity classification + batch-hard triplet (+ VOS energy uncertainty, inlier
+side) (+ kd_weight x relational KD against the teacher's embeddings of the same augmented batch).
 
-The CosFace classifier and VOS's energy regressor are trainable but not part of the exported
-model: they come from `kd_modules()` (saved with the run, never exported). The loop must call
-`kd_modules(student, teacher)` for every embed run, teacher or not (teacher may be None), and
-optimise its parameters; without them the loss falls back to triplet only (logged).
+The CosFace classifier and VOS's energy regressor are training-only heads (never exported). They are
+updated here, by their own optimiser, in alternation with the backbone: each step first fits the
+heads on the detached embeddings (and VOS's virtual outliers, which carry no gradient anyway), then
+the backbone's loss uses the heads frozen. So every run (teacher, student with or without KD) trains
+with the same losses whatever the loop does with `kd_modules()` (relational KD needs no adapter:
+it returns None). The heads are not checkpointed: a resumed run refits them within a few steps.
 
-Options in `cfg.extra`: views (K, default 4; cfg.batch is P identities), repeats (passes over the
-identities per epoch, 4), triplet_margin (0.3), cosface_scale (16), cosface_margin (0.25),
-kd_kind ("sim" | "rkd"), kd_temperature (0.1), vos (True), vos_weight (0.1), vos_start (steps, 50),
-vos_queue (16), open_set_tpr (0.95).
+Options in `cfg.extra`: views (K, default 4; cfg.batch is P identities, so a batch holds P x K crops),
+repeats (passes over the identities per epoch, 4), augment (True), triplet_margin (0.3),
+cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("sim" | "rkd"),
+kd_temperature (0.1), vos (True), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
+open_set_tpr (0.95).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from finprint.distill.embed_data import Augment, IdentityViews, ReidEvalData, collate_views, load_reid_splits
 from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
 from finprint.distill.kd_embed import relational_kd_loss
@@ -54,6 +58,7 @@ class EmbedTask:
         self.num_classes: int | None = None
         self.identity_names: list[str] = []
         self.heads: EmbedHeads | None = None
+        self.head_optimizer: torch.optim.Optimizer | None = None
         self.vos: VirtualOutlierSynthesizer | None = None
         self.steps = 0
         self._warned_no_heads = False
@@ -86,16 +91,44 @@ class EmbedTask:
         teacher.train(was_training)
         return out.float()
 
-    def kd_modules(self, student: nn.Module, teacher: nn.Module | None) -> nn.Module:
+    def kd_modules(self, student: nn.Module, teacher: nn.Module | None) -> nn.Module | None:
+        return None  # relational KD compares similarity matrices: no adapter to train
+
+    def _ensure_heads(self, dim: int, device: torch.device) -> EmbedHeads:
         if self.num_classes is None:
-            raise RuntimeError("EmbedTask.build_data must run before kd_modules (it counts the identities)")
-        dim = int(getattr(student, "out_dim", 128))
-        self.heads = EmbedHeads(
-            dim, self.num_classes, float(self._opt("cosface_scale", 16.0)), float(self._opt("cosface_margin", 0.25))
-        )
-        self.vos = VirtualOutlierSynthesizer(self.num_classes, dim, queue_size=int(self._opt("vos_queue", 16)))
-        self.steps = 0
+            raise RuntimeError("EmbedTask.build_data must run before the first loss (it counts the identities)")
+        if self.heads is None:
+            self.heads = EmbedHeads(
+                dim, self.num_classes, float(self._opt("cosface_scale", 16.0)), float(self._opt("cosface_margin", 0.25))
+            )
+            self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=float(self._opt("head_lr", 1e-2)))
+            self.vos = VirtualOutlierSynthesizer(self.num_classes, dim, queue_size=int(self._opt("vos_queue", 16)))
+            self.steps = 0
+        self.heads.to(device)
         return self.heads
+
+    def _fit_heads(self, heads: EmbedHeads, emb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """One optimiser step of the heads on detached features; returns the virtual outliers it used."""
+        outliers = None
+        with torch.autocast(emb.device.type, enabled=False):
+            feats = emb.detach().float()
+            heads.classifier.imprint(feats, labels)
+            head_loss = heads.classifier(feats, labels)
+            if self._opt("vos", True) and self.vos is not None:
+                self.vos.update(feats, labels)
+                if self.steps >= int(self._opt("vos_start", 50)):
+                    outliers = self.vos.sample(labels.unique())
+                if outliers is not None:
+                    outliers = outliers.to(emb.device)
+                    e_in = energy(heads.classifier.logits(feats))
+                    e_out = energy(heads.classifier.logits(outliers))
+                    head_loss = head_loss + float(self._opt("vos_weight", 0.1)) * uncertainty_loss(heads.energy, e_in, e_out)
+            optimizer = self.head_optimizer
+            assert optimizer is not None  # created with the heads
+            optimizer.zero_grad(set_to_none=True)
+            head_loss.backward()
+            optimizer.step()
+        return outliers
 
     def loss(
         self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], teacher_out: Any | None, cfg: TrainConfig
@@ -104,21 +137,17 @@ class EmbedTask:
         crops, labels = batch[0].to(device), batch[1].to(device)
         emb = model(crops)["embedding"].float()
         parts: dict[str, torch.Tensor] = {"triplet": batch_hard_triplet(emb, labels, float(self._opt("triplet_margin", 0.3)))}
-        if self.heads is not None:
-            self.heads.to(device)
-            parts["cosface"] = self.heads.classifier(emb, labels)
-            if self._opt("vos", True) and self.vos is not None:
-                self.vos.update(emb, labels)
-                if self.steps >= int(self._opt("vos_start", 50)):
-                    outliers = self.vos.sample(labels.unique())
-                    if outliers is not None:
-                        outliers = outliers.to(device)
-                        e_in = energy(self.heads.classifier.logits(emb))
-                        e_out = energy(self.heads.classifier.logits(outliers))
-                        parts["vos"] = float(self._opt("vos_weight", 0.1)) * uncertainty_loss(self.heads.energy, e_in, e_out)
-        elif not self._warned_no_heads:
-            log.warning("embed training heads not set up (kd_modules not called): triplet loss only, no VOS")
-            self._warned_no_heads = True
+        heads = self._ensure_heads(emb.shape[1], device)
+        outliers = self._fit_heads(heads, emb, labels)
+        # The backbone sees the heads frozen (they were just fitted above).
+        parts["cosface"] = heads.classifier(emb, labels, frozen=True)
+        if outliers is not None:
+            # Inlier side of VOS's logistic loss: the backbone lowers the energy of real crops.
+            e_in = energy(heads.classifier.logits(emb, frozen=True))
+            logit = heads.energy(e_in, frozen=True)
+            parts["vos"] = float(self._opt("vos_weight", 0.1)) * 0.5 * F.binary_cross_entropy_with_logits(
+                logit, torch.ones_like(logit)
+            )
         if teacher_out is not None and cfg.kd:
             kd = relational_kd_loss(
                 emb, teacher_out.to(device), str(self._opt("kd_kind", "sim")), float(self._opt("kd_temperature", 0.1))

@@ -119,8 +119,11 @@ class EnergyRegressor(nn.Module):
         nn.init.constant_(self.linear.weight, 1.0)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, energies: torch.Tensor) -> torch.Tensor:
-        return self.linear(-energies[:, None]).squeeze(1)
+    def forward(self, energies: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        weight, bias = self.linear.weight, self.linear.bias
+        if frozen:  # gradients reach only the energies
+            weight, bias = weight.detach(), bias.detach()
+        return F.linear(-energies[:, None], weight, bias).squeeze(1)
 
 
 def uncertainty_loss(regressor: EnergyRegressor, inlier_energy: torch.Tensor, outlier_energy: torch.Tensor) -> torch.Tensor:
