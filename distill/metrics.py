@@ -166,7 +166,7 @@ def coco_metrics(
     gt_has_masks = bool(instances) and all(inst.polygons for inst in instances)
     pred_has_masks = all(det.masks is not None for det in predictions)
     if "segm" in iou_types and instances and not gt_has_masks:
-        log.info("ground truth has no polygons (boxes only): mask mAP is not measured")
+        log.info("not every ground-truth fish has a polygon (boxes only): mask mAP is not measured")
     elif "segm" in iou_types and gt_has_masks and not pred_has_masks:
         log.warning("the predictions carry no masks: mask mAP is not measured")
     with_masks = "segm" in iou_types and gt_has_masks and pred_has_masks

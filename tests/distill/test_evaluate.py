@@ -232,3 +232,28 @@ def test_evaluation_modules_do_not_import_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_cli_eval_run_folder_embedder(tmp_path, capsys):
+    # A run folder as `finprint train` leaves it (config.json + best.pt), with untrained weights:
+    # checks the torch path (registry rebuild, TorchEngine, embedder preprocessing), not accuracy.
+    torch = pytest.importorskip("torch")
+    from finprint.distill import registry, runs
+    from finprint.distill.tasks import TrainConfig
+
+    reid = _reid_folder(tmp_path / "reid")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = TrainConfig(task="embed", model="embed-student-s", data=str(reid), out=str(run), epochs=0)
+    runs.write_json_atomic(run / "config.json", cfg.to_dict())
+    torch.manual_seed(0)
+    model = registry.build(cfg.model)
+    runs.save_checkpoint(run / "best.pt", {"model": model.state_dict(), "config": cfg.to_dict(), "epoch": 0})
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(run), "--data", str(reid), "--device", "cpu", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["task"] == "embed" and record["engine"] == "torch cpu"
+    metrics = record["metrics"]
+    assert metrics["queries"] == 3 and metrics["unknown_queries"] == 1 and metrics["embedding_dim"] == 128
+    assert 0.0 <= metrics["rank1"] <= 1.0 and 0.0 <= metrics["auroc"] <= 1.0
+    assert "embed-student-s" in capsys.readouterr().out
