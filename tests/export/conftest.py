@@ -68,9 +68,12 @@ def tiny_embedder() -> TinyEmbedder:
 
 
 def write_reid_folder(root: Path, identities: int = 5, per_subset: int = 2, black: bool = False, seed: int = 0) -> Path:
-    """Market-1501 style crops: each identity a distinct colour pattern, plus one unknown in query/."""
+    """Market-1501 style crops: each identity a distinct colour pattern, plus one unknown in query/.
+
+    Patterns are bright (above the ImageNet mean), so a model calibrated on black frames clips them
+    all to the same value: the broken-calibration case the gate must catch."""
     rng = np.random.default_rng(seed)
-    patterns = [rng.integers(0, 255, (4, 8, 3)) for _ in range(identities + 1)]
+    patterns = [rng.integers(150, 255, (4, 8, 3)) for _ in range(identities + 1)]
     for subset in ("train", "gallery", "query"):
         (root / subset).mkdir(parents=True, exist_ok=True)
         for ident in range(identities + (1 if subset == "query" else 0)):

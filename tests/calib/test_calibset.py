@@ -1,0 +1,77 @@
+"""Calibration sets: stratified selection, runtime preprocessing, hashes and their checks."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from finprint.calib.calibset import build_calibset, load_calibset, stratified_select
+from finprint.runtime.manifest import Preprocess
+from finprint.runtime.preprocess import preprocess_image
+
+from finprint.cli import main
+from finprint.errors import FinprintError
+
+PRE = Preprocess(width=64, height=64)
+
+
+def _yolo_folder(root, n=24):
+    """Frames of varied light / colour / fish count; the first half all dark and empty."""
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        level = 20 if i < n // 2 else int(rng.integers(60, 240))
+        img = np.full((48, 80, 3), level, np.uint8)
+        img[..., 2] = level // (1 + i % 3)  # vary the red channel: colour cast
+        img += rng.integers(0, 30, img.shape, dtype=np.uint8)
+        cv2.imwrite(str(root / "images" / f"g{i % 3}_clip_f{i}.jpg"), img)
+        fish = 0 if i < n // 2 else i % 5
+        (root / "labels" / f"g{i % 3}_clip_f{i}.txt").write_text("".join("0 0.5 0.5 0.2 0.2\n" for _ in range(fish)))
+    return root
+
+
+def test_stratified_select_covers_every_stratum_first():
+    strata = ["a"] * 50 + ["b"] * 3 + ["c"]
+    chosen = stratified_select(strata, 3)
+    assert sorted(strata[i] for i in chosen) == ["a", "b", "c"]
+    assert len(set(stratified_select(strata, 20))) == 20
+
+
+def test_build_is_stratified_preprocessed_and_hashed(tmp_path):
+    data = _yolo_folder(tmp_path / "data")
+    calib = build_calibset(data, tmp_path / "calib", PRE, size=6)
+    assert calib.tensors.shape == (6, 3, 64, 64)
+    # Not the first N (all dark and empty): bright and populated frames are in the set too.
+    assert any(item["fish"] > 0 for item in calib.items) and any(item["fish"] == 0 for item in calib.items)
+    first = calib.items[0]
+    expected, _ = preprocess_image(cv2.imread(first["source"]), PRE)
+    np.testing.assert_array_equal(calib.tensors[0], expected)
+    loaded = load_calibset(tmp_path / "calib", expect=PRE)
+    assert loaded.set_sha256 == calib.set_sha256 and len(loaded) == 6
+    again = build_calibset(data, tmp_path / "calib2", PRE, size=6)
+    assert again.set_sha256 == calib.set_sha256  # same data, same seed: same set
+
+
+def test_tampered_or_mismatched_set_is_refused(tmp_path):
+    data = _yolo_folder(tmp_path / "data")
+    build_calibset(data, tmp_path / "calib", PRE, size=4)
+    with pytest.raises(FinprintError, match="model expects"):
+        load_calibset(tmp_path / "calib", expect=Preprocess(width=128, height=128))
+    manifest = json.loads((tmp_path / "calib" / "calib.json").read_text())
+    manifest["items"][1]["tensor_sha256"] = "0" * 64
+    (tmp_path / "calib" / "calib.json").write_text(json.dumps(manifest))
+    with pytest.raises(FinprintError, match="does not match its sha256"):
+        load_calibset(tmp_path / "calib")
+    with pytest.raises(FinprintError, match="not a calibration set"):
+        load_calibset(tmp_path / "nowhere")
+
+
+def test_cli_build(tmp_path, capsys):
+    data = _yolo_folder(tmp_path / "data")
+    code = main(["calib", "build", "--data", str(data), "--out", str(tmp_path / "c"), "--size", "5", "--imgsz", "64"])
+    assert code == 0
+    assert "5 images" in capsys.readouterr().out
+    assert main(["calib", "build", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "c2")]) == 2

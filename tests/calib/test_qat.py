@@ -1,0 +1,58 @@
+"""Quantisation-aware training: fake quantisation in torch, QDQ pairs in the ONNX export."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from finprint.calib.qat import QATConv2d, is_qat, load_qat_state, prepare_qat
+from finprint.calib.quantize import qdq_node_counts
+from finprint.export.onnx_export import default_preprocess, export_onnx
+from finprint.runtime.engines import OrtEngine
+
+
+def test_prepare_keeps_parameter_names_and_trains(tiny_detector):
+    names = [n for n, _ in tiny_detector.named_parameters()]
+    model = prepare_qat(tiny_detector)
+    assert [n for n, _ in model.named_parameters()] == names
+    assert is_qat(model) and any(isinstance(m, QATConv2d) for m in model.modules())
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    before = model.head.weight.detach().clone()
+    for _ in range(2):
+        out = model(torch.rand(2, 3, 64, 64))
+        (out["scores"].mean() + out["boxes"].mean() * 1e-3).backward()
+        opt.step()
+        opt.zero_grad()
+    assert not torch.equal(before, model.head.weight)  # gradients pass the fake quantisers
+    scale = model.head.input_fq.scale.clone()
+    model.eval()
+    model(torch.rand(2, 3, 64, 64) * 10)
+    assert torch.equal(scale, model.head.input_fq.scale)  # eval freezes the observed ranges
+
+
+def test_qat_exports_qdq_that_onnxruntime_matches(tmp_path, tiny_detector):
+    model = prepare_qat(tiny_detector).train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(2, 3, 64, 64))
+    model.eval()
+    path = export_onnx(model, "detector", tmp_path / "qat.onnx", default_preprocess("detector", 64))
+    counts = qdq_node_counts(path)
+    assert counts["QuantizeLinear"] >= 5 and counts["DequantizeLinear"] >= 5
+    x = np.random.default_rng(0).random((2, 3, 64, 64), dtype=np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+    out = OrtEngine(path).infer({"images": x})
+    # Rounding ties may land one quantisation step apart between torch and ORT.
+    assert np.abs(out["scores"] - ref["scores"].numpy()).max() < 0.02
+    assert np.abs(out["protos"] - ref["protos"].numpy()).max() < 0.05
+
+
+def test_qat_checkpoint_reloads(tiny_detector):
+    from copy import deepcopy
+
+    fresh = deepcopy(tiny_detector)
+    state = prepare_qat(tiny_detector).state_dict()
+    assert any(".input_fq." in k for k in state)
+    load_qat_state(fresh, state)
+    assert is_qat(fresh)

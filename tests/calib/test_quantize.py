@@ -1,0 +1,58 @@
+"""INT8 static quantisation to QDQ, and per-node sensitivity."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from finprint.calib.calibset import save_tensors_as_calibset
+from finprint.calib.quantize import qdq_node_counts, quantize_int8
+from finprint.calib.sensitivity import exclude_until, node_sensitivity
+from finprint.export.onnx_export import default_preprocess, export_onnx
+from finprint.runtime.engines import OrtEngine
+
+
+def _setup(tmp_path, model):
+    pre = default_preprocess("detector", 64)
+    fp32 = export_onnx(model, "detector", tmp_path / "det.fp32.onnx", pre)
+    tensors = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)
+    return fp32, save_tensors_as_calibset(tensors, tmp_path / "calib", pre), tensors
+
+
+def test_int8_is_qdq_and_close_to_fp32(tmp_path, tiny_detector):
+    fp32, calib, tensors = _setup(tmp_path, tiny_detector)
+    int8 = quantize_int8(fp32, tmp_path / "det.int8.onnx", calib, "minmax")
+    counts = qdq_node_counts(int8)
+    assert counts["QuantizeLinear"] > 0 and counts["DequantizeLinear"] > 0
+    graph = onnx.load(str(int8)).graph
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in graph.initializer)  # S8 weights
+    assert any(n.op_type == "Conv" for n in graph.node)  # QDQ around float ops, not decomposed arithmetic
+    x = tensors[:2]
+    with torch.no_grad():
+        ref = tiny_detector(torch.from_numpy(x))
+    out = OrtEngine(int8).infer({"images": x})
+    assert np.abs(out["scores"] - ref["scores"].numpy()).max() < 0.05
+    assert np.abs(out["boxes"] - ref["boxes"].numpy()).max() < 2.0  # pixels of a 64 px input
+
+
+def test_percentile_calibration_and_excluded_nodes(tmp_path, tiny_detector):
+    fp32, calib, _ = _setup(tmp_path, tiny_detector)
+    full = quantize_int8(fp32, tmp_path / "a.onnx", calib, "percentile")
+    ranking = node_sensitivity(fp32, full, calib.tensors[:2])
+    assert ranking and ranking[0].added_error >= ranking[-1].added_error
+    keep = [ranking[0].name]
+    partial = quantize_int8(fp32, tmp_path / "b.onnx", calib, "percentile", nodes_to_exclude=keep)
+    assert qdq_node_counts(partial)["DequantizeLinear"] < qdq_node_counts(full)["DequantizeLinear"]
+
+
+def test_exclude_until_doubles_until_it_holds():
+    class S:
+        def __init__(self, name):
+            self.name = name
+
+    ranking = [S(f"n{i}") for i in range(10)]
+    tried = []
+    kept, held = exclude_until(ranking, lambda nodes: tried.append(len(nodes)) or len(nodes) >= 3)
+    assert held and tried == [1, 2, 4] and kept == ["n0", "n1", "n2", "n3"]
+    kept, held = exclude_until(ranking, lambda nodes: False, max_nodes=8)
+    assert not held and len(kept) == 8

@@ -1,0 +1,81 @@
+"""The accuracy gate: a readable table, a failure that names the stage, and the export CLI around it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from finprint.export.gate import GateError, Stage, run_gate
+from finprint.runtime.manifest import load_manifest
+
+from finprint.cli import main
+
+
+def _stages():
+    return [Stage(n, p, n) for n, p in [("teacher fp32", "fp32"), ("student fp32", "fp32"), ("student fp16", "fp16"), ("student int8", "int8")]]
+
+
+def test_gate_compares_each_stage_with_student_fp32():
+    scores = {"teacher fp32": 0.80, "student fp32": 0.70, "student fp16": 0.699, "student int8": 0.65}
+    report = run_gate("detector", _stages(), lambda engine: {"box_map": scores[engine], "box_map50": 0.9}, max_drop=1.0)
+    assert not report.passed
+    assert [r.name for r in report.failures] == ["student int8"]  # the teacher row is context, not gated
+    assert report.result("student int8").drop_points == pytest.approx(5.0)
+    message = str(GateError(report))
+    assert "stage 'student int8' lost 5.00 points of box_map" in message
+    assert "FAIL" in report.table() and "teacher fp32" in report.table()
+    stages = [a.stage for a in report.accuracy()]
+    assert stages == ["teacher fp32", "student fp32", "student fp16", "student int8"]
+
+
+def test_gate_passes_within_max_drop():
+    scores = {"teacher fp32": 0.9, "student fp32": 0.7, "student fp16": 0.7, "student int8": 0.695}
+    report = run_gate("embedder", _stages(), lambda engine: {"rank1": scores[engine]}, max_drop=1.0)
+    assert report.passed
+
+
+@pytest.fixture
+def embed_run(tmp_path, make_reid, make_run):
+    import torch
+    from finprint.distill import registry
+
+    reid = make_reid(tmp_path / "reid", identities=8, per_subset=3)
+    torch.manual_seed(0)
+    model = registry.build("embed-student-s").eval()
+    return make_run(tmp_path / "run", model, "embed-student-s", "embed", reid), reid
+
+
+def _export(tmp_path, run, reid, calib, out, *extra):
+    return main([
+        "export", "--run", str(run), "--out", str(out), "--calib", str(calib), "--data", str(reid),
+        "--precision", "fp32,fp16,int8", *extra,
+    ])
+
+
+def test_export_cli_writes_gated_manifests(tmp_path, embed_run, capsys):
+    run, reid = embed_run
+    assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "calib"), "--size", "16"]) == 0
+    code = _export(tmp_path, run, reid, tmp_path / "calib", tmp_path / "out", "--max-drop", "15")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "student int8" in out and "rank1" in out
+    for precision in ("fp32", "fp16", "int8"):
+        manifest = load_manifest(tmp_path / "out" / f"embed-student-s.{precision}.manifest.json")
+        assert manifest.precision == precision and manifest.kind == "embedder"
+        assert [a.stage for a in manifest.accuracy] == ["student fp32", "student fp16", "student int8"]
+        assert manifest.open_set_threshold is not None
+    int8 = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json")
+    calib = json.loads((tmp_path / "calib" / "calib.json").read_text())
+    assert int8.calibration_hash == calib["set_sha256"] and int8.extra["gate"] == "passed"
+
+
+def test_gate_fails_on_all_black_calibration(tmp_path, embed_run, make_reid, capsys):
+    run, reid = embed_run
+    black = make_reid(tmp_path / "black", identities=8, per_subset=3, black=True)
+    assert main(["calib", "build", "--kind", "embedder", "--data", str(black), "--out", str(tmp_path / "calib"), "--size", "16"]) == 0
+    code = _export(tmp_path, run, reid, tmp_path / "calib", tmp_path / "out", "--max-drop", "15", "--no-sensitivity")
+    captured = capsys.readouterr()
+    err = captured.err
+    assert code == 1, captured.out
+    assert "accuracy gate failed: stage 'student int8' lost" in err
+    assert "FAIL" in err
