@@ -29,11 +29,6 @@ def run(args: argparse.Namespace) -> int:
     teacher_cfg = read_config(args.teacher) if not args.resume else None
     if teacher_cfg is not None and teacher_cfg.get("task") != task:
         raise FinprintError(f"{args.teacher}: the teacher is a '{teacher_cfg.get('task')}' model, the student '{args.student}' a '{task}' model")
-    if args.qat:
-        try:
-            import finprint.calib.qat  # noqa: F401
-        except ImportError as exc:
-            raise FinprintError("--qat needs finprint.calib.qat (quantisation-aware training), not available in this installation") from exc
     cfg = config_from_args(args, task, args.student, teacher=args.teacher, kd=not args.no_kd, qat=args.qat)
     cfg.kd_weight = args.kd_weight
     return run_config(cfg, args.resume)

@@ -112,7 +112,12 @@ def load_model(run: str | Path, which: str = "best", device: str | torch.device 
     config = dict(ckpt["config"])
     model = registry.build(config["model"])
     try:
-        model.load_state_dict(ckpt["model"])
+        if config.get("qat") or any(".weight_fq." in k for k in ckpt["model"]):
+            from finprint.calib.qat import load_qat_state  # fake-quant buffers: prepare the model first
+
+            load_qat_state(model, ckpt["model"])
+        else:
+            model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise FinprintError(f"{path}: weights do not fit model '{config['model']}' ({str(exc).splitlines()[0]})") from exc
     return model.to(device).eval(), config

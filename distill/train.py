@@ -223,11 +223,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         if kd_mod is not None:
             kd_mod.to(device)
     if cfg.qat:
-        try:
-            from finprint.calib.qat import prepare_qat
-        except ImportError as exc:
-            raise FinprintError("--qat needs finprint.calib.qat, which this installation does not have yet") from exc
-        model = prepare_qat(model)
+        from finprint.calib.qat import prepare_qat
+
+        model = prepare_qat(model)  # before the optimiser: fake-quant observers are state, not parameters
 
     params = list(model.parameters()) + (list(kd_mod.parameters()) if kd_mod is not None else [])
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -188,3 +188,14 @@ def test_truncated_or_tampered_checkpoint_is_refused(tiny_data, tmp_path):
     ckpt.write_bytes(data[:100])
     with pytest.raises(FinprintError, match="best.pt"):
         runs.load_model(run)
+
+
+def test_qat_run_reloads_with_fake_quantisation(tiny_data, tmp_path):
+    from finprint.calib.qat import is_qat
+
+    run = tmp_path / "qat"
+    train(_cfg(tiny_data, run, epochs=1, qat=True))
+    model, cfg = runs.load_model(run)
+    assert cfg["qat"] and is_qat(model)
+    out = model(torch.rand(1, 3, IMGSZ, IMGSZ))
+    assert torch.isfinite(out["scores"]).all()
