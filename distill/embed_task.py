@@ -11,7 +11,8 @@ with the same losses whatever the loop does with `kd_modules()` (relational KD n
 it returns None). The heads are not checkpointed: a resumed run refits them within a few steps.
 
 Options in `cfg.extra`: views (K, default 4; cfg.batch is P identities, so a batch holds P x K crops),
-repeats (passes over the identities per epoch, 4), augment (True), triplet_margin (0.3),
+repeats (passes over the identities per epoch, 4), augment (True; no_augment=1 also turns it off),
+triplet_margin (0.3),
 cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("sim" | "rkd"),
 kd_temperature (0.1), vos (True), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
 open_set_tpr (0.95).
@@ -74,7 +75,7 @@ class EmbedTask:
         dataset = IdentityViews(
             images, labels, embedder_preprocess(),
             views=int(self._opt("views", 4)), repeats=int(self._opt("repeats", 4)),
-            augment=Augment() if self._opt("augment", True) else None, seed=cfg.seed,
+            augment=Augment() if self._opt("augment", True) and not self._opt("no_augment", False) else None, seed=cfg.seed,
         )
         return dataset, eval_data
 
