@@ -15,7 +15,13 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from finprint.distill.metrics import coco_metrics, cross_camera_applicable, open_set_metrics, reid_metrics
+from finprint.distill.metrics import (
+    coco_metrics,
+    cross_camera_applicable,
+    max_similarity,
+    open_set_metrics,
+    reid_metrics,
+)
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.manifest import Preprocess
 from finprint.runtime.preprocess import preprocess_image
@@ -219,9 +225,7 @@ def evaluate_embedder(
         scores = _max_similarity_excluding_self(gallery_emb)
     else:
         reid = reid_metrics(query_emb[known], q_ids, q_cams, gallery_emb, g_ids, g_cams, cross_camera)
-        normed_q = query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12)
-        normed_g = gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)
-        scores = (normed_q @ normed_g.T).max(axis=1)
+        scores = max_similarity(query_emb, gallery_emb)
     open_set = open_set_metrics(scores[known], scores[unknown])
 
     result = {
