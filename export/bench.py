@@ -78,15 +78,30 @@ def count_parameters(model: onnx.ModelProto) -> int:
     return total
 
 
+def _infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """ONNX Runtime's symbolic inference where available: it follows Resize scales computed behind a
+    Cast (fp16 graphs), which onnx's own inference leaves unknown."""
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:
+        return onnx.shape_inference.infer_shapes(model)
+    try:
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception as exc:  # its failures are assorted (AssertionError, KeyError ...); fall back
+        log.debug("symbolic shape inference failed (%s); using onnx's", exc)
+        return onnx.shape_inference.infer_shapes(model)
+
+
 def count_flops(model: onnx.ModelProto) -> int:
     """FLOPs of one image: 2 x MACs of Conv/Gemm/MatMul, from shapes inferred with batch 1."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
+    del model.graph.value_info[:]  # stale shapes (e.g. from fp16 conversion) would shadow the batch-1 inference
     for inp in model.graph.input:
         dims = inp.type.tensor_type.shape.dim
         if dims and not dims[0].dim_value:
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
-    model = onnx.shape_inference.infer_shapes(model)
+    model = _infer_shapes(model)
     shapes: dict[str, list[int]] = {}
     for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         shapes[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]

@@ -79,3 +79,19 @@ def test_gate_fails_on_all_black_calibration(tmp_path, embed_run, make_reid, cap
     assert code == 1, captured.out
     assert "accuracy gate failed: stage 'student int8' lost" in err
     assert "FAIL" in err
+
+
+def test_sensitivity_keeps_the_clipped_layer_in_fp32(tmp_path, embed_run, make_reid, capsys):
+    # All-black calibration clips the first layer's input; keeping that layer in fp32 rescues the gate.
+    run, reid = embed_run
+    black = make_reid(tmp_path / "black", identities=8, per_subset=3, black=True)
+    assert main(["calib", "build", "--kind", "embedder", "--data", str(black), "--out", str(tmp_path / "calib"), "--size", "16"]) == 0
+    code = main([
+        "export", "--run", str(run), "--out", str(tmp_path / "out"), "--calib", str(tmp_path / "calib"),
+        "--data", str(reid), "--precision", "fp32,int8", "--max-drop", "15",
+    ])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "kept 1 node(s) in fp32 (gate holds)" in out
+    manifest = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json")
+    assert manifest.extra["fp32_nodes"] and manifest.extra["gate"] == "passed"
