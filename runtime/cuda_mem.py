@@ -235,6 +235,11 @@ class PycudaMem(CudaMem):
     def stream_handle(self) -> int:
         return int(self._stream.handle)
 
+    @property
+    def native_stream(self) -> Any:
+        """pycuda's Stream object, for launching pycuda kernels on this layer's stream."""
+        return self._stream
+
     def device_info(self) -> DeviceInfo:
         major, minor = self._call("compute_capability", self._dev.compute_capability)
         return DeviceInfo(self.device, self._dev.name(), f"{major}.{minor}", int(self._dev.total_memory()))
@@ -312,6 +317,11 @@ class CudaBindingsMem(CudaMem):
     @property
     def stream_handle(self) -> int:
         return int(self._stream)
+
+    @property
+    def native_stream(self) -> Any:
+        """cuda-python's cudaStream_t, for launching kernels on this layer's stream."""
+        return self._stream
 
     def device_info(self) -> DeviceInfo:
         (prop,) = self._check_rt("cudaGetDeviceProperties", self._rt.cudaGetDeviceProperties(self.device))
