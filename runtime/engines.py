@@ -287,6 +287,8 @@ def tensorrt_unavailable_reason() -> str | None:
         trt = importlib.import_module("tensorrt")
     except ImportError as exc:
         return f"TensorRT is not installed ({exc.msg})"
+    except OSError as exc:  # the Python module is there but its shared libraries are not
+        return f"TensorRT does not load here ({exc})"
     if not hasattr(trt, "Runtime"):  # tensorrt-stubs or the PyPI placeholder import as empty packages
         return "the installed 'tensorrt' package has no runtime (a stub or placeholder wheel)"
     from finprint.runtime.cuda_mem import cuda_unavailable_reason
