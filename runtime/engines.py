@@ -283,14 +283,12 @@ def find_manifest(model_path: Path, manifest: Manifest | str | Path | None, requ
 
 def tensorrt_unavailable_reason() -> str | None:
     """None when the TensorRT runtime and a CUDA device can be used here, else why not."""
+    from finprint.runtime.trt_engine import import_tensorrt
+
     try:
-        trt = importlib.import_module("tensorrt")
-    except ImportError as exc:
-        return f"TensorRT is not installed ({exc.msg})"
-    except OSError as exc:  # the Python module is there but its shared libraries are not
-        return f"TensorRT does not load here ({exc})"
-    if not hasattr(trt, "Runtime"):  # tensorrt-stubs or the PyPI placeholder import as empty packages
-        return "the installed 'tensorrt' package has no runtime (a stub or placeholder wheel)"
+        import_tensorrt()
+    except FinprintError as exc:
+        return str(exc)
     from finprint.runtime.cuda_mem import cuda_unavailable_reason
 
     return cuda_unavailable_reason()
@@ -329,7 +327,7 @@ def open_engine(
             raise FinprintError(f"{path}: a TensorRT engine runs only on the 'tensorrt' backend, not '{backend}'")
         reason = tensorrt_unavailable_reason()
         if reason:
-            raise FinprintError(f"{path}: cannot run a TensorRT engine here: {reason}; use the .onnx with --backend cpu")
+            raise FinprintError(f"{path}: cannot run a TensorRT engine here: {reason}")
         from finprint.runtime.sidecar import validate_engine
         from finprint.runtime.trt_engine import TrtEngine
 

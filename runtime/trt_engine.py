@@ -70,17 +70,30 @@ class BufferPlan:
         return self.max_elements * self.dtype.itemsize
 
 
+# The full TensorRT module, then the lean runtime (TensorRT 10+/11: runs version-compatible engines only).
+TENSORRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")
+
+
 def import_tensorrt() -> Any:
-    try:
-        trt = importlib.import_module("tensorrt")
-    except ImportError as exc:
-        raise FinprintError(
-            "TensorRT is not installed (it comes with JetPack on a Jetson, or from NVIDIA's index); "
-            "run the .onnx with --backend cpu or ort-gpu instead"
-        ) from exc
-    if not hasattr(trt, "Runtime"):
-        raise FinprintError("the installed 'tensorrt' package is a stub without a runtime; install real TensorRT")
-    return trt
+    """The first TensorRT Python module here that has a runtime, else a FinprintError saying why."""
+    reasons = []
+    for name in TENSORRT_MODULES:
+        try:
+            trt = importlib.import_module(name)
+        except ImportError as exc:
+            reasons.append(f"{name}: {exc.msg}")
+            continue
+        except OSError as exc:  # the Python module is there but its shared libraries are not
+            reasons.append(f"{name} does not load ({exc})")
+            continue
+        if hasattr(trt, "Runtime"):
+            return trt
+        # tensorrt-stubs or PyPI's placeholder wheel import as empty packages
+        reasons.append(f"{name} is a stub or placeholder without a runtime")
+    raise FinprintError(
+        "TensorRT is not installed (it comes with JetPack on a Jetson, or from NVIDIA's index): "
+        + "; ".join(reasons) + "; run the .onnx with --backend cpu or ort-gpu instead"
+    )
 
 
 def trt_dtype(dtype: Any) -> np.dtype:

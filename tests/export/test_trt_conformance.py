@@ -199,3 +199,34 @@ def test_removed_names_are_really_absent_or_deprecated_upstream(api: StubApi) ->
     assert REMOVED.search("config.set_flag(trt.BuilderFlag.INT8)")
     assert REMOVED.search("context.execute_async_v2(bindings, stream)")
     assert not REMOVED.search("context.execute_async_v3(stream)")
+
+
+def test_run_path_exists_in_a_real_tensorrt_11_lean_runtime_if_installed() -> None:
+    """TensorRT 11's lean runtime (`pip install tensorrt-lean-cu13`, no GPU needed to import) must
+    carry every name the run path uses: one code path for 10.x and 11.x."""
+    import importlib
+
+    for name in ("tensorrt_lean", "tensorrt_lean_bindings"):
+        try:
+            lean = importlib.import_module(name)
+            break
+        except (ImportError, OSError):
+            continue
+    else:
+        pytest.skip("no TensorRT lean runtime importable here (pip install tensorrt-lean-cu13 to run this)")
+    tree = ast.parse((REPO / "runtime" / "trt_engine.py").read_text())
+    missing = []
+    for chain in _trt_chains(tree):
+        obj = lean
+        for part in chain:
+            if not hasattr(obj, part):
+                missing.append("trt." + ".".join(chain))
+                break
+            obj = getattr(obj, part)
+    for cls, attr in _object_uses(tree):
+        if not hasattr(getattr(lean, cls), attr):
+            missing.append(f"{cls}.{attr}")
+    assert not missing, missing
+    from finprint.runtime.trt_engine import trt_dtype
+
+    assert trt_dtype(lean.DataType.HALF).name == "float16"
