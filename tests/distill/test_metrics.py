@@ -217,3 +217,29 @@ def test_cross_camera_applicable():
     assert not cross_camera_applicable(["A"], ["1"], ["A", "B"], ["1", "2"])  # A only on the query's camera
     assert not cross_camera_applicable(["A"], None, ["A"], ["1"])
     assert not cross_camera_applicable(["A"], [""], ["A"], ["1"])
+
+
+def test_deepfish_boxes_only_perfect_and_jittered(deepfish):
+    # Real labels (one habitat): perfect predictions score 1.0, jittered ones less; masks are absent.
+    from finprint.data import load_detection
+
+    dataset, _ = load_detection(deepfish)
+    frames = [f for f in dataset.frames if f.group == "7398"]
+    assert frames
+    perfect = [
+        Detections(
+            np.array([i.box_xyxy for i in f.instances], np.float32).reshape(-1, 4),
+            np.full(len(f.instances), 0.9, np.float32),
+            None,
+        )
+        for f in frames
+    ]
+    m = coco_metrics(frames, perfect)
+    assert m["box_map"] == pytest.approx(1.0) and m["mask_map"] is None
+    rng = np.random.default_rng(0)
+    jittered = []
+    for det in perfect:
+        size = np.tile(det.boxes_xyxy[:, 2:] - det.boxes_xyxy[:, :2], 2)
+        noise = rng.normal(0, 0.1, det.boxes_xyxy.shape).astype(np.float32) * size
+        jittered.append(Detections(det.boxes_xyxy + noise, det.scores, None))
+    assert 0.1 < coco_metrics(frames, jittered)["box_map"] < 0.9
