@@ -110,3 +110,68 @@ def load_qat_state(model: nn.Module, state_dict: dict) -> nn.Module:
         prepare_qat(model)
     model.load_state_dict(state_dict)
     return model
+
+
+def float_twin(model: nn.Module) -> nn.Module:
+    """A copy of a QAT model with fake quantisation off: the fp32 reference its INT8 export is gated against."""
+    import copy
+
+    from torch.ao.quantization import disable_fake_quant
+
+    twin = copy.deepcopy(model)
+    twin.apply(disable_fake_quant)
+    return twin.eval()
+
+
+def fold_weight_quantizers(onnx_path) -> None:
+    """Store QAT weights as int8 initializers (in place): a QuantizeLinear of a constant float weight
+    is computed once, leaving only its DequantizeLinear. The TorchScript exporter keeps the float
+    weight and the QuantizeLinear, which makes the file as big as fp32."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    # The exporter reaches some weights through Identity nodes: point their consumers at the weight.
+    outputs = {o.name for o in graph.output}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
+    if alias:
+        kept = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+        for node in kept:
+            node.input[:] = [alias.get(name, name) for name in node.input]
+        del graph.node[:]
+        graph.node.extend(kept)
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    keep_nodes, folded = [], 0
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and all(n in inits for n in node.input[:3]) and len(node.input) >= 3:
+            x = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+            scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            zero = numpy_helper.to_array(inits[node.input[2]])
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if scale.ndim == 1 and scale.size > 1:
+                shape = [1] * x.ndim
+                shape[axis] = -1
+                scale, zp = scale.reshape(shape), zero.astype(np.int32).reshape(shape)
+            else:
+                zp = zero.astype(np.int32)
+            info = np.iinfo(zero.dtype)
+            q = np.clip(np.round(x / scale) + zp, info.min, info.max).astype(zero.dtype)  # round half to even, as ONNX
+            graph.initializer.append(numpy_helper.from_array(q, node.output[0]))
+            consumers[node.input[0]] -= 1
+            folded += 1
+            continue
+        keep_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(keep_nodes)
+    unused = [i for i in graph.initializer if consumers.get(i.name, 0) == 0 and not any(i.name == n for node in keep_nodes for n in node.input)]
+    for init in unused:
+        graph.initializer.remove(init)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(onnx_path))
+    log.info("QAT export: %d weight quantisers folded into int8 initializers", folded)

@@ -141,12 +141,18 @@ def run(args: argparse.Namespace) -> int:
         samples = np.random.default_rng(0).random((4, 3, pre.height, pre.width), dtype=np.float32)
 
     if qat:
-        # Fake quantisation exports as QDQ: the student *is* the int8 model; fp32/fp16 would be its float twin.
+        # Fake quantisation exports as QDQ: the student *is* the int8 model. Its float twin (fake
+        # quantisation off) is the fp32 reference the gate compares it with.
+        from finprint.calib.qat import float_twin, fold_weight_quantizers
+
+        paths["fp32"] = export_onnx(float_twin(student.model), kind, args.out / f"{student.name}.fp32.onnx", pre, args.opset)
+        stages.append(Stage(REFERENCE_STAGE, "fp32", OrtEngine(paths["fp32"], intra_threads=2)))
         paths["int8"] = export_onnx(student.model, kind, args.out / f"{student.name}.int8.onnx", pre, args.opset)
+        fold_weight_quantizers(paths["int8"])
         stages.append(Stage("student int8", "int8", OrtEngine(paths["int8"], intra_threads=2)))
         report = check_parity(TorchEngine(student.model), OrtEngine(paths["int8"]), {_input_name(kind): samples}, "fp16", ("torch qat", "onnx int8"))
         extra.update({f"parity_{k}": v for k, v in report.max_abs.items()})
-        precisions = ["int8"]
+        calib = None
     else:
         fp32 = export_onnx(student.model, kind, args.out / f"{student.name}.fp32.onnx", pre, args.opset)
         report = check_parity(TorchEngine(student.model), OrtEngine(fp32), {_input_name(kind): samples}, "fp32", ("torch", "onnx fp32"))

@@ -56,3 +56,33 @@ def test_qat_checkpoint_reloads(tiny_detector):
     assert any(".input_fq." in k for k in state)
     load_qat_state(fresh, state)
     assert is_qat(fresh)
+
+
+def test_export_cli_on_a_qat_run(tmp_path, make_reid, make_run, capsys):
+    import cv2
+    import onnx
+    from finprint.distill import registry
+    from finprint.runtime.crops import embedder_preprocess
+    from finprint.runtime.manifest import load_manifest
+    from finprint.runtime.preprocess import preprocess_image
+
+    from finprint.cli import main
+
+    reid = make_reid(tmp_path / "reid", identities=6, per_subset=2)
+    torch.manual_seed(0)
+    model = prepare_qat(registry.build("embed-student-s")).train()
+    crops = np.stack([preprocess_image(cv2.imread(str(p)), embedder_preprocess())[0] for p in sorted(reid.rglob("*.jpg"))])
+    with torch.no_grad():  # observe realistic activation ranges, as QAT fine-tuning would
+        for _ in range(3):
+            model(torch.from_numpy(crops))
+    run = make_run(tmp_path / "run", model.eval(), "embed-student-s", "embed", reid)
+    code = main(["export", "--run", str(run), "--out", str(tmp_path / "out"), "--data", str(reid), "--max-drop", "15"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    int8 = tmp_path / "out" / "embed-student-s.int8.onnx"
+    graph = onnx.load(str(int8)).graph
+    assert qdq_node_counts(int8)["DequantizeLinear"] > 0
+    assert sum(len(i.raw_data) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT) < 0.1 * int8.stat().st_size
+    manifest = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json")
+    assert manifest.extra["qat"] is True
+    assert [a.stage for a in manifest.accuracy] == ["student fp32", "student int8"]
