@@ -88,6 +88,19 @@ def assign(
     return Assignment(fg, gt_index, norm)
 
 
+def assemble_mask_logits(coefs: torch.Tensor, protos: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
+    """coefs [P,M] of anchors in images `image_index` [P] x protos [B,M,h,w] -> mask logits [P,h,w].
+
+    One matmul per image instead of gathering a [P,M,h,w] copy of the prototypes (hundreds of MB).
+    """
+    m, h, w = protos.shape[1:]
+    out = coefs.new_empty((coefs.shape[0], h * w), dtype=torch.float32)
+    for b in image_index.unique().tolist():
+        sel = image_index == b
+        out[sel] = (coefs[sel].float() @ protos[b].float().reshape(m, h * w)).float()  # autocast gives fp16
+    return out.reshape(-1, h, w)
+
+
 def mask_loss(
     coefs: torch.Tensor, protos: torch.Tensor, batch: dict, asg: Assignment
 ) -> torch.Tensor:
@@ -100,8 +113,8 @@ def mask_loss(
         keep = torch.linspace(0, bi.numel() - 1, MAX_MASK_POSITIVES, device=bi.device).long()
         bi, ai = bi[keep], ai[keep]
     gi = asg.gt_index[bi, ai]
-    m, h, w = protos.shape[1:]
-    logits = torch.einsum("pm,pmhw->phw", coefs[bi, ai].float(), protos[bi].float())
+    h, w = protos.shape[2:]
+    logits = assemble_mask_logits(coefs[bi, ai], protos, bi)
     target = batch["masks"][bi, gi].float()
     box = batch["boxes"][bi, gi] / 4.0  # mask grid is stride 4
     ys = torch.arange(h, device=coefs.device).view(1, -1, 1) + 0.5

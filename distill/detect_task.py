@@ -16,7 +16,7 @@ from finprint.distill.detect_data import (
     split_frames,
 )
 from finprint.distill.detect_loss import detection_loss
-from finprint.distill.kd_detect import FeatureAdapters, kd_loss, teacher_soft_masks
+from finprint.distill.kd_detect import W_FEAT, W_MASK, W_SCORE, FeatureAdapters, kd_loss, teacher_soft_masks
 from finprint.distill.tasks import TrainConfig
 from finprint.distill.torch_engine import TorchEngine
 from finprint.runtime.detect_post import Detections, decode
@@ -135,7 +135,8 @@ class DetectTask:
         out = model(batch["images"])
         total, parts, asg = detection_loss(out, batch)
         if teacher_out is not None:
-            kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides)
+            weights = tuple(float(cfg.extra.get(f"kd_{k}", d)) for k, d in (("score", W_SCORE), ("feat", W_FEAT), ("mask", W_MASK)))
+            kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides, weights)
             total = total + cfg.kd_weight * kd
             parts.update(kd_parts)
         return total, parts

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from finprint.distill.detect_loss import Assignment
+from finprint.distill.detect_loss import Assignment, assemble_mask_logits
 from torch import nn
 
 BG_WEIGHT = 0.1
@@ -67,6 +67,7 @@ def kd_loss(
     batch: dict,
     asg: Assignment,
     strides: tuple[int, ...],
+    weights: tuple[float, float, float] = (W_SCORE, W_FEAT, W_MASK),
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """teacher: {"scores" [B,A], "feats" [levels of B,C,h,w], "soft_masks" [B,G,h,w]} (cached or fresh)."""
     t_scores = teacher["scores"].float()
@@ -86,7 +87,7 @@ def kd_loss(
     if soft is not None and asg.fg.any():
         bi, ai = asg.fg.nonzero(as_tuple=True)
         gi = asg.gt_index[bi, ai]
-        logits = torch.einsum("pm,pmhw->phw", student_out["mask_coefs"][bi, ai].float(), student_out["protos"][bi].float())
+        logits = assemble_mask_logits(student_out["mask_coefs"][bi, ai], student_out["protos"], bi)
         box = batch["boxes"][bi, gi] / 4.0
         h, w = logits.shape[1:]
         ys = torch.arange(h, device=logits.device).view(1, -1, 1) + 0.5
@@ -94,5 +95,5 @@ def kd_loss(
         in_box = ((xs >= box[:, 0, None, None]) & (xs <= box[:, 2, None, None]) & (ys >= box[:, 1, None, None]) & (ys <= box[:, 3, None, None])).float()
         bce = F.binary_cross_entropy_with_logits(logits, soft[bi, gi].float(), reduction="none") * in_box
         mask = (bce.sum((1, 2)) / in_box.sum((1, 2)).clamp(min=1.0)).mean()
-    total = W_SCORE * score + W_FEAT * feat + W_MASK * mask
+    total = weights[0] * score + weights[1] * feat + weights[2] * mask
     return total, {"kd_score": float(score.detach()), "kd_feat": float(feat.detach()), "kd_mask": float(mask.detach())}
