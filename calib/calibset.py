@@ -60,8 +60,9 @@ class CalibSet:
             yield self.tensors[i : i + batch]
 
 
-def list_candidates(data: str | Path, kind: str) -> list[Candidate]:
-    """Images to choose from: detection frames (with fish counts) or re-ID crops."""
+def list_candidates(data: str | Path, kind: str, exclude_groups: list[str] | None = None) -> list[Candidate]:
+    """Images to choose from: detection frames (with fish counts) or re-ID crops. Frames of
+    `exclude_groups` (the held-out habitats / videos) stay out, so the gate measures on unseen data."""
     data = Path(data)
     if not data.exists():
         raise DataError(data, "no such file or folder")
@@ -75,7 +76,8 @@ def list_candidates(data: str | Path, kind: str) -> list[Candidate]:
     dets, skipped = load_detection(data, skip_bad=True)
     if skipped:
         log.warning("calib: %d bad items skipped in %s (first: %s)", len(skipped), data, skipped[0])
-    return [Candidate(f.image_path, len(f.instances)) for f in dets.frames]
+    excluded = set(exclude_groups or ())
+    return [Candidate(f.image_path, len(f.instances)) for f in dets.frames if f.group not in excluded]
 
 
 def image_statistics(image_bgr: np.ndarray) -> dict[str, float]:
@@ -136,9 +138,15 @@ def _set_hash(item_hashes: list[str], pre: Preprocess) -> str:
 
 
 def build_calibset(
-    data: str | Path, out: str | Path, preprocess: Preprocess, kind: str = "detector", size: int = 128, seed: int = 0
+    data: str | Path,
+    out: str | Path,
+    preprocess: Preprocess,
+    kind: str = "detector",
+    size: int = 128,
+    seed: int = 0,
+    exclude_groups: list[str] | None = None,
 ) -> CalibSet:
-    candidates = list_candidates(data, kind)
+    candidates = list_candidates(data, kind, exclude_groups)
     if not candidates:
         raise DataError(data, "no images found to calibrate on")
     stats: list[dict[str, float]] = []
@@ -186,6 +194,7 @@ def build_calibset(
         "size": len(items),
         "candidates": len(usable),
         "seed": seed,
+        "excluded_groups": sorted(exclude_groups or []),
         "preprocess": preprocess.model_dump(),
         "set_sha256": set_sha,
         "strata_total": len(set(strata)),

@@ -21,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--imgsz", type=int, default=320, help="detector input size (ignored for the embedder)")
     build.add_argument("--manifest", type=Path, help="take the preprocessing from an exported model's manifest instead")
     build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--exclude-groups", help="comma list of groups (habitats, videos) held out for the gate: never calibrate on them")
 
 
 def _preprocess(args: argparse.Namespace):
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.size < 1:
         raise ConfigError(f"--size must be at least 1, got {args.size}")
     pre = _preprocess(args)
-    calib = build_calibset(args.data, args.out, pre, kind=args.kind, size=args.size, seed=args.seed)
+    excluded = [g.strip() for g in (args.exclude_groups or "").split(",") if g.strip()]
+    calib = build_calibset(args.data, args.out, pre, kind=args.kind, size=args.size, seed=args.seed, exclude_groups=excluded)
     strata = {it.get("stratum") for it in calib.items}
     print(f"calibration set {args.out}: {len(calib)} images over {len(strata)} strata, sha256 {calib.set_sha256}")
     return 0

@@ -74,4 +74,8 @@ def test_cli_build(tmp_path, capsys):
     code = main(["calib", "build", "--data", str(data), "--out", str(tmp_path / "c"), "--size", "5", "--imgsz", "64"])
     assert code == 0
     assert "5 images" in capsys.readouterr().out
+    code = main(["calib", "build", "--data", str(data), "--out", str(tmp_path / "c3"), "--size", "30", "--imgsz", "64", "--exclude-groups", "g0,g1"])
+    assert code == 0
+    sources = [item["source"] for item in json.loads((tmp_path / "c3" / "calib.json").read_text())["items"]]
+    assert sources and all("/g2_" in s for s in sources)
     assert main(["calib", "build", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "c2")]) == 2
