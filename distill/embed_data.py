@@ -57,10 +57,13 @@ class Augment:
     max_scale: float = 0.1
     max_shift: float = 0.06
     p_erase: float = 0.5  # random erasing (Zhong et al., 2020): occlusion by net, other fish, bubbles
+    p_flip: float = 0.5  # a fish swimming the other way shows its markings mirrored in the crop
 
     def __call__(self, image: np.ndarray, rng: random.Random) -> np.ndarray:
         img = image.astype(np.float32)
         h, w = img.shape[:2]
+        if rng.random() < self.p_flip:
+            img = img[:, ::-1]
         if rng.random() < self.p_affine:
             angle = rng.uniform(-self.max_rotate_deg, self.max_rotate_deg)
             scale = 1.0 + rng.uniform(-self.max_scale, self.max_scale)

@@ -13,9 +13,14 @@ it returns None). The heads are not checkpointed: a resumed run refits them with
 Options in `cfg.extra`: views (K, default 4; cfg.batch is P identities, so a batch holds P x K crops),
 repeats (passes over the identities per epoch, 4), augment (True; no_augment=1 also turns it off),
 triplet_margin (0.3),
-cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("sim" | "rkd"),
-kd_temperature (0.1), vos (True), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
+cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("rkd" | "sim"),
+kd_temperature (0.1, for "sim"), vos (False), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
 open_set_tpr (0.95).
+
+Defaults follow a measurement on a synthetic farm (24 known + 6 unknown fish; 10 epochs, seed 0, one
+H200): RKD beat the no-KD student on rank-1 and mAP, the similarity-distribution KD ("sim") only on
+open-set AUROC/FPR95; VOS changed no metric by more than 0.01 while costing about 3x in crops/s, so
+it is opt-in (vos=1).
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ class EmbedTask:
             feats = emb.detach().float()
             heads.classifier.imprint(feats, labels)
             head_loss = heads.classifier(feats, labels)
-            if self._opt("vos", True) and self.vos is not None:
+            if self._opt("vos", False) and self.vos is not None:
                 self.vos.update(feats, labels)
                 if self.steps >= int(self._opt("vos_start", 50)):
                     outliers = self.vos.sample(labels.unique())
@@ -151,7 +156,7 @@ class EmbedTask:
             )
         if teacher_out is not None and cfg.kd:
             kd = relational_kd_loss(
-                emb, teacher_out.to(device), str(self._opt("kd_kind", "sim")), float(self._opt("kd_temperature", 0.1))
+                emb, teacher_out.to(device), str(self._opt("kd_kind", "rkd")), float(self._opt("kd_temperature", 0.1))
             )
             parts["kd"] = cfg.kd_weight * kd
         self.steps += 1

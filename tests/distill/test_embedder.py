@@ -146,7 +146,7 @@ def test_short_embed_training_reduces_the_loss_and_validates(tmp_path: Path) -> 
 
     torch.manual_seed(0)
     data = _fake_reid(tmp_path / "reid")
-    extra = {"views": 3, "repeats": 2, "vos_start": 3, "vos_queue": 4, "augment": False}
+    extra = {"views": 3, "repeats": 2, "vos": True, "vos_start": 3, "vos_queue": 4, "augment": False}
     cfg = TrainConfig(task="embed", model="embed-student-s", data=str(data), out=str(tmp_path / "run"),
                       batch=4, lr=1e-3, extra=extra)
     task = EmbedTask()
@@ -177,3 +177,16 @@ def test_distillation_adds_the_relational_kd_term(tmp_path: Path) -> None:
     loss.backward()
     cfg.kd = False
     assert "kd" not in task.loss(student, batch, target, cfg)[1]
+
+
+def test_augment_keeps_shape_and_dtype_and_changes_pixels() -> None:
+    import random
+
+    from finprint.distill.embed_data import Augment
+
+    image = np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    out = Augment(p_cast=1, p_blur=1, p_noise=1, p_affine=1, p_erase=1, p_flip=1)(image, random.Random(0))
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - image).mean() > 5
+    flipped = Augment(p_cast=0, p_blur=0, p_noise=0, p_affine=0, p_erase=0, p_flip=1)(image, random.Random(0))
+    np.testing.assert_array_equal(flipped, image[:, ::-1])
