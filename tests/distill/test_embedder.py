@@ -190,3 +190,22 @@ def test_augment_keeps_shape_and_dtype_and_changes_pixels() -> None:
     assert np.abs(out.astype(int) - image).mean() > 5
     flipped = Augment(p_cast=0, p_blur=0, p_noise=0, p_affine=0, p_erase=0, p_flip=1)(image, random.Random(0))
     np.testing.assert_array_equal(flipped, image[:, ::-1])
+
+
+def test_student_exports_to_onnx_opset17_with_matching_outputs() -> None:
+    import io
+    import warnings
+
+    ort = pytest.importorskip("onnxruntime")
+    model = registry.build("embed-student-s").eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(model, (torch.randn(2, 3, 64, 128),), buf, input_names=["crops"], output_names=["embedding"],
+                          opset_version=17, dynamic_axes={"crops": {0: "batch"}, "embedding": {0: "batch"}}, dynamo=False)
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(3, 3, 64, 128)).astype(np.float32)
+    got = session.run(["embedding"], {"crops": x})[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(x))["embedding"].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
