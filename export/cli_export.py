@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, type=Path, help="run folder of the student (finprint train/distill)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the ONNX files and manifests")
     parser.add_argument("--precision", default="fp32,fp16,int8", help="comma list of fp32, fp16, int8")
-    parser.add_argument("--calib", type=Path, help="calibration set (finprint calib build); needed for int8 unless the run is QAT")
+    parser.add_argument("--calib", type=Path, help="calibration set (finprint calib build); default: one selected from the run's training data")
+    parser.add_argument("--calib-size", type=int, default=64, help="images for the calibration set built when --calib is not given")
     parser.add_argument("--calib-method", default="minmax", choices=("minmax", "entropy", "percentile"))
     parser.add_argument("--reduce-range", action="store_true", help="7-bit weights (CPUs without VNNI can saturate U8xS8)")
     parser.add_argument("--max-drop", type=float, default=1.0, help="points of the main metric a stage may lose vs student fp32")
@@ -166,9 +167,7 @@ def run(args: argparse.Namespace) -> int:
             stages.append(Stage("student fp16", "fp16", OrtEngine(paths["fp16"], intra_threads=2)))
         calib = None
         if "int8" in precisions:
-            if args.calib is None:
-                raise ConfigError("--precision int8 needs --calib CALIB (build one with `finprint calib build`)")
-            calib = load_calibset(args.calib, expect=pre)
+            calib = load_calibset(args.calib, expect=pre) if args.calib else _default_calibset(kind, pre, cfg, args)
             paths["int8"] = quantize_int8(fp32, args.out / f"{student.name}.int8.onnx", calib, args.calib_method, reduce_range=args.reduce_range)
             stages.append(Stage("student int8", "int8", OrtEngine(paths["int8"], intra_threads=2)))
             extra.update({"calib_method": args.calib_method, "calib_size": len(calib), "reduce_range": args.reduce_range})
@@ -202,6 +201,20 @@ def run(args: argparse.Namespace) -> int:
     if gate is not None and not gate.passed:
         raise GateError(gate)
     return 0
+
+
+def _default_calibset(kind: str, pre, cfg: dict, args: argparse.Namespace):
+    """No --calib: select one from the run's training data (held-out groups excluded) into OUT/calib."""
+    from finprint.calib.calibset import build_calibset
+
+    data = Path(cfg.get("data", ""))
+    if kind == "embedder" and (data / "reid").is_dir():
+        data = data / "reid"
+    if not str(data) or not data.exists():
+        raise ConfigError("--precision int8 needs --calib CALIB (build one with `finprint calib build`): the run's data is not here")
+    groups = [g for g in args.val_groups.split(",") if g] if args.val_groups else cfg.get("val_groups")
+    log.warning("no --calib: selecting a calibration set from %s into %s", data, args.out / "calib")
+    return build_calibset(data, args.out / "calib", pre, kind=kind, size=args.calib_size, exclude_groups=groups)
 
 
 def _input_name(kind: str) -> str:

@@ -69,6 +69,15 @@ def test_export_cli_writes_gated_manifests(tmp_path, embed_run, capsys):
     assert int8.calibration_hash == calib["set_sha256"] and int8.extra["gate"] == "passed"
 
 
+def test_export_without_calib_selects_one_from_the_run_data(tmp_path, embed_run, capsys):
+    run, reid = embed_run
+    code = main(["export", "--run", str(run), "--out", str(tmp_path / "out"), "--precision", "int8", "--calib-size", "8", "--max-drop", "15"])
+    assert code == 0, capsys.readouterr().out
+    calib = json.loads((tmp_path / "out" / "calib" / "calib.json").read_text())
+    assert calib["size"] == 8
+    assert load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json").calibration_hash == calib["set_sha256"]
+
+
 def test_gate_fails_on_all_black_calibration(tmp_path, embed_run, make_reid, capsys):
     run, reid = embed_run
     black = make_reid(tmp_path / "black", identities=8, per_subset=3, black=True)
