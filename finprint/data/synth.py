@@ -213,7 +213,9 @@ def synthesize(cfg: SynthConfig) -> dict:
         water = sample_camera_water(rng, cfg.water[c % len(cfg.water)] if cfg.water else None)
         cameras.append({"id": c + 1, "px_per_cm": round(float(rng.uniform(2.0, 3.0)), 3), "water": water})
 
-    n_groups = (cfg.images + cfg.frames_per_group - 1) // cfg.frames_per_group
+    # Small farms get shorter sequences, so train, val and test each still get a group.
+    per_group = max(1, min(cfg.frames_per_group, cfg.images // 3))
+    n_groups = (cfg.images + per_group - 1) // per_group
     group_split = _split_groups(n_groups, cfg, rng)
     coco: dict[str, dict] = {s: {"images": [], "annotations": []} for s in SPLITS}
     reid_counts = {"train": 0, "gallery": 0, "query": 0}
@@ -233,7 +235,7 @@ def synthesize(cfg: SynthConfig) -> dict:
             cast += [unknown[i] for i in sorted(rng.choice(len(unknown), size=min(n_unk, len(unknown)), replace=False))]
         scales = [ind.length_cm * camera["px_per_cm"] for ind in cast]
         starts = _group_poses(len(cast), cfg, scales, rng)
-        n_frames = min(cfg.frames_per_group, cfg.images - g * cfg.frames_per_group)
+        n_frames = min(per_group, cfg.images - g * per_group)
         for f in range(n_frames):
             placements = []
             for k, (pose, depth, speed, drift_y) in enumerate(starts):

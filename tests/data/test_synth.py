@@ -153,7 +153,7 @@ def test_cli_module_parses_and_writes_a_farm(tmp_path: Path, capsys: pytest.Capt
                               "--video-seconds", "0", "--size", "160x128", "--seed", "2"])
     assert cli_synth.run(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert sum(summary["images"].values()) == 6 and summary["videos"] == []
+    assert sum(summary["images"].values()) == 6 and min(summary["images"].values()) > 0 and summary["videos"] == []
     assert cv2.imread(str(next((tmp_path / "f" / "images").rglob("*.jpg")))).shape == (128, 160, 3)
     with pytest.raises(SystemExit):
         parser.parse_args(["--out", "x", "--size", "big"])
