@@ -127,6 +127,30 @@ class Demo:
     def _complete(run: Path) -> Callable[[], bool]:
         return lambda: (run / "COMPLETE").is_file()
 
+    # ----------------------------------------------------------------- shared steps
+    def detector_runs(self, data: Path, *extra: str) -> tuple[Path, Path, Path]:
+        """Teacher, then the same student with and without distillation (same epochs, seed, data)."""
+        p, w = self.p, self.w
+        det_t, det_kd, det_nokd = w / "det-teacher", w / "det-student-kd", w / "det-student-nokd"
+        common = ["--data", str(data), "--imgsz", str(p.imgsz), *extra]
+        self._step("detector teacher", self._complete(det_t), lambda: self._finprint(
+            "train", "--task", "detect", "--model", "fishseg-teacher", "--out", str(det_t), *common,
+            *self._train_args(p.det_teacher_epochs)))
+        for run, kd in ((det_kd, True), (det_nokd, False)):
+            self._step(f"detector student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
+                "distill", "--teacher", str(det_t), "--student", "fishseg-student", "--out", str(run), *common,
+                *([] if kd else ["--no-kd"]), *self._train_args(p.det_student_epochs)))
+        return det_t, det_kd, det_nokd
+
+    def evaluate(self, runs: tuple[Path, ...], data: Path, *extra: str) -> None:
+        evals = self.w / "eval"
+        evals.mkdir(exist_ok=True)
+        for run in runs:
+            out = evals / f"{run.name}.json"
+            self._step(f"eval {run.name}", out.is_file, lambda run=run, out=out: self._finprint(
+                "eval", "--model", str(run), "--data", str(data), "--json", str(out), "--device", self.device, *extra))
+            self.results.setdefault("eval", {})[run.name] = json.loads(out.read_text())
+
     # ----------------------------------------------------------------- the steps
     def run(self) -> dict:
         p, w = self.p, self.w
@@ -137,15 +161,7 @@ class Demo:
         self._step("farm sheet", lambda: (w / "farm_sheet.png").is_file(), lambda: self._finprint(
             "data", "show", str(self.farm), "--out", str(w / "farm_sheet.png"), "--n", "12"))
 
-        det_t, det_kd, det_nokd = w / "det-teacher", w / "det-student-kd", w / "det-student-nokd"
-        det_common = ["--data", str(self.farm), "--imgsz", str(p.imgsz)]
-        self._step("detector teacher", self._complete(det_t), lambda: self._finprint(
-            "train", "--task", "detect", "--model", "fishseg-teacher", "--out", str(det_t), *det_common,
-            *self._train_args(p.det_teacher_epochs)))
-        for run, kd in ((det_kd, True), (det_nokd, False)):
-            self._step(f"detector student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
-                "distill", "--teacher", str(det_t), "--student", "fishseg-student", "--out", str(run), *det_common,
-                *([] if kd else ["--no-kd"]), *self._train_args(p.det_student_epochs)))
+        det_t, det_kd, det_nokd = self.detector_runs(self.farm)
 
         emb_t, emb_kd, emb_nokd = w / "emb-teacher", w / "emb-student-kd", w / "emb-student-nokd"
         emb_common = ["--data", str(self.farm)]
@@ -157,13 +173,7 @@ class Demo:
                 "distill", "--teacher", str(emb_t), "--student", "embed-student-s", "--out", str(run), *emb_common,
                 *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs)))
 
-        evals = w / "eval"
-        evals.mkdir(exist_ok=True)
-        for run in (det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd):
-            out = evals / f"{run.name}.json"
-            self._step(f"eval {run.name}", out.is_file, lambda run=run, out=out: self._finprint(
-                "eval", "--model", str(run), "--data", str(self.farm), "--json", str(out), "--device", self.device))
-            self.results.setdefault("eval", {})[run.name] = json.loads(out.read_text())
+        self.evaluate((det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd), self.farm)
 
         calib_det, calib_emb = w / "calib-detector", w / "calib-embedder"
         self._step("calibration set (detector)", lambda: (calib_det / "calib.json").is_file() or any(calib_det.glob("*.json")),
@@ -195,7 +205,7 @@ class Demo:
             shutil.rmtree(staging)
         staging.mkdir()
         for folder in (self.models / "detector", self.models / "embedder"):
-            for f in folder.iterdir():
+            for f in sorted(folder.iterdir()) if folder.is_dir() else ():
                 if f.suffix == ".onnx" or f.name.endswith(".manifest.json"):
                     shutil.copy2(f, staging / f"{folder.name}-{f.name}")
         self._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out))
@@ -246,3 +256,32 @@ def run(args: argparse.Namespace) -> int:
     print("\n" + md.read_text())
     print(f"[demo] finished in {results['total_seconds'] / 60:.1f} min; report: {md}")
     return 0
+
+
+class DeepFishRun(Demo):
+    """The detector half of the demo on real frames (boxes only), split by habitat."""
+
+    def __init__(self, workdir: Path, data: Path, preset: Preset, seed: int, device: str, val_groups: str) -> None:
+        super().__init__(workdir, preset, seed, device)
+        self.data = data
+        self.val_groups = val_groups
+
+    def run(self) -> dict:
+        if not (self.data / "labels").is_dir():
+            raise FinprintError(f"{self.data}: not a YOLO folder with labels/ (expected DeepFish)")
+        self.w.mkdir(parents=True, exist_ok=True)
+        groups = ("--val-groups", self.val_groups)
+        runs = self.detector_runs(self.data, *groups)
+        self.evaluate(runs, self.data, *groups)
+        calib = self.w / "calib-detector"
+        self._step("calibration set", lambda: any(calib.glob("*.json")), lambda: self._finprint(
+            "calib", "build", "--data", str(self.data), "--out", str(calib), "--size", str(self.p.calib_size), "--kind",
+            "detector", "--imgsz", str(self.p.imgsz), "--seed", str(self.seed), "--exclude-groups", self.val_groups))
+        out = self.models / "detector"
+        self._step("export detector student", lambda: any(out.glob("*.int8.onnx")), lambda: self._finprint(
+            "export", "--run", str(runs[1]), "--out", str(out), "--precision", "fp32,fp16,int8", "--calib", str(calib),
+            "--teacher", str(runs[0]), "--max-drop", "1.0", *groups, ok_codes=GATE_CODES))
+        bench_json = self.w / "bench.json"
+        self._step("bench", bench_json.is_file, lambda: self._bench(bench_json))
+        self.results["bench"] = json.loads(bench_json.read_text())
+        return self.results

@@ -1,0 +1,183 @@
+"""Write docs/RESULTS.md: the demo pipeline on the synthetic farm and the detector on DeepFish.
+
+    python -m finprint.results [--workdir runs/results] [--farm-preset demo] [--deepfish ../shared/data/deepfish]
+
+Runs (or continues: finished steps are kept) both pipelines with ordinary `finprint` commands, then
+renders every number from the JSON those commands wrote. Rerunning on another machine rewrites the
+document with that machine's numbers; the header says where they were measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from finprint.demo import PRESETS, DeepFishRun, Demo, Preset
+from finprint.demo_report import DETECT_COLUMNS, EMBED_COLUMNS, _margin, manifest_rows, model_rows
+from finprint.distill.report import markdown_table
+from finprint.errors import FinprintError
+
+# DeepFish on 2 CPU cores: the teacher is the expensive part (about 0.2 s per 256 px image forward).
+DEEPFISH_PRESETS: dict[str, Preset] = {
+    "cpu": Preset(
+        images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=256,
+        det_teacher_epochs=4, det_student_epochs=4, emb_teacher_epochs=0, emb_student_epochs=0,
+        batch=16, calib_size=64,
+    ),
+    "gpu": Preset(
+        images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=384,
+        det_teacher_epochs=40, det_student_epochs=40, emb_teacher_epochs=0, emb_student_epochs=0,
+        batch=32, calib_size=256, train_extra=("workers=8",),
+    ),
+}
+YOLO_BASELINE = "Ultralytics YOLOv8n from scratch, 40 epochs on an H100 (384 px, 12 habitats): box mAP50 0.136 / mAP50-95 0.040"
+
+
+def _machine() -> str:
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        gpu = None
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores" + (f", {gpu}" if gpu else ", no GPU")
+
+
+def _bench_rows(bench: dict) -> list[dict]:
+    keep = ("file", "precision", "size_bytes", "parameters", "flops", "p50_ms", "p95_ms", "images_per_s", "speedup_vs_teacher")
+    return [{k: r.get(k) for k in keep} for r in bench.get("models", [])]
+
+
+def _speedup(bench: dict, student: str, teacher: str) -> str:
+    rows = {r["file"]: r for r in bench.get("models", [])}
+    s = next((r for f, r in rows.items() if student in f), None)
+    t = next((r for f, r in rows.items() if teacher in f), None)
+    if not s or not t:
+        return "n/a"
+    return f"{t['p50_ms'] / s['p50_ms']:.1f}x faster per frame (p50 {s['p50_ms']:.1f} ms vs {t['p50_ms']:.1f} ms)"
+
+
+def _size_ratio(bench: dict, student: str, teacher: str) -> str:
+    rows = bench.get("models", [])
+    s = next((r for r in rows if student in r["file"]), None)
+    t = next((r for r in rows if teacher in r["file"]), None)
+    if not s or not t:
+        return "n/a"
+    return f"1/{t['size_bytes'] / s['size_bytes']:.0f} of the bytes ({s['size_bytes'] / 1e6:.2f} MB vs {t['size_bytes'] / 1e6:.2f} MB)"
+
+
+def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path | None, command: str) -> str:
+    lines = [
+        "# finprint results",
+        "",
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d')} ({_machine()}, torch threads "
+        f"{os.environ.get('OMP_NUM_THREADS', 'default')}). Every number below comes from the JSON that the "
+        "pipeline's own `finprint` commands wrote under the work folder; rerun the command to reproduce.",
+        "",
+        "## Synthetic farm",
+        "",
+        f"Preset: `{json.dumps(farm.get('preset', {}))}`",
+        "",
+        "### Detector (test split, boxes and masks)",
+        "",
+        markdown_table(model_rows(farm, farm_dir, "det", DETECT_COLUMNS)),
+        "",
+        f"Distillation vs none: {_margin(model_rows(farm, farm_dir, 'det', DETECT_COLUMNS), 'box_map')}; "
+        f"{_margin(model_rows(farm, farm_dir, 'det', DETECT_COLUMNS), 'mask_map')}.",
+        "",
+        "### Embedder (re-ID gallery/query; open set = unknown individuals)",
+        "",
+        markdown_table(model_rows(farm, farm_dir, "emb", EMBED_COLUMNS)),
+        "",
+        f"Distillation vs none: {_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'rank1')}; "
+        f"{_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'map')}.",
+        "",
+        "### Export gate: teacher fp32 -> student fp32 -> fp16 -> int8 (held-out set)",
+        "",
+        markdown_table(manifest_rows(farm_dir / "models")),
+        "",
+        "### Bench (ONNX Runtime CPU, 2 threads, all models interleaved in one run)",
+        "",
+        markdown_table(_bench_rows(farm.get("bench", {}))),
+        "",
+        f"- INT8 detector student vs fp32 teacher: {_speedup(farm.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}; "
+        f"{_size_ratio(farm.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}.",
+        "",
+    ]
+    daemon = farm.get("daemon")
+    if daemon:
+        lines += [
+            "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)",
+            "",
+            f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
+            f"({daemon['known_correct']}/{daemon['known_tracks']})",
+            f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "
+            f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
+            f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
+            "",
+        ]
+    if deepfish is not None and deepfish_dir is not None:
+        rows = model_rows(deepfish, deepfish_dir, "det", ("box_map", "box_map50"))
+        lines += [
+            "## DeepFish (real frames, boxes only; validation = habitats 7398 + 9866, never trained on)",
+            "",
+            "Saleh et al., \"A realistic fish-habitat dataset to evaluate algorithms for underwater visual analysis\", "
+            "Scientific Reports 10, 14671 (2020); YOLO export CC BY 4.0.",
+            "",
+            f"Preset: `{json.dumps(deepfish.get('preset', {}))}`; trained on: {_machine()}.",
+            "",
+            markdown_table(rows),
+            "",
+            f"Distillation vs none: {_margin(rows, 'box_map')}; {_margin(rows, 'box_map50')}.",
+            "",
+            f"Reference point: {YOLO_BASELINE}.",
+            "",
+            markdown_table(manifest_rows(deepfish_dir / "models")),
+            "",
+            markdown_table(_bench_rows(deepfish.get("bench", {}))),
+            "",
+            f"- INT8 detector student vs fp32 teacher: {_speedup(deepfish.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}; "
+            f"{_size_ratio(deepfish.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m finprint.results", description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/results"))
+    parser.add_argument("--farm-preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--deepfish", type=Path, default=Path("../shared/data/deepfish"), help="DeepFish YOLO folder ('' to skip)")
+    parser.add_argument("--deepfish-preset", choices=sorted(DEEPFISH_PRESETS), default="cpu")
+    parser.add_argument("--val-groups", default="7398,9866")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
+    args = parser.parse_args(argv)
+    command = "python -m finprint.results " + " ".join(argv if argv is not None else sys.argv[1:])
+    try:
+        farm_dir = args.workdir / "farm"
+        farm = Demo(farm_dir, PRESETS[args.farm_preset], 0, args.device).run()
+        deepfish = deepfish_dir = None
+        if str(args.deepfish):
+            deepfish_dir = args.workdir / "deepfish"
+            deepfish = DeepFishRun(deepfish_dir, args.deepfish, DEEPFISH_PRESETS[args.deepfish_preset], 0, args.device,
+                                   args.val_groups).run()
+        for res, d in ((farm, farm_dir), (deepfish, deepfish_dir)):
+            if res is not None and d is not None:
+                (d / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(render(farm, farm_dir, deepfish, deepfish_dir, command.strip()))
+    except FinprintError as exc:
+        print(f"finprint.results: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
