@@ -139,6 +139,9 @@ SPECS: dict[str, DetectorSpec] = {
     "fishseg-teacher": DetectorSpec(widths=(24, 48, 96, 192, 320), depths=(1, 2, 2, 1), neck=96, head=64, protos=16),
     # <= 1/10 of the teacher: the edge student.
     "fishseg-student": DetectorSpec(widths=(8, 16, 32, 64, 96), depths=(1, 1, 1, 1), neck=32, head=24, protos=16),
+    # A lighter pair for CPU demos (teacher ~4x cheaper to train than fishseg-teacher).
+    "fishseg-teacher-s": DetectorSpec(widths=(16, 32, 64, 128, 192), depths=(1, 1, 1, 1), neck=64, head=48, protos=16),
+    "fishseg-student-s": DetectorSpec(widths=(8, 12, 24, 32, 48), depths=(1, 1, 1, 1), neck=24, head=12, protos=16),
 }
 
 
@@ -147,7 +150,7 @@ def _builder(spec: DetectorSpec):
 
 
 for _name, _spec in SPECS.items():
-    register(_name, task="detect", role="teacher" if _name.endswith("teacher") else "student")(_builder(_spec))
+    register(_name, task="detect", role="teacher" if "teacher" in _name else "student")(_builder(_spec))
 
 
 def count_params(model: nn.Module) -> int:

@@ -52,12 +52,14 @@ def test_forward_backward(name: str):
     assert all(torch.isfinite(g).all() for g in grads if g is not None)
 
 
-def test_detector_student_is_at_most_a_tenth_of_its_teacher():
-    teacher = registry.build("fishseg-teacher")
-    student = registry.build("fishseg-student")
+@pytest.mark.parametrize("teacher_name, student_name", [("fishseg-teacher", "fishseg-student"), ("fishseg-teacher-s", "fishseg-student-s")])
+def test_detector_student_is_at_most_a_tenth_of_its_teacher(teacher_name, student_name):
+    teacher = registry.build(teacher_name)
+    student = registry.build(student_name)
     assert count_params(student) * 10 <= count_params(teacher)
     x = torch.rand(1, 3, 128, 128)
     assert count_flops(student, x) * 5 <= count_flops(teacher, x)
+    assert registry.entry(teacher_name).role == "teacher" and registry.entry(student_name).role == "student"
 
 
 def test_flops_counter_matches_hand_count():
