@@ -253,6 +253,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         metrics_path = out / "metrics.jsonl"
         if metrics_path.is_file():
             rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()][:start_epoch]
+            if env.main:  # drop rows of an epoch that ended after its metrics but before its checkpoint
+                metrics_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         log.info("resuming %s at epoch %d", out, start_epoch)
     elif env.main:
         runs.write_json_atomic(out / "config.json", cfg.to_dict())
