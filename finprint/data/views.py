@@ -60,7 +60,7 @@ def render_reid_views(
     for i in range(n_individuals):
         for k in range(views_per_individual):
             style = sample_view_style(rng)
-            length = float(rng.uniform(130, 190))
+            length = float(rng.uniform(120, 175))
             target = Placement(0, textures[i], random_pose(rng, VIEW_W / 2 + rng.uniform(-10, 10),
                                                            VIEW_H / 2 + rng.uniform(-8, 8), length), 0.5)
             placements = [target]
