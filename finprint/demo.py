@@ -49,6 +49,10 @@ class Preset:
     batch: int
     calib_size: int
     train_extra: tuple[str, ...] = field(default=())
+    det_teacher: str = "fishseg-teacher-s"
+    det_student: str = "fishseg-student-s"
+    emb_teacher: str = "embed-teacher-s"
+    emb_student: str = "embed-student-s"
 
 
 PRESETS: dict[str, Preset] = {
@@ -72,6 +76,7 @@ PRESETS: dict[str, Preset] = {
         images=2000, individuals=30, unknown=6, video_seconds=20, size="640x384", imgsz=384,
         det_teacher_epochs=60, det_student_epochs=60, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=32, calib_size=256, train_extra=("workers=8",),
+        det_teacher="fishseg-teacher", det_student="fishseg-student", emb_teacher="embed-teacher-m", emb_student="embed-student-m",
     ),
 }
 
@@ -134,11 +139,11 @@ class Demo:
         det_t, det_kd, det_nokd = w / "det-teacher", w / "det-student-kd", w / "det-student-nokd"
         common = ["--data", str(data), "--imgsz", str(p.imgsz), *extra]
         self._step("detector teacher", self._complete(det_t), lambda: self._finprint(
-            "train", "--task", "detect", "--model", "fishseg-teacher", "--out", str(det_t), *common,
+            "train", "--task", "detect", "--model", p.det_teacher, "--out", str(det_t), *common,
             *self._train_args(p.det_teacher_epochs)))
         for run, kd in ((det_kd, True), (det_nokd, False)):
             self._step(f"detector student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
-                "distill", "--teacher", str(det_t), "--student", "fishseg-student", "--out", str(run), *common,
+                "distill", "--teacher", str(det_t), "--student", p.det_student, "--out", str(run), *common,
                 *([] if kd else ["--no-kd"]), *self._train_args(p.det_student_epochs)))
         return det_t, det_kd, det_nokd
 
@@ -166,11 +171,11 @@ class Demo:
         emb_t, emb_kd, emb_nokd = w / "emb-teacher", w / "emb-student-kd", w / "emb-student-nokd"
         emb_common = ["--data", str(self.farm)]
         self._step("embedder teacher", self._complete(emb_t), lambda: self._finprint(
-            "train", "--task", "embed", "--model", "embed-teacher-s", "--out", str(emb_t), *emb_common,
+            "train", "--task", "embed", "--model", p.emb_teacher, "--out", str(emb_t), *emb_common,
             *self._train_args(p.emb_teacher_epochs)))
         for run, kd in ((emb_kd, True), (emb_nokd, False)):
             self._step(f"embedder student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
-                "distill", "--teacher", str(emb_t), "--student", "embed-student-s", "--out", str(run), *emb_common,
+                "distill", "--teacher", str(emb_t), "--student", p.emb_student, "--out", str(run), *emb_common,
                 *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs)))
 
         self.evaluate((det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd), self.farm)

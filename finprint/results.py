@@ -26,13 +26,14 @@ from finprint.errors import FinprintError
 DEEPFISH_PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=256,
-        det_teacher_epochs=4, det_student_epochs=4, emb_teacher_epochs=0, emb_student_epochs=0,
-        batch=16, calib_size=64,
+        det_teacher_epochs=8, det_student_epochs=8, emb_teacher_epochs=0, emb_student_epochs=0,
+        batch=16, calib_size=64, train_extra=("val_max=200",),
     ),
     "gpu": Preset(
         images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=384,
         det_teacher_epochs=40, det_student_epochs=40, emb_teacher_epochs=0, emb_student_epochs=0,
         batch=32, calib_size=256, train_extra=("workers=8",),
+        det_teacher="fishseg-teacher", det_student="fishseg-student",
     ),
 }
 YOLO_BASELINE = "Ultralytics YOLOv8n from scratch, 40 epochs on an H100 (384 px, 12 habitats): box mAP50 0.136 / mAP50-95 0.040"
@@ -53,19 +54,22 @@ def _bench_rows(bench: dict) -> list[dict]:
     return [{k: r.get(k) for k in keep} for r in bench.get("models", [])]
 
 
-def _speedup(bench: dict, student: str, teacher: str) -> str:
-    rows = {r["file"]: r for r in bench.get("models", [])}
-    s = next((r for f, r in rows.items() if student in f), None)
-    t = next((r for f, r in rows.items() if teacher in f), None)
+def _student_and_teacher(bench: dict, kind: str = "detector") -> tuple[dict | None, dict | None]:
+    rows = bench.get("models", [])
+    student = next((r for r in rows if r["file"].startswith(f"{kind}-") and ".int8." in r["file"] and "teacher" not in r["file"]), None)
+    teacher = next((r for r in rows if r["file"].startswith(f"{kind}-teacher-")), None)
+    return student, teacher
+
+
+def _speedup(bench: dict) -> str:
+    s, t = _student_and_teacher(bench)
     if not s or not t:
         return "n/a"
     return f"{t['p50_ms'] / s['p50_ms']:.1f}x faster per frame (p50 {s['p50_ms']:.1f} ms vs {t['p50_ms']:.1f} ms)"
 
 
-def _size_ratio(bench: dict, student: str, teacher: str) -> str:
-    rows = bench.get("models", [])
-    s = next((r for r in rows if student in r["file"]), None)
-    t = next((r for r in rows if teacher in r["file"]), None)
+def _size_ratio(bench: dict) -> str:
+    s, t = _student_and_teacher(bench)
     if not s or not t:
         return "n/a"
     return f"1/{t['size_bytes'] / s['size_bytes']:.0f} of the bytes ({s['size_bytes'] / 1e6:.2f} MB vs {t['size_bytes'] / 1e6:.2f} MB)"
@@ -105,8 +109,8 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         "",
         markdown_table(_bench_rows(farm.get("bench", {}))),
         "",
-        f"- INT8 detector student vs fp32 teacher: {_speedup(farm.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}; "
-        f"{_size_ratio(farm.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}.",
+        f"- INT8 detector student vs fp32 teacher: {_speedup(farm.get('bench', {}))}; "
+        f"{_size_ratio(farm.get('bench', {}))}.",
         "",
     ]
     daemon = farm.get("daemon")
@@ -141,8 +145,8 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             "",
             markdown_table(_bench_rows(deepfish.get("bench", {}))),
             "",
-            f"- INT8 detector student vs fp32 teacher: {_speedup(deepfish.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}; "
-            f"{_size_ratio(deepfish.get('bench', {}), 'fishseg-student.int8', 'teacher-fishseg')}.",
+            f"- INT8 detector student vs fp32 teacher: {_speedup(deepfish.get('bench', {}))}; "
+            f"{_size_ratio(deepfish.get('bench', {}))}.",
             "",
         ]
     return "\n".join(lines)
