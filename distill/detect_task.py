@@ -87,6 +87,9 @@ class DetectTask:
         val_max = int(cfg.extra.get("val_max", 200))
         if len(val) > val_max:  # spread over the set, so every group stays represented
             val = [val[i] for i in np.linspace(0, len(val) - 1, val_max).astype(int)]
+        train_max = int(cfg.extra.get("train_max", 0))
+        if 0 < train_max < len(train):  # a fixed, evenly spread subset: CPU budgets on large sets like DeepFish
+            train = [train[i] for i in np.linspace(0, len(train) - 1, train_max).astype(int)]
         aug = Augment.off() if cfg.extra.get("no_augment") else Augment()
         dataset = DetectionDataset(train, cfg.imgsz, aug, seed=cfg.seed, aug_variants=int(cfg.extra.get("aug_variants", 4)))
         log.info("detect data: %d train frames, %d validation frames", len(train), len(val))
