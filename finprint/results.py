@@ -26,8 +26,8 @@ from finprint.errors import FinprintError
 DEEPFISH_PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=256,
-        det_teacher_epochs=8, det_student_epochs=8, emb_teacher_epochs=0, emb_student_epochs=0,
-        batch=16, calib_size=64, train_extra=("val_max=200",),
+        det_teacher_epochs=6, det_student_epochs=6, emb_teacher_epochs=0, emb_student_epochs=0,
+        batch=16, calib_size=64, train_extra=("val_max=150", "train_max=1000"),
     ),
     "gpu": Preset(
         images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=384,
