@@ -28,9 +28,9 @@ What a farm contains (`finprint data synth --out FARM`, layout in docs/CONTRACTS
 
 How hard: identity is not in global colour. On crops from `finprint.data.views.render_reid_views`
 (10 individuals, 30 training views each, 10 held-out views with new pose, water, light and
-occluders), an HSV-histogram nearest neighbour scores rank-1 0.11-0.13, while a tiny CNN (7 convs,
-24 epochs, about a minute on 2 CPU cores) reaches 0.92-0.94 (tests/data/test_identity_learnable.py;
-view seeds 11 and 12).
+occluders), an HSV-histogram nearest neighbour scores rank-1 0.12, while a tiny CNN (7 convs,
+36 epochs, under a minute on 2 CPU cores) reaches 0.85-0.94 (tests/data/test_identity_learnable.py;
+view seeds 11-13).
 
 Reproducible: all randomness comes from one `np.random.default_rng(seed)`, JSON is written with
 sorted keys, JPEGs at a fixed quality, no timestamps; the same seed gives the same bytes.

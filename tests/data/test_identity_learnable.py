@@ -21,7 +21,7 @@ nn = torch.nn
 N_IDS = 10
 TRAIN_VIEWS = 30
 HELD_OUT_VIEWS = 10
-EPOCHS = 24  # fixed, so the outcome does not depend on how busy the machine is
+EPOCHS = 36  # fixed, so the outcome does not depend on how busy the machine is
 
 
 class TinyEmbedder(nn.Module):
@@ -119,8 +119,8 @@ def test_identity_is_learnable_from_markings_not_colour() -> None:
     hist_rank1 = _rank1(hist[train], views.labels[train], hist[held], views.labels[held])
 
     print(f"CNN rank-1 {cnn_rank1:.2f} (trained {train_cpu_seconds:.0f} CPU s), HSV histogram rank-1 {hist_rank1:.2f}")
-    # About 60 CPU s on a quiet machine; a busy shared VM inflated it to 160 (steal time), hence the loose bound.
-    assert train_cpu_seconds < 240
+    # 65-80 CPU s (40-60 s wall) on a quiet machine; a busy shared VM tripled it (230 CPU s seen), hence the loose bound.
+    assert train_cpu_seconds < 400
     assert cnn_rank1 >= 0.8
     assert hist_rank1 <= 0.5
     assert cnn_rank1 - hist_rank1 >= 0.3
