@@ -16,7 +16,17 @@ from finprint.distill.detect_data import (
     split_frames,
 )
 from finprint.distill.detect_loss import detection_loss
-from finprint.distill.kd_detect import W_FEAT, W_MASK, W_SCORE, FeatureAdapters, kd_loss, teacher_soft_masks
+from finprint.distill.kd_detect import (
+    W_BOX,
+    W_FEAT,
+    W_MASK,
+    W_SCORE,
+    WARMUP_FRACTION,
+    FeatureAdapters,
+    kd_loss,
+    kd_ramp,
+    teacher_soft_masks,
+)
 from finprint.distill.tasks import TrainConfig
 from finprint.distill.torch_engine import TorchEngine
 from finprint.runtime.detect_post import Detections, decode
@@ -76,6 +86,7 @@ class DetectTask:
         self._cache_bytes = 0
         self.adapters: FeatureAdapters | None = None
         self.strides: tuple[int, ...] = (8, 16, 32)
+        self._train_data: DetectionDataset | None = None  # its epoch drives the KD warm-up (resume-safe)
 
     def build_data(self, cfg: TrainConfig) -> tuple[DetectionDataset, DetectValData]:
         train, val = split_frames(cfg.data, cfg.val_groups, cfg.seed)
@@ -93,6 +104,7 @@ class DetectTask:
         aug = Augment.off() if cfg.extra.get("no_augment") else Augment()
         dataset = DetectionDataset(train, cfg.imgsz, aug, seed=cfg.seed, aug_variants=int(cfg.extra.get("aug_variants", 4)))
         log.info("detect data: %d train frames, %d validation frames", len(train), len(val))
+        self._train_data = dataset
         return dataset, DetectValData(val, cfg.imgsz)
 
     def collate(self, items: list) -> dict:
@@ -100,7 +112,7 @@ class DetectTask:
 
     @torch.no_grad()
     def teacher_targets(self, teacher: nn.Module, batch: dict) -> dict:
-        """Teacher scores, pyramid features and per-fish soft masks; cached per (frame, augmentation variant)."""
+        """Teacher scores, boxes, pyramid features and per-fish soft masks; cached per (frame, augmentation variant)."""
         keys = batch["keys"]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         fresh: dict[tuple[int, int], dict[str, Any]] = {}  # over the cache budget: this step only
@@ -113,10 +125,11 @@ class DetectTask:
                 n = int(batch["valid"][i].sum())
                 item = {
                     "scores": out["scores"][j].half().cpu(),
+                    "boxes": out["boxes"][j].half().cpu(),
                     "feats": [f[j].half().cpu() for f in out["feats"]],
                     "soft_masks": soft[j, :n].cpu(),
                 }
-                size = sum(t.numel() * 2 for t in [item["scores"], item["soft_masks"], *item["feats"]])
+                size = sum(t.numel() * 2 for t in [item["scores"], item["boxes"], item["soft_masks"], *item["feats"]])
                 if self._cache_bytes + size <= budget:
                     self._cache[keys[i]] = item
                     self._cache_bytes += size
@@ -130,6 +143,7 @@ class DetectTask:
             soft[i, : it["soft_masks"].shape[0]] = it["soft_masks"]
         return {
             "scores": torch.stack([it["scores"] for it in items]).to(dev),
+            "boxes": torch.stack([it["boxes"] for it in items]).to(dev),
             "feats": [torch.stack([it["feats"][lvl] for it in items]).to(dev) for lvl in range(len(items[0]["feats"]))],
             "soft_masks": soft.to(dev),
         }
@@ -138,9 +152,12 @@ class DetectTask:
         out = model(batch["images"])
         total, parts, asg = detection_loss(out, batch)
         if teacher_out is not None:
-            weights = tuple(float(cfg.extra.get(f"kd_{k}", d)) for k, d in (("score", W_SCORE), ("feat", W_FEAT), ("mask", W_MASK)))
-            kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides, weights)
-            total = total + cfg.kd_weight * kd
+            weights = tuple(float(cfg.extra.get(f"kd_{k}", d)) for k, d in (("score", W_SCORE), ("feat", W_FEAT), ("mask", W_MASK), ("box", W_BOX)))
+            kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides, weights,
+                                   mask_all_fish=bool(cfg.extra.get("kd_mask_all", False)))
+            epoch = self._train_data.epoch if self._train_data is not None else cfg.epochs
+            ramp = kd_ramp(epoch, cfg.epochs, float(cfg.extra.get("kd_warmup", WARMUP_FRACTION)))
+            total = total + cfg.kd_weight * ramp * kd
             parts.update(kd_parts)
         return total, parts
 
