@@ -108,5 +108,35 @@ def embed_student_m() -> FishEmbedder:
     return FishEmbedder(STUDENT_M)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64) -> None:
+    """Precise BN: replace every BatchNorm's running statistics by their average over `crops`.
+
+    A short run (tens of steps) leaves the momentum-0.1 running means partly at their initial
+    zeros and lagging behind weights that moved fast; the BN neck then adds a shared offset
+    to every eval-mode embedding, so all fish look alike (gallery cosines near 1) and open-set
+    rejection suffers. Averaging batch statistics of the current weights over clean training
+    crops removes that lag (Wu & Johnson, "Rethinking Batch in BatchNorm", 2021). Only the
+    buffers change: the forward pass and the exported graph stay the same.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(crops) < 2:
+        return
+    was_training = model.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    device = next(model.parameters()).device
+    for start in range(0, len(crops), batch):
+        chunk = crops[start : start + batch]
+        if len(chunk) >= 2:  # BatchNorm1d refuses a batch of one in train mode
+            model(chunk.to(device))
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
