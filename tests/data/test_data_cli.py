@@ -26,12 +26,17 @@ def fake_synth(monkeypatch):
 
     module.add_arguments, module.run = add_arguments, run
     monkeypatch.setitem(sys.modules, "finprint.data.cli_synth", module)
+    # Once the real module was imported by an earlier test, the package holds it as an attribute too.
+    import finprint.data
+
+    monkeypatch.setattr(finprint.data, "cli_synth", module, raising=False)
     return calls
 
 
-def test_synth_options_reach_cli_synth(fake_synth):
-    assert main(["data", "synth", "--out", "/tmp/x", "--images", "12"]) == 0
-    assert fake_synth[0].out == "/tmp/x" and fake_synth[0].images == 12
+def test_synth_options_reach_cli_synth(fake_synth, tmp_path):
+    out = str(tmp_path / "farm")
+    assert main(["data", "synth", "--out", out, "--images", "12"]) == 0
+    assert fake_synth[0].out == out and fake_synth[0].images == 12
 
 
 def test_synth_help_is_cli_synths_own(fake_synth, capsys):
