@@ -34,9 +34,11 @@ from finprint.distill.detect_loss import BETA, Assignment, assemble_mask_logits,
 from torch import nn
 
 BG_WEIGHT = 0.1
-# Default recipe, measured on the synthetic farm (fishseg-teacher-s -> fishseg-student-s, seeds 0-2):
-# score 10 beat 1 (the focal factor damps the soft-label BCE ~10x below the task's plain BCE);
-# box KD added more than any other term; mask KD on fish that have a GT mask lowered mask mAP.
+# Default recipe, measured on a 115-frame synthetic farm (fishseg-teacher-s -> fishseg-student-s, 192 px,
+# 6 epochs; test-split means over seeds 0-4: box/mask mAP50-95 0.182/0.039 vs 0.147/0.024 without KD).
+# Score weight 10 edged out 1 (seeds 0-2, mask 0.044 vs 0.040, box equal: the focal factor damps the
+# soft-label BCE well below the task's plain BCE); box KD added the most of any term (seed 0: +0.018
+# box, +0.014 mask over score+feature); mask KD on fish that have a GT mask lowered mask mAP (seed 0).
 W_SCORE, W_FEAT, W_MASK = 10.0, 1.0, 1.0
 W_BOX = 5.0  # the task's own box weight (detect_loss.W_BOX)
 WARMUP_FRACTION = 0.0
