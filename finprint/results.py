@@ -27,7 +27,7 @@ DEEPFISH_PRESETS: dict[str, Preset] = {
     "cpu": Preset(
         images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=256,
         det_teacher_epochs=6, det_student_epochs=6, emb_teacher_epochs=0, emb_student_epochs=0,
-        batch=16, calib_size=64, train_extra=("val_max=150", "train_max=1000"),
+        batch=16, calib_size=64, train_extra=("val_max=150", "train_max=1000"), students=False,
     ),
     "gpu": Preset(
         images=0, individuals=0, unknown=0, video_seconds=0, size="", imgsz=384,
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m finprint.results", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs/results"))
     parser.add_argument("--farm-preset", choices=sorted(PRESETS), default="demo")
-    parser.add_argument("--deepfish", type=Path, default=Path("../shared/data/deepfish"), help="DeepFish YOLO folder ('' to skip)")
+    parser.add_argument("--deepfish", default="../shared/data/deepfish", help="DeepFish YOLO folder ('' to skip)")
     parser.add_argument("--deepfish-preset", choices=sorted(DEEPFISH_PRESETS), default="cpu")
     parser.add_argument("--val-groups", default="7398,9866")
     parser.add_argument("--device", default="auto")
@@ -167,9 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         farm_dir = args.workdir / "farm"
         farm = Demo(farm_dir, PRESETS[args.farm_preset], 0, args.device).run()
         deepfish = deepfish_dir = None
-        if str(args.deepfish):
+        if args.deepfish:
             deepfish_dir = args.workdir / "deepfish"
-            deepfish = DeepFishRun(deepfish_dir, args.deepfish, DEEPFISH_PRESETS[args.deepfish_preset], 0, args.device,
+            deepfish = DeepFishRun(deepfish_dir, Path(args.deepfish), DEEPFISH_PRESETS[args.deepfish_preset], 0, args.device,
                                    args.val_groups).run()
         for res, d in ((farm, farm_dir), (deepfish, deepfish_dir)):
             if res is not None and d is not None:
