@@ -137,9 +137,19 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             "",
             markdown_table(rows),
             "",
-            f"Distillation vs none: {_margin(rows, 'box_map')}; {_margin(rows, 'box_map50')}.",
-            "",
             f"Reference point: {YOLO_BASELINE}.",
+            "",
+        ]
+        if not deepfish.get("preset", {}).get("students", True):
+            lines += [
+                "On 2 CPU cores only the teacher fits the budget (the preset above: 1,000 evenly spread training "
+                "frames, 6 epochs); the distilled and plain students, export and bench on DeepFish need a CUDA "
+                "machine: `python -m finprint.results --deepfish-preset gpu --device cuda`.",
+                "",
+            ]
+            return "\n".join(lines)
+        lines += [
+            f"Distillation vs none: {_margin(rows, 'box_map')}; {_margin(rows, 'box_map50')}.",
             "",
             markdown_table(manifest_rows(deepfish_dir / "models")),
             "",
