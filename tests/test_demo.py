@@ -2,12 +2,9 @@
 
 import json
 
-import pytest
-
 from finprint.cli import main
 
 
-@pytest.mark.slow
 def test_demo_runs_every_step_and_writes_its_report(tmp_path):
     work = tmp_path / "demo"
     assert main(["demo", "--preset", "smoke", "--workdir", str(work), "--device", "cpu"]) == 0

@@ -168,7 +168,6 @@ def test_reid_views_are_quick_and_shaped_for_the_embedder() -> None:
     assert np.array_equal(views.crops, again.crops)
 
 
-@pytest.mark.slow
 def test_acceptance_farm_is_fast_and_reproducible(tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):

@@ -91,7 +91,6 @@ def test_resume_matches_uninterrupted_run(tiny_data, tmp_path):
     assert la["loss"] == pytest.approx(lb["loss"], rel=1e-4)
 
 
-@pytest.mark.slow  # two fresh interpreters import torch: ~30 s idle, minutes on a loaded machine
 def test_ddp_two_gloo_processes(tiny_data, tmp_path):
     """Two ranks launched the way torchrun does (RANK/WORLD_SIZE/MASTER_*), gloo on CPU."""
     with socket.socket() as s:
