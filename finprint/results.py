@@ -13,12 +13,20 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from finprint.demo import PRESETS, DeepFishRun, Demo, Preset
-from finprint.demo_report import DETECT_COLUMNS, EMBED_COLUMNS, _margin, manifest_rows, model_rows
+from finprint.demo_report import (
+    DETECT_COLUMNS,
+    EMBED_COLUMNS,
+    _margin,
+    manifest_rows,
+    model_rows,
+    write_report,
+)
 from finprint.distill.report import markdown_table
 from finprint.errors import FinprintError
 
@@ -84,6 +92,8 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         "pipeline's own `finprint` commands wrote under the work folder; rerun the command to reproduce.",
         "",
         "## Synthetic farm",
+        "",
+        "![farm results](img/results_farm.png)",
         "",
         f"Preset: `{json.dumps(farm.get('preset', {}))}`",
         "",
@@ -185,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
             if res is not None and d is not None:
                 (d / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_report(farm, farm_dir)  # also draws farm_dir/report.png
+        (args.out.parent / "img").mkdir(exist_ok=True)
+        shutil.copy2(farm_dir / "report.png", args.out.parent / "img" / "results_farm.png")
         args.out.write_text(render(farm, farm_dir, deepfish, deepfish_dir, command.strip()))
     except FinprintError as exc:
         print(f"finprint.results: error: {exc}", file=sys.stderr)
