@@ -94,11 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Demo:
-    def __init__(self, workdir: Path, preset: Preset, seed: int, device: str) -> None:
+    def __init__(self, workdir: Path, preset: Preset, seed: int, device: str, extra_seeds: tuple[int, ...] = ()) -> None:
         self.w = workdir
         self.p = preset
         self.seed = seed
         self.device = device
+        # More seeds of the KD / no-KD student pairs (same teacher), so a margin is not one seed's luck.
+        self.extra_seeds = extra_seeds
         self.results: dict = {"preset": preset.__dict__ | {"train_extra": list(preset.train_extra)}, "steps": {}}
         self.farm = workdir / "farm"
         self.models = workdir / "models"
@@ -160,6 +162,17 @@ class Demo:
                 "eval", "--model", str(run), "--data", str(data), "--json", str(out), "--device", self.device, *extra))
             self.results.setdefault("eval", {})[run.name] = json.loads(out.read_text())
 
+    def _student_pair(self, teacher: Path, prefix: str, student: str, seed: int, *extra: str, epochs: int) -> None:
+        runs = []
+        for kd in (True, False):
+            run = self.w / f"{prefix}-student-{'kd' if kd else 'nokd'}-seed{seed}"
+            args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(seed), "--device", self.device]
+            self._step(f"{prefix} student ({'KD' if kd else 'no KD'}, seed {seed})", self._complete(run), lambda run=run, kd=kd, args=args:
+                       self._finprint("distill", "--teacher", str(teacher), "--student", student, "--out", str(run),
+                                      "--data", str(self.farm), *extra, *([] if kd else ["--no-kd"]), *args))
+            runs.append(run)
+        self.evaluate(tuple(runs), self.farm)
+
     # ----------------------------------------------------------------- the steps
     def run(self) -> dict:
         p, w = self.p, self.w
@@ -183,6 +196,9 @@ class Demo:
                 *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs)))
 
         self.evaluate((det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd), self.farm)
+        for seed in self.extra_seeds:
+            self._student_pair(det_t, "det", p.det_student, seed, "--imgsz", str(p.imgsz), epochs=p.det_student_epochs)
+            self._student_pair(emb_t, "emb", p.emb_student, seed, epochs=p.emb_student_epochs)
 
         calib_det, calib_emb = w / "calib-detector", w / "calib-embedder"
         self._step("calibration set (detector)", lambda: (calib_det / "calib.json").is_file() or any(calib_det.glob("*.json")),

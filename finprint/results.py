@@ -83,6 +83,23 @@ def _size_ratio(bench: dict) -> str:
     return f"1/{t['size_bytes'] / s['size_bytes']:.0f} of the bytes ({s['size_bytes'] / 1e6:.2f} MB vs {t['size_bytes'] / 1e6:.2f} MB)"
 
 
+def _seed_rows(results: dict) -> list[dict]:
+    evals = results.get("eval", {})
+    rows = []
+    seeds = sorted({0} | {int(k.rsplit("seed", 1)[1]) for k in evals if "-seed" in k})
+    for seed in seeds:
+        suffix = "" if seed == 0 else f"-seed{seed}"
+        row: dict = {"seed": seed}
+        for prefix, metrics in (("det", ("box_map", "box_map50", "mask_map", "mask_map50")), ("emb", ("rank1", "map", "auroc"))):
+            kd, nokd = evals.get(f"{prefix}-student-kd{suffix}"), evals.get(f"{prefix}-student-nokd{suffix}")
+            for m in metrics:
+                a = kd["metrics"].get(m) if kd else None
+                b = nokd["metrics"].get(m) if nokd else None
+                row[f"{prefix} {m}"] = None if a is None or b is None else round(100 * (a - b), 1)
+        rows.append(row)
+    return rows
+
+
 def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path | None, command: str) -> str:
     lines = [
         "# finprint results",
@@ -110,6 +127,10 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         "",
         f"Distillation vs none: {_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'rank1')}; "
         f"{_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'map')}.",
+        "",
+        "### Distillation margin per seed (student + KD minus student without KD, points; same teacher, epochs, data)",
+        "",
+        markdown_table(_seed_rows(farm)),
         "",
         "### Export gate: teacher fp32 -> student fp32 -> fp16 -> int8 (held-out set)",
         "",
@@ -181,11 +202,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-groups", default="7398,9866")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
+    parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1], help="more KD/no-KD student seeds on the farm")
     args = parser.parse_args(argv)
     command = "python -m finprint.results " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
         farm_dir = args.workdir / "farm"
-        farm = Demo(farm_dir, PRESETS[args.farm_preset], 0, args.device).run()
+        farm = Demo(farm_dir, PRESETS[args.farm_preset], 0, args.device, extra_seeds=tuple(args.extra_seeds)).run()
         deepfish = deepfish_dir = None
         if args.deepfish:
             deepfish_dir = args.workdir / "deepfish"
