@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from finprint.runtime.manifest import Preprocess
 
 
@@ -71,7 +70,7 @@ def preprocess_image(image_bgr: np.ndarray, pre: Preprocess) -> tuple[np.ndarray
 
 
 def preprocess_batch(images_bgr: list[np.ndarray], pre: Preprocess) -> tuple[np.ndarray, list[LetterboxInfo]]:
-    tensors, infos = zip(*(preprocess_image(im, pre) for im in images_bgr)) if images_bgr else ((), ())
-    if not tensors:
+    if not images_bgr:
         return np.zeros((0, 3, pre.height, pre.width), np.float32), []
-    return np.stack(tensors), list(infos)
+    pairs = [preprocess_image(im, pre) for im in images_bgr]
+    return np.stack([tensor for tensor, _ in pairs]), [info for _, info in pairs]
