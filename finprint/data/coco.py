@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from finprint.data.image_header import UnreadableImage, image_size, verify_image
+from finprint.data.image_header import size_or_skip
 from finprint.data.types import DetectionSet, Frame, Instance, Skipped
 from finprint.data.yolo import group_from_name
 from finprint.errors import DataError, FinprintError
@@ -137,15 +137,10 @@ def load_coco(
         if image_path is None or not file_name:
             bad(f"image {img.get('id')} ({file_name!r}) not found (looked in {candidates[0].parent})")
             continue
-        try:
-            width, height = image_size(image_path)
-            if verify_images:
-                verify_image(image_path)
-        except UnreadableImage as exc:
-            if not skip_bad:
-                raise DataError(image_path, f"unreadable image: {exc}") from None
-            skipped.append(Skipped(image_path, f"unreadable image: {exc}"))
+        size = size_or_skip(image_path, verify_images, skip_bad, skipped)
+        if size is None:
             continue
+        width, height = size
         if (img.get("width"), img.get("height")) not in ((width, height), (None, None)):
             bad(f"image {img.get('id')} says {img.get('width')}x{img.get('height')}, file is {width}x{height}")
             continue

@@ -98,3 +98,25 @@ def verify_image(path: Path) -> None:
     image = cv2.imdecode(data, cv2.IMREAD_REDUCED_GRAYSCALE_8)
     if image is None or image.size == 0:
         raise UnreadableImage("image data does not decode")
+
+
+def checked_size(path: Path, verify: bool) -> tuple[int, int]:
+    """(width, height) from the header; with `verify`, also decode the whole file. Raises UnreadableImage."""
+    size = image_size(path)
+    if verify:
+        verify_image(path)
+    return size
+
+
+def size_or_skip(path: Path, verify: bool, skip_bad: bool, skipped: list) -> tuple[int, int] | None:
+    """checked_size for a loader: an unreadable image raises DataError, or with `skip_bad` is listed and gives None."""
+    from finprint.data.types import Skipped
+    from finprint.errors import DataError
+
+    try:
+        return checked_size(path, verify)
+    except UnreadableImage as exc:
+        if not skip_bad:
+            raise DataError(path, f"unreadable image: {exc}") from None
+        skipped.append(Skipped(path, f"unreadable image: {exc}"))
+        return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from finprint.data.image_header import UnreadableImage, image_size, is_image, verify_image
+from finprint.data.image_header import UnreadableImage, checked_size, is_image
 from finprint.data.types import Crop, ReidSet, Skipped
 from finprint.errors import DataError
 
@@ -58,12 +58,6 @@ def parse_market_name(stem: str) -> tuple[str, str]:
     return parts[0], match.group(1) if match else parts[1]
 
 
-def _check_image(path: Path, verify_images: bool) -> None:
-    image_size(path)
-    if verify_images:
-        verify_image(path)
-
-
 def _market_crops(
     folder: Path, subset: str, skip_bad: bool, verify_images: bool, skipped: list[Skipped]
 ) -> list[Crop]:
@@ -71,7 +65,7 @@ def _market_crops(
     for path in tqdm(_images_in(folder), desc=f"reading {folder.name}", unit="img", disable=None, leave=False):
         try:
             identity, camera = parse_market_name(path.stem)
-            _check_image(path, verify_images)
+            checked_size(path, verify_images)
         except (ValueError, UnreadableImage) as exc:
             reason = f"unreadable image: {exc}" if isinstance(exc, UnreadableImage) else str(exc)
             if not skip_bad:
@@ -97,7 +91,7 @@ def _identity_folder_crops(
             continue
         for path in images:
             try:
-                _check_image(path, verify_images)
+                checked_size(path, verify_images)
             except UnreadableImage as exc:
                 if not skip_bad:
                     raise DataError(path, f"unreadable image: {exc}") from None

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from finprint.data.image_header import UnreadableImage, image_size, is_image, verify_image
+from finprint.data.image_header import is_image, size_or_skip
 from finprint.data.types import DetectionSet, Frame, Instance, Skipped
 from finprint.errors import DataError
 
@@ -143,15 +143,10 @@ def load_yolo(
 
     frames: list[Frame] = []
     for image_path in tqdm(image_paths, desc=f"reading {root.name}", unit="img", disable=None, leave=False):
-        try:
-            width, height = image_size(image_path)
-            if verify_images:
-                verify_image(image_path)
-        except UnreadableImage as exc:
-            if not skip_bad:
-                raise DataError(image_path, f"unreadable image: {exc}") from None
-            skipped.append(Skipped(image_path, f"unreadable image: {exc}"))
+        size = size_or_skip(image_path, verify_images, skip_bad, skipped)
+        if size is None:
             continue
+        width, height = size
         label_path = label_dir / image_path.relative_to(image_dir).with_suffix(".txt")
         instances = (
             _parse_label_file(label_path, width, height, skip_bad, skipped) if label_path.is_file() else []
