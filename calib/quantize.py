@@ -29,6 +29,56 @@ log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
 QUANT_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "Resize", "Sigmoid", "MaxPool", "GlobalAveragePool")
+COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def unquantized_ends(graph: onnx.GraphProto) -> list[str]:
+    """Non-compute nodes before the first or after the last Conv/MatMul/Gemm, kept in fp32.
+
+    After the last compute op sit the heads' decode arithmetic (anchor point +- distance, stride
+    scaling, concatenation into the outputs) and the embedding's normalisation: quantising them
+    saves nothing but puts the outputs on a 256-step grid, where box corners in input pixels move
+    by up to half a pixel (that cost the farm's student 1.2 points of box mAP50-95, mAP50 unchanged).
+    Before the first one sits input plumbing (the embedder's crop + mirror concatenation), whose own
+    quantisation would clip the input twice. TensorRT runs both ends in float either way.
+    """
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def reaches(node: onnx.NodeProto, step, memo: dict[str, bool]) -> bool:
+        """Is a compute op reachable from `node` following `step` (iterative: graphs can be deep)?"""
+        key = node.name or node.output[0]
+        if key in memo:
+            return memo[key]
+        seen, stack, found = {key}, [node], False
+        while stack and not found:
+            for nxt in step(stack.pop()):
+                if nxt.op_type in COMPUTE_OPS:
+                    found = True
+                    break
+                k = nxt.name or nxt.output[0]
+                if k not in seen:
+                    seen.add(k)
+                    stack.append(nxt)
+        memo[key] = found
+        return found
+
+    def downstream(node: onnx.NodeProto):
+        return [c for out in node.output for c in consumers.get(out, ())]
+
+    def upstream(node: onnx.NodeProto):
+        return [producer[i] for i in node.input if i in producer]
+
+    down: dict[str, bool] = {}
+    up: dict[str, bool] = {}
+    return [
+        n.name for n in graph.node
+        if n.op_type in QUANT_OPS and n.op_type not in COMPUTE_OPS
+        and (not reaches(n, downstream, down) or not reaches(n, upstream, up))
+    ]
 
 
 class _TensorReader:
@@ -133,7 +183,10 @@ def _quantize_prepared(
 ) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    model_ops = {n.op_type for n in onnx.load(str(prepared)).graph.node}
+    graph = onnx.load(str(prepared)).graph
+    model_ops = {n.op_type for n in graph.node}
+    tail = unquantized_ends(graph)
+    log.debug("kept fp32 (before the first / after the last compute op): %s", tail)
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # ORT logs every rescaled weight at INFO on the root logger
@@ -148,7 +201,7 @@ def _quantize_prepared(
             reduce_range=reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(nodes_to_exclude),
+            nodes_to_exclude=list(dict.fromkeys([*nodes_to_exclude, *tail])),
             calibrate_method=_method_enum(method),
             calibration_cache_path=str(cache),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},

@@ -1,6 +1,6 @@
 """Write docs/RESULTS.md: the demo pipeline on the synthetic farm and the detector on DeepFish.
 
-    python -m finprint.results [--workdir runs/results] [--farm-preset demo] [--deepfish ../shared/data/deepfish]
+    python -m finprint.results [--workdir runs/results] [--farm-preset results] [--deepfish ../shared/data/deepfish]
 
 Runs (or continues: finished steps are kept) both pipelines with ordinary `finprint` commands, then
 renders every number from the JSON those commands wrote. Rerunning on another machine rewrites the
@@ -196,7 +196,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m finprint.results", description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("runs/results"))
-    parser.add_argument("--farm-preset", choices=sorted(PRESETS), default="demo")
+    parser.add_argument("--farm-preset", choices=sorted(PRESETS), default="results")
     parser.add_argument("--deepfish", default="../shared/data/deepfish", help="DeepFish YOLO folder ('' to skip)")
     parser.add_argument("--deepfish-preset", choices=sorted(DEEPFISH_PRESETS), default="cpu")
     parser.add_argument("--val-groups", default="7398,9866")

@@ -28,6 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unknown", type=int, default=5, help="unknown individuals, test frames only (default 5)")
     parser.add_argument("--video-seconds", type=float, default=5.0, help="length of each camera's video; 0 = none")
     parser.add_argument("--size", type=_size, default=(480, 320), help="frame size WxH (default 480x320)")
+    parser.add_argument("--enrol-views", type=int, default=0,
+                        help="extra enrolment views of every known fish in reid/train (default 0)")
+    parser.add_argument("--aux-individuals", type=int, default=0,
+                        help="other fish, never on the farm, in reid/train for the embedder's metric (default 0)")
+    parser.add_argument("--aux-views", type=int, default=12, help="views per auxiliary fish (default 12)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing farm at --out")
 
@@ -45,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         width=width,
         height=height,
         seed=args.seed,
+        enrol_views=args.enrol_views,
+        aux_individuals=args.aux_individuals,
+        aux_views=args.aux_views,
         overwrite=args.overwrite,
     )
     if args.out.exists() and not args.out.is_dir():

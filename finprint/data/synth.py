@@ -21,7 +21,8 @@ What a farm contains (`finprint data synth --out FARM`, layout in docs/CONTRACTS
   than `min_visible_px` pixels) visible gets no annotation. Fish cut by the frame edge are common.
 - reid/: crops (box + 10 %, native resolution) of instances with at least 60 % of the body
   visible: train/ from the train split, gallery/ and query/ from the test split (each known
-  individual alternates gallery, query; unknown fish only in query/).
+  individual's test groups alternate gallery, query, so a query never has its neighbouring frame in
+  the gallery; unknown fish only in query/).
 - videos/: one clip per camera (`video_seconds` at `fps`) where the same fish, some unknown, swim
   smooth paths wider than the view (they leave and come back), change depth (they cross and hide
   each other), with per-frame ground truth JSON.
@@ -50,15 +51,16 @@ from tqdm import tqdm
 
 from finprint.data.fish import Individual, Pose, make_population, render_texture
 from finprint.data.frame import Placement, Visible, mask_box_xyxy, mask_polygons, render_frame
-from finprint.data.scene import WaterStyle, jitter_style, sample_camera_water
+from finprint.data.scene import WaterStyle, jitter_style, sample_camera_water, sample_view_style
 from finprint.data.video import write_video
+from finprint.data.views import render_view
 from finprint.errors import ConfigError
 from finprint.runtime.crops import crop_fish
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -83,6 +85,13 @@ class SynthConfig:
     reid_min_visible: float = 0.6
     video_fish: int = 6  # fish per video (known), plus up to 2 unknown
     jpeg_quality: int = 92
+    # Enrolment photos: extra views of every known fish (fresh pose, its camera's water, sometimes
+    # behind another fish) added to reid/train, as a farm photographs a fish when it tags it.
+    enrol_views: int = 0
+    # Other fish, never on this farm (ids aux000..), reid/train only: the many identities a re-ID
+    # embedder learns its metric from, so that a stranger is not pulled onto the nearest known fish.
+    aux_individuals: int = 0
+    aux_views: int = 12
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
 
@@ -99,6 +108,44 @@ class SynthConfig:
             raise ConfigError("cameras must be >= 1")
         if not 0 <= self.val_fraction + self.test_fraction < 1:
             raise ConfigError("val_fraction + test_fraction must be in [0, 1)")
+        if self.enrol_views < 0 or self.aux_individuals < 0 or self.aux_views < 1:
+            raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
+
+
+def _write_extra_views(
+    folder: Path,
+    cfg: SynthConfig,
+    known: list[Individual],
+    textures: dict[str, np.ndarray],
+    cameras: list[dict],
+    counters: dict[tuple[str, str], int],
+) -> int:
+    """Enrolment views of the known fish and views of the auxiliary fish -> crops in reid/train."""
+    # Its own random stream: adding views leaves every frame, label and video byte-identical.
+    rng = np.random.default_rng([cfg.seed, 7])
+    aux = make_population(cfg.aux_individuals, rng, prefix="aux")
+    aux_textures = {ind.id: render_texture(ind) for ind in aux}
+    jobs = [(ind, textures[ind.id], cfg.enrol_views, False) for ind in known]
+    jobs += [(ind, aux_textures[ind.id], cfg.aux_views, True) for ind in aux] if aux else []
+    total = sum(n for *_, n, _ in jobs)
+    if not total:
+        return 0
+    pool = list(textures.values()) + list(aux_textures.values())
+    written = 0
+    with tqdm(total=total, desc="re-ID views", unit="crop", disable=None, leave=False) as progress:
+        for ind, texture, views, foreign in jobs:
+            others = [t for t in pool if t is not texture]
+            for _ in range(views):
+                camera = cameras[int(rng.integers(len(cameras)))]
+                style = sample_view_style(rng) if foreign else jitter_style(camera["water"], rng, amount=0.6)
+                length_px = ind.length_cm * camera["px_per_cm"] * float(rng.uniform(0.9, 1.1))
+                image, box = render_view(texture, others, style, length_px, rng)
+                n = counters.get(("train", ind.id), 0)
+                counters[("train", ind.id)] = n + 1
+                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box), cfg.jpeg_quality)
+                written += 1
+                progress.update(1)
+    return written
 
 
 @dataclass
@@ -222,7 +269,7 @@ def synthesize(cfg: SynthConfig) -> dict:
     coco: dict[str, dict] = {s: {"images": [], "annotations": []} for s in SPLITS}
     reid_counts = {"train": 0, "gallery": 0, "query": 0}
     reid_next: dict[tuple[str, str], int] = {}
-    reid_side: dict[str, int] = {}
+    reid_side: dict[str, tuple[str, int]] = {}  # fish -> (last test group, 0 gallery | 1 query)
     image_id = ann_id = 0
     progress = tqdm(total=cfg.images, desc="farm images", unit="img", disable=None)
     for g in range(n_groups):
@@ -264,9 +311,13 @@ def synthesize(cfg: SynthConfig) -> dict:
                 elif a.individual.unknown:
                     subset = "query"
                 else:
-                    side = reid_side.get(ident, 0)
-                    reid_side[ident] = side + 1
-                    subset = "gallery" if side % 2 == 0 else "query"
+                    # Whole groups alternate between gallery and query per fish: neighbouring frames are
+                    # near-duplicates, and a query whose twin sits in the gallery measures nothing.
+                    last_group, side = reid_side.get(ident, ("", 1))
+                    if group != last_group:
+                        side = 1 - side
+                        reid_side[ident] = (group, side)
+                    subset = "gallery" if side == 0 else "query"
                 n = reid_next.get((subset, ident), 0)
                 reid_next[(subset, ident)] = n + 1
                 crop = crop_fish(image, a.box_xyxy)
@@ -275,6 +326,8 @@ def synthesize(cfg: SynthConfig) -> dict:
             image_id += 1
             progress.update(1)
     progress.close()
+
+    reid_counts["train"] += _write_extra_views(out / "reid" / "train", cfg, known, textures, cameras, reid_next)
 
     categories = [{"id": 1, "name": "fish", "supercategory": "animal"}]
     for split in SPLITS:

@@ -7,6 +7,7 @@ folder holds crops cut the same way from full frames.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -14,7 +15,7 @@ import numpy as np
 
 from finprint.data.fish import Individual, Pose, make_population, render_texture
 from finprint.data.frame import Placement, mask_box_xyxy, render_frame
-from finprint.data.scene import sample_view_style
+from finprint.data.scene import WaterStyle, sample_view_style
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,38 @@ def crop_and_stretch(image: np.ndarray, box_xyxy: np.ndarray, size: tuple[int, i
     return cv2.resize(crop_fish(image, box_xyxy), size, interpolation=cv2.INTER_AREA)
 
 
+def render_view(
+    texture: np.ndarray,
+    occluders: Sequence[np.ndarray],
+    style: WaterStyle,
+    length_px: float,
+    rng: np.random.Generator,
+    scene: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One fish in a small scene of its own (sometimes behind one of `occluders`) -> (image, its box xyxy).
+
+    `scene` (width, height) defaults to a size proportional to the fish, framed as VIEW_W x VIEW_H
+    frames a 147 px fish.
+    """
+    width, height = scene or (int(length_px * VIEW_W / 147) + 1, int(length_px * VIEW_H / 147) + 1)
+    jitter_x, jitter_y = 10 * width / VIEW_W, 8 * height / VIEW_H
+    target = Placement(0, texture, random_pose(rng, width / 2 + rng.uniform(-jitter_x, jitter_x),
+                                               height / 2 + rng.uniform(-jitter_y, jitter_y), length_px), 0.5)
+    placements = [target]
+    if rng.random() < 0.4 and len(occluders) > 0:  # another fish swims in front of part of it
+        other = occluders[int(rng.choice(len(occluders)))]
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        occ = random_pose(rng, target.pose.cx + side * rng.uniform(0.55, 0.8) * length_px,
+                          target.pose.cy + rng.uniform(-30, 30) * height / VIEW_H, length_px * rng.uniform(0.8, 1.1))
+        placements.append(Placement(1, other, occ, 0.2))
+    image, visible = render_frame(placements, style, width, height, rng)
+    tgt = next(v for v in visible if v.key == 0)
+    if tgt.mask.sum() < MIN_VISIBLE * tgt.full_area and len(placements) > 1:
+        image, visible = render_frame([target], style, width, height, rng)
+        tgt = visible[0]
+    return image, mask_box_xyxy(tgt.mask)
+
+
 def render_reid_views(
     n_individuals: int, views_per_individual: int, seed: int, size: tuple[int, int] = (128, 64)
 ) -> ReidViews:
@@ -58,24 +91,12 @@ def render_reid_views(
     textures = [render_texture(ind) for ind in individuals]
     crops, labels, index = [], [], []
     for i in range(n_individuals):
+        others = [textures[j] for j in range(n_individuals) if j != i]
         for k in range(views_per_individual):
             style = sample_view_style(rng)
             length = float(rng.uniform(120, 175))
-            target = Placement(0, textures[i], random_pose(rng, VIEW_W / 2 + rng.uniform(-10, 10),
-                                                           VIEW_H / 2 + rng.uniform(-8, 8), length), 0.5)
-            placements = [target]
-            if rng.random() < 0.4 and n_individuals > 1:  # another fish swims in front of part of it
-                other = int(rng.choice([j for j in range(n_individuals) if j != i]))
-                side = 1.0 if rng.random() < 0.5 else -1.0
-                occ = random_pose(rng, target.pose.cx + side * rng.uniform(0.55, 0.8) * length,
-                                  target.pose.cy + rng.uniform(-30, 30), length * rng.uniform(0.8, 1.1))
-                placements.append(Placement(1, textures[other], occ, 0.2))
-            image, visible = render_frame(placements, style, VIEW_W, VIEW_H, rng)
-            tgt = next(v for v in visible if v.key == 0)
-            if tgt.mask.sum() < MIN_VISIBLE * tgt.full_area and len(placements) > 1:
-                image, visible = render_frame([target], style, VIEW_W, VIEW_H, rng)
-                tgt = visible[0]
-            crops.append(crop_and_stretch(image, mask_box_xyxy(tgt.mask), size))
+            image, box = render_view(textures[i], others, style, length, rng, scene=(VIEW_W, VIEW_H))
+            crops.append(crop_and_stretch(image, box, size))
             labels.append(i)
             index.append(k)
     return ReidViews(np.stack(crops), np.asarray(labels), np.asarray(index), individuals)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import torch
 from finprint.calib.calibset import save_tensors_as_calibset
-from finprint.calib.quantize import qdq_node_counts, quantize_int8
+from finprint.calib.quantize import qdq_node_counts, quantize_int8, unquantized_ends
 from finprint.calib.sensitivity import exclude_until, node_sensitivity
 from finprint.export.onnx_export import default_preprocess, export_onnx
 from finprint.runtime.engines import OrtEngine
@@ -33,6 +33,27 @@ def test_int8_is_qdq_and_close_to_fp32(tmp_path, tiny_detector):
     out = OrtEngine(int8).infer({"images": x})
     assert np.abs(out["scores"] - ref["scores"].numpy()).max() < 0.05
     assert np.abs(out["boxes"] - ref["boxes"].numpy()).max() < 2.0  # pixels of a 64 px input
+    producer = {o: n for n in graph.node for o in n.output}
+    assert producer["boxes"].op_type != "DequantizeLinear"  # box corners stay off the 8-bit grid
+
+
+def _graph(nodes: list[onnx.NodeProto]) -> onnx.GraphProto:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    return onnx.helper.make_graph(nodes, "g", [x], [y])
+
+
+def test_only_what_precedes_the_first_or_follows_the_last_conv_stays_fp32():
+    make = onnx.helper.make_node
+    graph = _graph([
+        make("Concat", ["x", "x"], ["xx"], name="twice", axis=0),  # input plumbing
+        make("Conv", ["xx", "w"], ["c1"], name="conv1"),
+        make("Add", ["c1", "b"], ["a1"], name="add_mid"),  # feeds conv2: part of the network
+        make("Conv", ["a1", "w"], ["c2"], name="conv2"),
+        make("Mul", ["c2", "s"], ["m"], name="scale"),  # decode: nothing heavy after it
+        make("Concat", ["m", "c2"], ["y"], name="join", axis=1),
+    ])
+    assert unquantized_ends(graph) == ["twice", "scale", "join"]
 
 
 def test_percentile_calibration_and_excluded_nodes(tmp_path, tiny_detector):

@@ -176,3 +176,19 @@ def test_acceptance_farm_is_fast_and_reproducible(tmp_path: Path) -> None:
         runs.append(time.monotonic() - start)
     assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
     assert min(runs) < 60, runs
+
+
+def test_enrolment_and_auxiliary_views_go_to_reid_train_and_change_nothing_else(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    base, summary = farm
+    cfg = _small(tmp_path / "farm")
+    cfg.enrol_views, cfg.aux_individuals, cfg.aux_views = 2, 3, 4
+    extra = synthesize(cfg)
+    assert extra["reid"]["train"] == summary["reid"]["train"] + 6 * 2 + 3 * 4
+    train = [p.name.split("_")[0] for p in (tmp_path / "farm" / "reid" / "train").glob("*.jpg")]
+    assert sorted(i for i in set(train) if i.startswith("aux")) == ["aux000", "aux001", "aux002"]
+    assert all(train.count(f"aux00{k}") == 4 for k in range(3))
+    before, after = _hashes(base), _hashes(tmp_path / "farm")
+    # Frames, labels, videos and the test crops are the same bytes: views use their own random stream.
+    for name in before:
+        if name.startswith(("images", "labels", "videos", "reid/gallery", "reid/query")):
+            assert after[name] == before[name], name

@@ -99,8 +99,9 @@ def test_sensitivity_keeps_the_clipped_layer_in_fp32(tmp_path, embed_run, make_r
         "export", "--run", str(run), "--out", str(tmp_path / "out"), "--calib", str(tmp_path / "calib"),
         "--data", str(reid), "--precision", "fp32,int8", "--max-drop", "15",
     ])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert code == 0, out
-    assert "kept 1 node(s) in fp32 (gate holds)" in out
+    assert "kept 1 node(s) in fp32 (gate holds)" in out, out
     manifest = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json")
     assert manifest.extra["fp32_nodes"] and manifest.extra["gate"] == "passed"
