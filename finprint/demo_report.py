@@ -61,6 +61,13 @@ def manifest_rows(models: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _margins(rows: list[dict[str, Any]], *metrics: str) -> str:
+    labels = {r["model"].split(" (")[0] for r in rows}
+    if "student + KD" in labels and "student, no KD" not in labels:
+        return "no student without KD in this preset (`python -m finprint.results` trains one)"
+    return "; ".join(_margin(rows, m) for m in metrics)
+
+
 def _margin(rows: list[dict[str, Any]], metric: str) -> str:
     by_label = {r["model"].split(" (")[0]: r for r in rows}
     kd, nokd = by_label.get("student + KD"), by_label.get("student, no KD")
@@ -94,13 +101,13 @@ def write_report(results: dict, workdir: Path) -> Path:
         "",
         markdown_table(det_rows) if det_rows else "_not run_",
         "",
-        f"Distillation margin: {_margin(det_rows, 'box_map')}; {_margin(det_rows, 'mask_map')}.",
+        f"Distillation margin: {_margins(det_rows, 'box_map', 'mask_map')}.",
         "",
         "## Embedder (gallery/query of the test split; AUROC/FPR95 = unknown individuals)",
         "",
         markdown_table(emb_rows) if emb_rows else "_not run_",
         "",
-        f"Distillation margin: {_margin(emb_rows, 'rank1')}; {_margin(emb_rows, 'map')}.",
+        f"Distillation margin: {_margins(emb_rows, 'rank1', 'map')}.",
         "",
         "## Export gate (held-out set, per stage)",
         "",

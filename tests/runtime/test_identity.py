@@ -73,3 +73,25 @@ def test_a_strangers_few_lucky_frames_do_not_make_it_known():
         resolver.observe("cam", f, [1], np.array([[0, 0, 10, 10]], np.float32), emb[None], [None])
     (end,) = resolver.end_all(10.0)
     assert end["unknown"] is True
+
+
+def test_clear_frames_outweigh_more_numerous_ambiguous_ones():
+    # fish000 and fish001 look alike in 7 frames (fish000 a hair closer); 3 frames show fish001 clearly.
+    # A per-frame vote says fish000; the mean similarity over the track says fish001.
+    gallery = Gallery(["fish000", "fish001"], np.eye(3, dtype=np.float32)[:2], threshold=0.5)
+    ambiguous = _unit([0.6, 0.55, np.sqrt(1 - 0.6**2 - 0.55**2)])
+    clear = _unit([0.1, 0.95, np.sqrt(1 - 0.1**2 - 0.95**2)])
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=3)
+    for f in range(10):
+        emb = ambiguous if f < 7 else clear
+        resolver.observe("cam", f, [1], np.array([[0, 0, 10, 10]], np.float32), emb[None], [None])
+    track = resolver.track("cam", 1)
+    assert track is not None and track.identity == "fish001"
+    assert abs(track.similarity - (0.55 * 7 + 0.95 * 3) / 10) < 1e-4
+
+
+def test_gallery_similarities_take_each_fishs_closest_embedding():
+    gallery = Gallery(["a", "a", "b"], np.array([[1, 0], [0.6, 0.8], [0, 1]], np.float32))
+    names, sims = gallery.similarities(np.array([[0, 1], [1, 0]], np.float32))
+    assert names == ["a", "b"]
+    np.testing.assert_allclose(sims, [[0.8, 1.0], [1.0, 0.0]], atol=1e-6)
