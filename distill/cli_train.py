@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="farm folder, YOLO folder, COCO json or re-ID folder")
+    parser.add_argument("--data", help="farm folder, YOLO folder, COCO json or re-ID folder (not with --resume)")
     parser.add_argument("--out", required=True, help="run folder to write (must be new unless --resume)")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch", type=int, default=16)
@@ -22,7 +22,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
-    parser.add_argument("--resume", action="store_true", help="continue RUN from its last.pt")
+    parser.add_argument("--resume", action="store_true", help="continue --out RUN from its last.pt with its saved config (only --device may change)")
     parser.add_argument("--val-groups", default=None, help="comma-separated groups (e.g. DeepFish habitats) held out for validation")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
@@ -31,9 +31,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=["detect", "embed"])
-    parser.add_argument("--model", required=True, help="registry name, e.g. fishseg-teacher")
+    parser.add_argument("--task", choices=["detect", "embed"], help="required unless --resume")
+    parser.add_argument("--model", help="registry name, e.g. fishseg-teacher (required unless --resume)")
     add_common_arguments(parser)
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    """Options argparse cannot mark required because `--resume --out RUN` reads them from the run."""
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) in (None, "")]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} required (only `--resume --out RUN` takes them from the run)")
 
 
 def parse_extra(pairs: list[str]) -> dict:
@@ -60,19 +67,29 @@ def config_from_args(args: argparse.Namespace, task: str, model: str, teacher: s
     )
 
 
-def run_config(cfg, resume: bool) -> int:
+def resume_config(out: str, device: str):
+    """The run's own config: a resume cannot silently change the recipe (only the device)."""
     from finprint.distill.runs import read_config
     from finprint.distill.tasks import TrainConfig
+
+    saved = TrainConfig.from_dict(read_config(out))
+    saved.device = device
+    return saved
+
+
+def run_config(cfg, resume: bool) -> int:
     from finprint.distill.train import train
 
-    if resume:  # the run's own config wins, so a resume cannot silently change the recipe
-        saved = TrainConfig.from_dict(read_config(cfg.out))
-        saved.device = cfg.device
-        cfg = saved
+    if resume:
+        cfg = resume_config(cfg.out, cfg.device)
     summary = train(cfg, resume=resume)
     print(f"{cfg.out}: done, best {summary['main_metric']} = {summary['best']:.4f}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_config(config_from_args(args, args.task, args.model), args.resume)
+    require(args, "out")
+    if args.resume:
+        return run_config(resume_config(args.out, args.device), True)
+    require(args, "task", "model", "data")
+    return run_config(config_from_args(args, args.task, args.model), False)

@@ -198,3 +198,14 @@ def test_qat_run_reloads_with_fake_quantisation(tiny_data, tmp_path):
     assert cfg["qat"] and is_qat(model)
     out = model(torch.rand(1, 3, IMGSZ, IMGSZ))
     assert torch.isfinite(out["scores"]).all()
+
+
+def test_cli_resume_needs_only_the_run_folder(tiny_data, tmp_path, capsys):
+    part = tmp_path / "part"
+    train(_cfg(tiny_data, part, epochs=2), stop_after_epochs=1)
+    assert main(["train", "--resume", "--out", str(part)]) == 0
+    assert runs.is_complete(part)
+    assert main(["train", "--out", str(tmp_path / "new")]) == 2
+    assert "--task, --model, --data required" in capsys.readouterr().err
+    assert main(["distill", "--out", str(tmp_path / "new"), "--data", str(tiny_data)]) == 2
+    assert "--teacher, --student required" in capsys.readouterr().err
