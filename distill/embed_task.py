@@ -13,7 +13,7 @@ it returns None). The heads are not checkpointed: a resumed run refits them with
 Options in `cfg.extra`: views (K, default 2; cfg.batch is P identities, so a batch holds P x K crops),
 repeats (passes over the identities per epoch, 16), augment (True; no_augment=1 also turns it off),
 triplet_margin (0.3),
-cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("rkd" | "sim"),
+cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("cos" | "rkd" | "sim"),
 kd_temperature (0.1, for "sim"), vos (False), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
 open_set_tpr (0.95), precise_bn (clean training crops whose batch statistics replace the BatchNorm
 running statistics before each validation, 192; 0 turns it off).
@@ -25,6 +25,9 @@ it is opt-in (vos=1). The demo farm (10 known + 3 unknown, 8 epochs, 2 CPU cores
 repeats=4 an epoch was 2 steps and 8 epochs left the teacher at its initial mAP (.40 -> .43); K=2 and
 16 passes give 10 steps of 32 crops per epoch, where the teacher (at --lr 1e-3; 2e-3 made it diverge
 early) reaches mAP .57 and the students learn (.53-.57).
+With the stripe-pooled, mirror-summed embedders (30 epochs, group-disjoint gallery/query, seed 0) RKD
+fell behind the student without KD (mAP .858 vs .883) while imitating the teacher's embedding
+directly ("cos") came out ahead (.897, AUROC .976 vs .948): "cos" is the default.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ class EmbedTask:
             )
         if teacher_out is not None and cfg.kd:
             kd = relational_kd_loss(
-                emb, teacher_out.to(device), str(self._opt("kd_kind", "rkd")), float(self._opt("kd_temperature", 0.1))
+                emb, teacher_out.to(device), str(self._opt("kd_kind", "cos")), float(self._opt("kd_temperature", 0.1))
             )
             parts["kd"] = cfg.kd_weight * kd
         self.steps += 1

@@ -8,6 +8,9 @@ basis (an orthogonal rotation of the teacher's space costs nothing) and needs no
   the teacher's (KL), plus MSE between the two cosine matrices (off-diagonal).
 - `rkd_distance` / `rkd_angle`: RKD (Park et al., CVPR 2019) on pairwise distances (normalised by
   their mean) and on the angles of triplets.
+- `cos` (the default): the student's embedding imitates the teacher's own, crop by crop. It gives up
+  the free basis but hands the student the teacher's whole identity geometry at once, which with 32
+  crops per batch RKD only sees in fragments; measured ahead of RKD and of no KD (embed_task.py).
 """
 
 from __future__ import annotations
@@ -65,7 +68,10 @@ def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(angles(student), angles(teacher.detach()))
 
 
-KD_KINDS = ("sim", "rkd")
+KD_KINDS = ("sim", "rkd", "cos")
+# "cos": the student's embedding imitates the teacher's own (both are unit vectors of the same size),
+# weighted to sit beside a CosFace + triplet loss of ~6 at the start.
+COS_WEIGHT = 10.0
 
 # RKD's term weights. Park et al. used 25 (distance) and 50 (angle) next to a cross-entropy; at 1 and 2
 # the term was ~0.08 beside a CosFace + triplet loss of ~6 and the demo farm's students with and
@@ -77,7 +83,12 @@ RKD_ANGLE_WEIGHT = 20.0
 def relational_kd_loss(
     student: torch.Tensor, teacher: torch.Tensor, kind: str = "sim", temperature: float = 0.1
 ) -> torch.Tensor:
-    """The embedder's KD loss: `sim` (similarity distributions + cosines) or `rkd` (10 x distance + 20 x angle)."""
+    """The embedder's KD loss: `sim` (similarity distributions + cosines), `rkd` (10 x distance + 20 x angle)
+    or `cos` (10 x (1 - cosine) between each crop's student and teacher embeddings)."""
+    if kind == "cos":
+        if student.shape[1] != teacher.shape[1]:
+            raise ValueError(f"cos KD needs equal embedding sizes, got student {student.shape[1]} and teacher {teacher.shape[1]}")
+        return COS_WEIGHT * (1.0 - F.cosine_similarity(student, teacher.detach(), dim=1)).mean()
     if kind == "sim":
         return similarity_kd(student, teacher, temperature)
     if kind == "rkd":

@@ -83,6 +83,17 @@ def test_relational_kd_is_zero_for_the_same_similarities_and_positive_otherwise(
     assert other.grad is not None and other.grad.abs().sum() > 0
 
 
+def test_cos_kd_asks_for_the_teachers_own_vectors_not_just_their_relations() -> None:
+    torch.manual_seed(0)
+    teacher = torch.nn.functional.normalize(torch.randn(12, 128), dim=1)
+    rotation, _ = torch.linalg.qr(torch.randn(128, 128))
+    assert relational_kd_loss(teacher.clone(), teacher, "cos").item() == pytest.approx(0.0, abs=1e-5)
+    # A rotated copy keeps every relation (zero for "sim"/"rkd") but is not the teacher's space.
+    assert relational_kd_loss(teacher @ rotation, teacher, "cos").item() > 1.0
+    with pytest.raises(ValueError, match="equal embedding sizes"):
+        relational_kd_loss(torch.randn(4, 64), teacher[:4], "cos")
+
+
 def test_batch_hard_triplet_and_cosface_separate_identities() -> None:
     labels = torch.tensor([0, 0, 1, 1])
     apart = torch.tensor([[1.0, 0], [1.0, 0.01], [0, 1.0], [0.01, 1.0]])
