@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-kd", action="store_true", help="train the student without distillation (the baseline)")
     parser.add_argument("--kd-weight", type=float, default=1.0)
     parser.add_argument("--qat", action="store_true", help="quantisation-aware training (finprint.calib.qat)")
+    parser.add_argument("--init", help="start from this finished RUN's best weights (e.g. QAT fine-tuning of a trained student)")
     add_common_arguments(parser)
 
 
@@ -40,4 +41,5 @@ def run(args: argparse.Namespace) -> int:
         raise FinprintError(f"{args.teacher}: the teacher is a '{teacher_cfg.get('task')}' model, the student '{args.student}' a '{task}' model")
     cfg = config_from_args(args, task, args.student, teacher=args.teacher, kd=not args.no_kd, qat=args.qat)
     cfg.kd_weight = args.kd_weight
+    cfg.init = args.init
     return run_config(cfg, False)

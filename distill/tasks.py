@@ -38,6 +38,7 @@ class TrainConfig:
     kd: bool = True  # --no-kd -> False: same run without distillation
     kd_weight: float = 1.0
     qat: bool = False
+    init: str | None = None  # start from this RUN's best weights (QAT fine-tuning of a trained student)
     extra: dict = field(default_factory=dict)  # task-specific options
 
     def to_dict(self) -> dict:

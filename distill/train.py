@@ -222,6 +222,12 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         kd_mod = task.kd_modules(model, teacher)
         if kd_mod is not None:
             kd_mod.to(device)
+    if cfg.init is not None:
+        init_model, init_cfg = runs.load_model(cfg.init, "best", device)
+        if init_cfg.get("model") != cfg.model:
+            raise FinprintError(f"{cfg.init}: --init holds a '{init_cfg.get('model')}' model, not '{cfg.model}'")
+        model.load_state_dict(init_model.state_dict())
+        log.info("initialised from %s", cfg.init)
     if cfg.qat:
         from finprint.calib.qat import prepare_qat
 

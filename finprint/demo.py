@@ -61,6 +61,9 @@ class Preset:
     # Also train each student without distillation (same epochs, seed, data) for the KD margin.
     # The demo leaves it to `python -m finprint.results`, to stay within 10 minutes on 2 cores.
     baseline: bool = True
+    # Epochs of quantisation-aware fine-tuning of the distilled detector student (teacher still
+    # teaching), exported next to the post-training INT8 model for the comparison; 0 = none.
+    qat_epochs: int = 0
 
 
 PRESETS: dict[str, Preset] = {
@@ -80,7 +83,7 @@ PRESETS: dict[str, Preset] = {
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=30, emb_student_epochs=30,
-        batch=16, calib_size=64, det_teacher="fishseg-teacher",
+        batch=16, calib_size=64, det_teacher="fishseg-teacher", qat_epochs=3,
     ),
     "full": Preset(
         images=600, individuals=20, unknown=5, video_seconds=12, size="480x320", imgsz=320,
@@ -226,6 +229,9 @@ class Demo:
             "export", "--run", str(emb_kd), "--out", str(emb_out), "--precision", "fp32,fp16,int8", "--calib", str(calib_emb),
             "--teacher", str(emb_t), "--max-drop", "1.0", ok_codes=GATE_CODES))
 
+        if p.qat_epochs:
+            self._qat_detector(det_t, det_kd)
+
         bench_json = w / "bench.json"
         self._step("bench", bench_json.is_file, lambda: self._bench(bench_json))
         self.results["bench"] = json.loads(bench_json.read_text())
@@ -234,6 +240,17 @@ class Demo:
         self._step("daemon on a farm video", score_json.is_file, lambda: self._serve_and_score(score_json))
         self.results["daemon"] = json.loads(score_json.read_text())
         return self.results
+
+    def _qat_detector(self, teacher: Path, student: Path) -> None:
+        """PTQ's alternative: fine-tune the distilled student with fake quantisation, export its QDQ."""
+        run, out = self.w / "det-student-qat", self.models / "detector-qat"
+        self._step("detector student (QAT fine-tuning)", self._complete(run), lambda: self._finprint(
+            "distill", "--teacher", str(teacher), "--student", self.p.det_student, "--init", str(student), "--qat",
+            "--out", str(run), "--data", str(self.farm), "--imgsz", str(self.p.imgsz), "--lr", "2e-4",
+            *self._train_args(self.p.qat_epochs)))
+        self._step("export detector student (QAT)", lambda: any(out.glob("*.int8.onnx")), lambda: self._finprint(
+            "export", "--run", str(run), "--out", str(out), "--precision", "int8", "--teacher", str(teacher),
+            "--max-drop", "1.0", ok_codes=GATE_CODES))
 
     def _bench(self, out: Path) -> None:
         staging = self.w / "bench-models"

@@ -76,6 +76,34 @@ def _speedup(bench: dict) -> str:
     return f"{t['p50_ms'] / s['p50_ms']:.1f}x faster per frame (p50 {s['p50_ms']:.1f} ms vs {t['p50_ms']:.1f} ms)"
 
 
+def _int8_vs_fp32(bench: dict) -> str:
+    rows = {r["precision"]: r for r in bench.get("models", []) if r["file"].startswith("detector-") and "teacher" not in r["file"]}
+    if "int8" not in rows or "fp32" not in rows:
+        return "n/a"
+    i8, f32 = rows["int8"]["p50_ms"], rows["fp32"]["p50_ms"]
+    verdict = "faster" if i8 < f32 else "slower: ONNX Runtime's U8S8 kernels do not pay off for so small a network on this CPU"
+    return f"p50 {i8:.1f} ms vs {f32:.1f} ms, INT8 runs at {f32 / i8:.2f}x the fp32 speed ({verdict})"
+
+
+def _gate_stage(manifest_dir: Path, stage: str) -> dict | None:
+    for manifest in sorted(manifest_dir.glob("*.int8.manifest.json")):
+        for row in json.loads(manifest.read_text()).get("accuracy", []):
+            if row["stage"] == stage:
+                return row["metrics"]
+    return None
+
+
+def _ptq_vs_qat(models: Path) -> str:
+    parts = []
+    for label, folder in (("post-training (calibrated ranges)", "detector"), ("QAT fine-tuning of the distilled student", "detector-qat")):
+        int8, ref = _gate_stage(models / folder, "student int8"), _gate_stage(models / folder, "student fp32")
+        if int8 is None or ref is None:
+            continue
+        parts.append(f"{label}: box mAP50-95 {int8['box_map']:.3f}, mask {int8['mask_map']:.3f} "
+                     f"({100 * (int8['box_map'] - ref['box_map']):+.1f} points box vs its fp32 {ref['box_map']:.3f})")
+    return "; ".join(parts) if parts else "n/a (the preset runs no QAT)"
+
+
 def _size_ratio(bench: dict) -> str:
     s, t = _student_and_teacher(bench)
     if not s or not t:
@@ -142,6 +170,8 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         "",
         f"- INT8 detector student vs fp32 teacher: {_speedup(farm.get('bench', {}))}; "
         f"{_size_ratio(farm.get('bench', {}))}.",
+        f"- INT8 vs fp32 detector student on this CPU: {_int8_vs_fp32(farm.get('bench', {}))}.",
+        f"- PTQ vs QAT (detector student, INT8): {_ptq_vs_qat(farm_dir / 'models')}.",
         "",
     ]
     daemon = farm.get("daemon")

@@ -200,6 +200,26 @@ def test_qat_run_reloads_with_fake_quantisation(tiny_data, tmp_path):
     assert torch.isfinite(out["scores"]).all()
 
 
+def test_qat_fine_tuning_starts_from_the_init_runs_weights(tiny_data, tmp_path, capsys):
+    from finprint.calib.qat import is_qat
+
+    base = tmp_path / "base"
+    train(_cfg(tiny_data, base, epochs=1))
+    start = _weights(base)
+    tuned = tmp_path / "tuned"
+    # lr 0 keeps the weights where they started: what the run holds is what --init loaded.
+    train(_cfg(tiny_data, tuned, epochs=1, qat=True, lr=0.0, weight_decay=0.0, init=str(base)))
+    model, _ = runs.load_model(tuned)
+    assert is_qat(model)
+    for name, value in model.state_dict().items():
+        if name in start and value.dtype.is_floating_point and "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(value.float(), start[name].float(), msg=name)
+    other = tmp_path / "other"
+    train(_cfg(tiny_data, other, epochs=1, model="fishseg-student-s"))
+    with pytest.raises(FinprintError, match="--init holds a 'fishseg-student-s' model"):
+        train(_cfg(tiny_data, tmp_path / "wrong", epochs=1, init=str(other)))
+
+
 def test_cli_resume_needs_only_the_run_folder(tiny_data, tmp_path, capsys):
     part = tmp_path / "part"
     train(_cfg(tiny_data, part, epochs=2), stop_after_epochs=1)
