@@ -53,8 +53,9 @@ def test_recalibration_averages_over_batches_and_keeps_weights() -> None:
     for k, v in model.state_dict().items():
         if k in weights:
             assert torch.equal(v, weights[k]), k
-    # The stem BN sees the raw crops through a fixed conv: its running mean is the mean over all 96 crops.
+    # The stem BN sees the raw crops (and, the embedder being mirror-summed, their mirror images)
+    # through a fixed conv: its running mean is the mean over all 96 crops and their mirrors.
     stem_conv, stem_bn = model.stem[0], model.stem[1]
     with torch.no_grad():
-        expected = stem_conv(crops).mean(dim=(0, 2, 3))
+        expected = stem_conv(torch.cat([crops, torch.flip(crops, dims=[3])])).mean(dim=(0, 2, 3))
     assert torch.allclose(stem_bn.running_mean, expected, atol=1e-4)
