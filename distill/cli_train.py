@@ -78,17 +78,15 @@ def resume_config(out: str, device: str):
 
 
 def run_config(cfg, resume: bool) -> int:
+    """Train `cfg`; with `resume`, `cfg` is the run's own (`resume_config`)."""
     from finprint.distill.train import train
 
-    if resume:
-        cfg = resume_config(cfg.out, cfg.device)
     summary = train(cfg, resume=resume)
     print(f"{cfg.out}: done, best {summary['main_metric']} = {summary['best']:.4f}")
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    require(args, "out")
     if args.resume:
         return run_config(resume_config(args.out, args.device), True)
     require(args, "task", "model", "data")

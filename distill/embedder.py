@@ -81,14 +81,10 @@ class FishEmbedder(nn.Module):
         self.out_dim = spec.dim
 
     def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.spec.flip_sum:
-            n = crops.shape[0]
-            x = self.stages(self.stem(torch.cat([crops, torch.flip(crops, dims=[3])])))
-            both = self.project(torch.flatten(self.pool(x), 1))
-            feature = self.neck(both[:n] + both[n:])
-        else:
-            x = self.stages(self.stem(crops))
-            feature = self.neck(self.project(torch.flatten(self.pool(x), 1)))
+        n = crops.shape[0]
+        x = torch.cat([crops, torch.flip(crops, dims=[3])]) if self.spec.flip_sum else crops
+        vectors = self.project(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+        feature = self.neck(vectors[:n] + vectors[n:] if self.spec.flip_sum else vectors)
         embedding = F.normalize(feature, dim=1, eps=1e-6)
         if self.training:
             return {"embedding": embedding, "feature": feature}

@@ -78,8 +78,8 @@ PRESETS: dict[str, Preset] = {
         det_teacher_epochs=10, det_student_epochs=10, emb_teacher_epochs=16, emb_student_epochs=16,
         batch=16, calib_size=64, baseline=False,
     ),
-    # docs/RESULTS.md: the demo's farm and students with the full detector teacher, so the bench
-    # compares the INT8 student against a teacher worth distilling (about 25 min more on 2 cores).
+    # docs/RESULTS.md: a larger farm and longer schedules than the demo, the full detector teacher (so
+    # the bench compares the INT8 student with a teacher worth distilling), no-KD baselines and QAT.
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=30, emb_student_epochs=30,

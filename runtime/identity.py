@@ -34,24 +34,33 @@ class Gallery:
         self._emb = _l2(np.asarray(embeddings, np.float32)) if embeddings is not None and len(self._names) else np.zeros((0, dim), np.float32)
         if len(self._names) != len(self._emb):
             raise ValueError(f"{len(self._names)} names for {len(self._emb)} embeddings")
+        self._reindex()
+
+    def _reindex(self) -> None:
+        """Individuals (sorted) and which one owns each embedding: kept with the gallery, not rebuilt per frame."""
+        self._individuals = sorted(set(self._names))
+        column = {n: k for k, n in enumerate(self._individuals)}
+        self._owner = np.fromiter((column[n] for n in self._names), np.int64, len(self._names))
 
     def __len__(self) -> int:
         return len(self._names)
 
     @property
     def individuals(self) -> list[str]:
-        return sorted(set(self._names))
+        return list(self._individuals)
 
     def add(self, name: str, embeddings: np.ndarray) -> None:
         emb = _l2(np.asarray(embeddings, np.float32).reshape(-1, embeddings.shape[-1]))
         self._emb = emb if len(self._emb) == 0 else np.concatenate([self._emb, emb])
         self._names += [name] * len(emb)
+        self._reindex()
 
     def remove(self, name: str) -> int:
         keep = [i for i, n in enumerate(self._names) if n != name]
         removed = len(self._names) - len(keep)
         self._emb = self._emb[keep]
         self._names = [self._names[i] for i in keep]
+        self._reindex()
         return removed
 
     def similarities(self, embeddings: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -61,10 +70,8 @@ class Gallery:
         if not names or len(embeddings) == 0:
             return names, np.zeros((len(embeddings), len(names)), np.float32)
         sims = _l2(embeddings) @ self._emb.T
-        index = {n: k for k, n in enumerate(names)}
-        owner = np.fromiter((index[n] for n in self._names), np.int64, len(self._names))
         out = np.full((len(embeddings), len(names)), -1.0, np.float32)
-        np.maximum.at(out.T, owner, sims.T)  # per individual: the closest of its embeddings
+        np.maximum.at(out.T, self._owner, sims.T)  # per individual: the closest of its embeddings
         return names, out
 
     def match(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
