@@ -28,7 +28,7 @@ from finprint.errors import FinprintError
 log = logging.getLogger(__name__)
 
 METHODS = ("minmax", "entropy", "percentile")
-QUANT_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "Resize", "Sigmoid", "MaxPool", "GlobalAveragePool")
+QUANT_OPS = ("Conv", "MatMul", "Gemm", "Add", "Mul", "Concat", "Resize", "Sigmoid", "Relu", "Clip", "MaxPool", "GlobalAveragePool")
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
 
 

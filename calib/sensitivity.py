@@ -58,6 +58,9 @@ def _run_all(model: onnx.ModelProto, inputs: np.ndarray, threads: int) -> dict[s
     return {n: np.concatenate(v) if v and v[0].ndim else np.stack(v) for n, v in collected.items()}
 
 
+FOLDED_ACTIVATIONS = ("Relu", "Clip")  # removed by ORT's QDQ quantiser when they follow a quantised op
+
+
 def node_sensitivity(
     fp32_path: str | Path, int8_path: str | Path, inputs: np.ndarray, threads: int = 2
 ) -> list[NodeSensitivity]:
@@ -76,13 +79,19 @@ def node_sensitivity(
         if a is None or b is None or a.dtype.kind != "f" or a.shape != b.shape:
             continue
         error[name] = float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-12))
+    producer = {o: n for n in prepared.graph.node for o in n.output}
     result = []
     for node in float_nodes:
         if node.op_type not in QUANT_OPS or node.output[0] not in error:
             continue
-        upstream = max((error.get(i, 0.0) for i in node.input), default=0.0)
         out = error[node.output[0]]
-        result.append(NodeSensitivity(node.name, node.op_type, out, out - upstream))
+        blamed = node
+        if node.op_type in FOLDED_ACTIVATIONS and node.input[0] not in quant_tensors and node.input[0] in producer:
+            # The quantiser folded this activation into the conv before it: the pair's error is the
+            # conv's, and keeping the conv in fp32 is what helps.
+            blamed = producer[node.input[0]]
+        upstream = max((error.get(i, 0.0) for i in blamed.input), default=0.0)
+        result.append(NodeSensitivity(blamed.name, blamed.op_type, out, out - upstream))
     result.sort(key=lambda s: s.added_error, reverse=True)
     return result
 

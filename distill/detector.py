@@ -29,34 +29,51 @@ class DetectorSpec:
     neck: int  # channels of every pyramid level (P3..P5)
     head: int  # hidden channels in the head branches
     protos: int  # number of prototype masks M
+    # Edge options (the defaults are the original family). On a CPU without INT8 dot-product
+    # instructions a tiny network's latency is mostly per-op overhead, not multiply-adds:
+    act: str = "silu"  # "relu" folds into the quantised conv; SiLU becomes QLinearSigmoid + QLinearMul
+    patch_stem: bool = False  # one 4x4 stride-4 conv instead of two stride-2 convs at full resolution
+    shared_head: bool = False  # one branch per level predicts box, fish logit and mask coefficients
+    proto_depth: int = 2  # 3x3 convs before the prototype projection
+    proto_stride: int = 4  # 8: prototypes computed on P3 and bilinearly upsampled to the stride-4 output
+
+
+def _activation(name: str) -> nn.Module:
+    if name == "silu":
+        return nn.SiLU(inplace=True)
+    if name == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"unknown activation {name!r} (silu | relu)")
 
 
 class ConvBNAct(nn.Sequential):
-    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1) -> None:
-        super().__init__(nn.Conv2d(c_in, c_out, k, s, k // 2, bias=False), nn.BatchNorm2d(c_out), nn.SiLU(inplace=True))
+    def __init__(self, c_in: int, c_out: int, k: int = 3, s: int = 1, act: str = "silu", pad: int | None = None) -> None:
+        pad = k // 2 if pad is None else pad
+        super().__init__(nn.Conv2d(c_in, c_out, k, s, pad, bias=False), nn.BatchNorm2d(c_out), _activation(act))
 
 
 class Residual(nn.Module):
-    def __init__(self, c: int) -> None:
+    def __init__(self, c: int, act: str = "silu") -> None:
         super().__init__()
-        self.body = nn.Sequential(ConvBNAct(c, c, 1), ConvBNAct(c, c, 3))
+        self.body = nn.Sequential(ConvBNAct(c, c, 1, act=act), ConvBNAct(c, c, 3, act=act))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
-def _stage(c_in: int, c_out: int, depth: int) -> nn.Sequential:
-    return nn.Sequential(ConvBNAct(c_in, c_out, 3, 2), *(Residual(c_out) for _ in range(depth)))
+def _stage(c_in: int, c_out: int, depth: int, act: str = "silu", downsample: bool = True) -> nn.Sequential:
+    first = [ConvBNAct(c_in, c_out, 3, 2, act=act)] if downsample else []
+    return nn.Sequential(*first, *(Residual(c_out, act) for _ in range(depth)))
 
 
 class Head(nn.Module):
     """Per-level decoupled head: box (ltrb distances), fish logit, mask coefficients."""
 
-    def __init__(self, c_in: int, hidden: int, protos: int) -> None:
+    def __init__(self, c_in: int, hidden: int, protos: int, act: str = "silu") -> None:
         super().__init__()
-        self.box = nn.Sequential(ConvBNAct(c_in, hidden), ConvBNAct(hidden, hidden), nn.Conv2d(hidden, 4, 1))
-        self.cls = nn.Sequential(ConvBNAct(c_in, hidden), ConvBNAct(hidden, hidden), nn.Conv2d(hidden, 1, 1))
-        self.coef = nn.Sequential(ConvBNAct(c_in, hidden), nn.Conv2d(hidden, protos, 1))
+        self.box = nn.Sequential(ConvBNAct(c_in, hidden, act=act), ConvBNAct(hidden, hidden, act=act), nn.Conv2d(hidden, 4, 1))
+        self.cls = nn.Sequential(ConvBNAct(c_in, hidden, act=act), ConvBNAct(hidden, hidden, act=act), nn.Conv2d(hidden, 1, 1))
+        self.coef = nn.Sequential(ConvBNAct(c_in, hidden, act=act), nn.Conv2d(hidden, protos, 1))
         nn.init.constant_(self.cls[-1].bias, -4.6)  # prior fish probability ~1 %: stable start
         nn.init.constant_(self.box[-1].bias, 0.5)
 
@@ -64,28 +81,53 @@ class Head(nn.Module):
         return self.box(x), self.cls(x), self.coef(x)
 
 
+class SharedHead(nn.Module):
+    """Box, fish logit and mask coefficients from one branch: a third of the ops of `Head`."""
+
+    def __init__(self, c_in: int, hidden: int, protos: int, act: str = "silu") -> None:
+        super().__init__()
+        self.body = nn.Sequential(ConvBNAct(c_in, hidden, act=act), ConvBNAct(hidden, hidden, act=act))
+        self.out = nn.Conv2d(hidden, 4 + 1 + protos, 1)
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[:4] = 0.5
+            self.out.bias[4] = -4.6  # the same priors as `Head`
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = self.out(self.body(x))
+        return y[:, :4], y[:, 4:5], y[:, 5:]
+
+
 class FishDetector(nn.Module):
     def __init__(self, spec: DetectorSpec) -> None:
         super().__init__()
+        if spec.proto_stride not in (4, 8):
+            raise ValueError(f"proto_stride {spec.proto_stride}: 4 or 8")
         self.spec = spec
-        w, d, n = spec.widths, spec.depths, spec.neck
-        self.stem = ConvBNAct(3, w[0], 3, 2)
-        self.s4 = _stage(w[0], w[1], d[0])
-        self.s8 = _stage(w[1], w[2], d[1])
-        self.s16 = _stage(w[2], w[3], d[2])
-        self.s32 = _stage(w[3], w[4], d[3])
+        w, d, n, a = spec.widths, spec.depths, spec.neck, spec.act
+        if spec.patch_stem:
+            self.stem = ConvBNAct(3, w[1], 4, 4, act=a, pad=0)  # straight to stride 4; widths[0] unused
+            self.s4 = _stage(w[1], w[1], d[0], a, downsample=False)
+        else:
+            self.stem = ConvBNAct(3, w[0], 3, 2, act=a)
+            self.s4 = _stage(w[0], w[1], d[0], a)
+        self.s8 = _stage(w[1], w[2], d[1], a)
+        self.s16 = _stage(w[2], w[3], d[2], a)
+        self.s32 = _stage(w[3], w[4], d[3], a)
         # FPN top-down + PAN bottom-up, all levels `neck` channels.
-        self.lat5 = ConvBNAct(w[4], n, 1)
-        self.lat4 = ConvBNAct(w[3], n, 1)
-        self.lat3 = ConvBNAct(w[2], n, 1)
-        self.td4 = ConvBNAct(2 * n, n)
-        self.td3 = ConvBNAct(2 * n, n)
-        self.down3 = ConvBNAct(n, n, 3, 2)
-        self.bu4 = ConvBNAct(2 * n, n)
-        self.down4 = ConvBNAct(n, n, 3, 2)
-        self.bu5 = ConvBNAct(2 * n, n)
-        self.heads = nn.ModuleList(Head(n, spec.head, spec.protos) for _ in STRIDES)
-        self.proto = nn.Sequential(ConvBNAct(n, spec.head), ConvBNAct(spec.head, spec.head), nn.Conv2d(spec.head, spec.protos, 1))
+        self.lat5 = ConvBNAct(w[4], n, 1, act=a)
+        self.lat4 = ConvBNAct(w[3], n, 1, act=a)
+        self.lat3 = ConvBNAct(w[2], n, 1, act=a)
+        self.td4 = ConvBNAct(2 * n, n, act=a)
+        self.td3 = ConvBNAct(2 * n, n, act=a)
+        self.down3 = ConvBNAct(n, n, 3, 2, act=a)
+        self.bu4 = ConvBNAct(2 * n, n, act=a)
+        self.down4 = ConvBNAct(n, n, 3, 2, act=a)
+        self.bu5 = ConvBNAct(2 * n, n, act=a)
+        head = SharedHead if spec.shared_head else Head
+        self.heads = nn.ModuleList(head(n, spec.head, spec.protos, a) for _ in STRIDES)
+        proto_convs = [ConvBNAct(n if i == 0 else spec.head, spec.head, act=a) for i in range(spec.proto_depth)]
+        self.proto = nn.Sequential(*proto_convs, nn.Conv2d(spec.head if proto_convs else n, spec.protos, 1))
         self.mask_stride = MASK_STRIDE
         self.strides = STRIDES
 
@@ -108,11 +150,13 @@ class FishDetector(nn.Module):
         feats = self.pyramid(images)
         ltrb, logits, coefs, points = [], [], [], []
         for feat, head, stride in zip(feats, self.heads, self.strides, strict=True):
-            b, _, h, w = feat.shape
+            # Python ints: the export bakes the anchor grid and reshapes as constants (only the batch is
+            # dynamic), instead of ~20 Shape/Gather/Range/Expand ops per level that cost a small model ~10 %.
+            h, w = int(feat.shape[2]), int(feat.shape[3])
             box, cls, coef = head(feat)
-            ltrb.append(F.softplus(box).flatten(2).transpose(1, 2) * stride)
-            logits.append(cls.flatten(1))
-            coefs.append(coef.flatten(2).transpose(1, 2))
+            ltrb.append(F.softplus(box).reshape(-1, 4, h * w).transpose(1, 2) * stride)
+            logits.append(cls.reshape(-1, h * w))
+            coefs.append(coef.reshape(-1, self.spec.protos, h * w).transpose(1, 2))
             ys = (torch.arange(h, device=feat.device, dtype=feat.dtype) + 0.5) * stride
             xs = (torch.arange(w, device=feat.device, dtype=feat.dtype) + 0.5) * stride
             gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -121,8 +165,12 @@ class FishDetector(nn.Module):
         pts = torch.cat(points, 0).unsqueeze(0)
         boxes = torch.cat([pts - dist[..., :2], pts + dist[..., 2:]], -1)
         logit = torch.cat(logits, 1)
-        # Prototypes at stride 4: P3 (stride 8) upsampled once.
-        protos = self.proto(F.interpolate(feats[0], scale_factor=2.0, mode="nearest"))
+        # Prototypes are output at stride 4 (docs/CONTRACTS.md): P3 (stride 8) upsampled before the
+        # prototype convs, or (proto_stride 8) their result upsampled, a quarter of the work.
+        if self.spec.proto_stride == 8:
+            protos = F.interpolate(self.proto(feats[0]), scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            protos = self.proto(F.interpolate(feats[0], scale_factor=2.0, mode="nearest"))
         out = {"boxes": boxes, "scores": torch.sigmoid(logit), "mask_coefs": torch.cat(coefs, 1), "protos": protos}
         if extras:
             out.update(logits=logit, points=pts[0], feats=feats)  # type: ignore[dict-item]
@@ -142,6 +190,14 @@ SPECS: dict[str, DetectorSpec] = {
     # A lighter pair for CPU demos (teacher ~4x cheaper to train than fishseg-teacher).
     "fishseg-teacher-s": DetectorSpec(widths=(16, 32, 64, 128, 192), depths=(1, 1, 1, 1), neck=64, head=48, protos=16),
     "fishseg-student-s": DetectorSpec(widths=(8, 12, 24, 32, 48), depths=(1, 1, 1, 1), neck=24, head=12, protos=16),
+    # The edge student for CPUs and Jetsons: ReLU (folds into the quantised conv), a 4x4 stride-4 stem,
+    # one shared head branch per level, prototypes on P3. Wider than fishseg-student-s yet faster,
+    # and on this 2-core x86 its INT8 beats its fp32 (fewer, wider ops: per-op overhead dominates a
+    # small net). Accuracy and speed against fishseg-student-s: docs/RESULTS.md (python -m finprint.results).
+    "fishseg-student-lean": DetectorSpec(
+        widths=(16, 16, 32, 48, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
+        act="relu", patch_stem=True, shared_head=True, proto_depth=2, proto_stride=8,
+    ),
 }
 
 

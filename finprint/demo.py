@@ -64,6 +64,9 @@ class Preset:
     # Epochs of quantisation-aware fine-tuning of the distilled detector student (teacher still
     # teaching), exported next to the post-training INT8 model for the comparison; 0 = none.
     qat_epochs: int = 0
+    # Enrolment clip per known fish (finprint data synth --enrol-clips): the gallery is enrolled from
+    # the daemon's own detections on video; 0 enrols the still re-ID crops instead.
+    enrol_clip_seconds: float = 6.0
 
 
 PRESETS: dict[str, Preset] = {
@@ -71,7 +74,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         images=48, individuals=5, unknown=2, video_seconds=2, size="256x192", imgsz=128,
         det_teacher_epochs=1, det_student_epochs=1, emb_teacher_epochs=1, emb_student_epochs=1,
-        batch=8, calib_size=8,
+        batch=8, calib_size=8, enrol_clip_seconds=2,
     ),
     "demo": Preset(
         images=160, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
@@ -83,7 +86,7 @@ PRESETS: dict[str, Preset] = {
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=30, emb_student_epochs=30,
-        batch=16, calib_size=64, det_teacher="fishseg-teacher", qat_epochs=3,
+        batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
     ),
     "full": Preset(
         images=600, individuals=20, unknown=5, video_seconds=12, size="480x320", imgsz=320,
@@ -193,7 +196,8 @@ class Demo:
         w.mkdir(parents=True, exist_ok=True)
         self._step("farm", lambda: (self.farm / "farm.json").is_file(), lambda: self._finprint(
             "data", "synth", "--out", str(self.farm), "--images", str(p.images), "--individuals", str(p.individuals),
-            "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed)))
+            "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed),
+            "--enrol-clips", str(p.enrol_clip_seconds)))
         self._step("farm sheet", lambda: (w / "farm_sheet.png").is_file(), lambda: self._finprint(
             "data", "show", str(self.farm), "--out", str(w / "farm_sheet.png"), "--n", "12"))
 
@@ -270,12 +274,21 @@ class Demo:
         emb = _pick(self.models / "embedder", "int8")
         gallery = self.w / "gallery.db"
         gallery.unlink(missing_ok=True)
-        known = sorted({c.name.split("_")[0] for c in (self.farm / "reid" / "train").glob("*.jpg")})
+        clips = {c.stem: c for c in sorted((self.farm / "enrol").glob("*.mp4"))}
+        known = sorted({c.name.split("_")[0] for c in (self.farm / "reid" / "train").glob("*.jpg")} | set(clips))
+        from_crops = []
         for ident in known:
+            # As a farm tags a fish: film it alone, enrol what the daemon's own detector and embedder see.
+            if ident in clips and self._finprint(
+                "enroll", "--gallery", str(gallery), "--id", ident, "--embedder", str(emb), "--detector", str(det),
+                "--all-tracks", "--max-samples", "60", "--backend", "cpu", str(clips[ident]), ok_codes=(0, 2)) == 0:
+                continue
+            from_crops.append(ident)  # no clip, or the detector found no fish in it (an undertrained smoke model)
             crops = sorted((self.farm / "reid" / "train").glob(f"{ident}_*.jpg"))
             self._finprint("enroll", "--gallery", str(gallery), "--id", ident, "--embedder", str(emb), "--backend", "cpu",
                            *[str(c) for c in crops])
-        totals: dict = {}
+        n_clips = len(known) - len(from_crops)
+        totals: dict = {"enrolment": f"{n_clips} fish from video clips (all tracks), {len(from_crops)} from still re-ID crops"}
         for video in sorted((self.farm / "videos").glob("*.mp4")):
             print(f"\n$ python -m finprint.runtime.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,

@@ -122,6 +122,7 @@ def write_report(results: dict, workdir: Path) -> Path:
     ]
     if daemon:
         lines += [
+            f"- gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}",
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "

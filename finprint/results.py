@@ -179,6 +179,8 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         lines += [
             "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)",
             "",
+            f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}; open-set threshold from the embedder's manifest.",
+            "",
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "

@@ -34,6 +34,8 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--embedder", required=True, type=Path, help="embedder model (.onnx or .engine)")
         parser.add_argument("--detector", type=Path, help="detector model, needed to enroll from a video")
         parser.add_argument("--track", type=int, default=None, help="video: which track (default: the longest)")
+        parser.add_argument("--all-tracks", action="store_true",
+                            help="video: every track (an enrolment clip that shows only this fish, leaving and re-entering)")
         parser.add_argument("--max-samples", type=int, default=20, help="embeddings kept per enrolment")
         parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
 
@@ -139,6 +141,11 @@ def _embeddings_from_video(args: argparse.Namespace, video: Path) -> np.ndarray:
         pipeline.close()
     if not per_track:
         raise FinprintError(f"{video}: no fish found")
+    if getattr(args, "all_tracks", False):
+        if args.track is not None:
+            raise FinprintError("--track and --all-tracks exclude each other")
+        log.info("enrolling %d tracks (%d frames)", len(per_track), sum(map(len, per_track.values())))
+        return np.concatenate([np.stack(rows) for _, rows in sorted(per_track.items())])
     track = args.track if args.track is not None else max(per_track, key=lambda k: len(per_track[k]))
     if track not in per_track:
         raise FinprintError(f"{video}: no track {track}; tracks found: {sorted(per_track)}")

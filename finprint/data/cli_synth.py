@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unknown", type=int, default=5, help="unknown individuals, test frames only (default 5)")
     parser.add_argument("--video-seconds", type=float, default=5.0, help="length of each camera's video; 0 = none")
     parser.add_argument("--size", type=_size, default=(480, 320), help="frame size WxH (default 480x320)")
+    parser.add_argument("--enrol-clips", type=float, default=0.0, metavar="SECONDS",
+                        help="an enrolment clip of every known fish alone, enrol/<fish>.mp4, this long (default 0: none)")
+    parser.add_argument("--enrol-clip-crop-every", type=int, default=2, metavar="N",
+                        help="every Nth enrolment-clip frame also gives reid/train a crop of the fish (default 2; 0 = none)")
     parser.add_argument("--enrol-views", type=int, default=0,
                         help="extra enrolment views of every known fish in reid/train (default 0)")
     parser.add_argument("--aux-individuals", type=int, default=0,
@@ -51,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         height=height,
         seed=args.seed,
         enrol_views=args.enrol_views,
+        enrol_clip_seconds=args.enrol_clips,
+        enrol_clip_crop_every=args.enrol_clip_crop_every,
         aux_individuals=args.aux_individuals,
         aux_views=args.aux_views,
         overwrite=args.overwrite,

@@ -95,6 +95,14 @@ class SynthConfig:
     # batches and lowered val rank-1 (0.70 -> 0.21). Both are off by default; they need a longer schedule.
     aux_individuals: int = 0
     aux_views: int = 12
+    # Enrolment clips: enrol/<fish>.mp4, each known fish alone in front of one camera, as a farm films a
+    # fish when it tags it. Enrolling from the daemon's own detections on video puts the gallery in the
+    # domain of what the daemon later sees (mp4 frames, the detector's boxes), which still crops are not;
+    # every `enrol_clip_crop_every`-th decoded clip frame also gives reid/train a crop (0 = none), so
+    # the embedder learns the known fish in that domain too. Drawn from their own random stream:
+    # images, labels and the farm videos are unchanged by these options.
+    enrol_clip_seconds: float = 0.0
+    enrol_clip_crop_every: int = 0
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
 
@@ -111,6 +119,8 @@ class SynthConfig:
             raise ConfigError("cameras must be >= 1")
         if not 0 <= self.val_fraction + self.test_fraction < 1:
             raise ConfigError("val_fraction + test_fraction must be in [0, 1)")
+        if self.enrol_clip_seconds < 0 or self.enrol_clip_crop_every < 0:
+            raise ConfigError("enrol_clip_seconds and enrol_clip_crop_every must be >= 0")
         if self.enrol_views < 0 or self.aux_individuals < 0 or self.aux_views < 1:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
 
@@ -158,6 +168,33 @@ class _Annotation:
     polygons: list[np.ndarray]
     area: int
     visible_fraction: float
+
+
+def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[tuple[str, str], int]) -> int:
+    """Crops of the fish in a written clip, cut from the decoded mp4 frames (codec artefacts included)."""
+    truth = json.loads(clip.with_suffix(".json").read_text())
+    frames = {f["frame"]: f["instances"] for f in truth["frames"]}
+    cap = cv2.VideoCapture(str(clip))
+    written = index = 0
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            if index % cfg.enrol_clip_crop_every == 0:
+                for inst in frames.get(index, []):
+                    if inst["visible_fraction"] < cfg.reid_min_visible:
+                        continue
+                    ident = inst["individual_id"]
+                    n = reid_next.get(("train", ident), 0)
+                    reid_next[("train", ident)] = n + 1
+                    crop = crop_fish(image, np.asarray(inst["box_xyxy"], np.float32))
+                    _write_jpeg(reid_train / f"{ident}_c{truth['camera']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
+                    written += 1
+            index += 1
+    finally:
+        cap.release()
+    return written
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -352,12 +389,27 @@ def synthesize(cfg: SynthConfig) -> dict:
                 cfg.width, cfg.height, rng, cfg.min_visible_px,
             ))
 
+    enrol_clips = []
+    if cfg.enrol_clip_seconds > 0:
+        enrol_rng = np.random.default_rng([cfg.seed, 1])
+        (out / "enrol").mkdir(exist_ok=True)
+        for k, ind in enumerate(tqdm(known, desc="enrolment clips", unit="fish", disable=None)):
+            camera = cameras[k % len(cameras)]
+            enrol_clips.append(write_video(
+                out / "enrol" / f"{ind.id}.mp4", {"id": camera["id"], "px_per_cm": camera["px_per_cm"]},
+                camera["water"], [(ind, textures[ind.id])], cfg.enrol_clip_seconds, cfg.fps,
+                cfg.width, cfg.height, enrol_rng, cfg.min_visible_px,
+            ))
+            if cfg.enrol_clip_crop_every:
+                reid_counts["train"] += _clip_crops(out / "enrol" / f"{ind.id}.mp4", out / "reid" / "train", cfg, reid_next)
+
     summary = {
         "out": str(out),
         "images": {s: len(coco[s]["images"]) for s in SPLITS},
         "annotations": {s: len(coco[s]["annotations"]) for s in SPLITS},
         "reid": reid_counts,
         "videos": videos,
+        "enrol_clips": enrol_clips,
         "individuals": len(known),
         "unknown": len(unknown),
     }

@@ -77,3 +77,20 @@ def test_exclude_until_doubles_until_it_holds():
     assert held and tried == [1, 2, 4] and kept == ["n0", "n1", "n2", "n3"]
     kept, held = exclude_until(ranking, lambda nodes: False, max_nodes=8)
     assert not held and len(kept) == 8
+
+
+def test_relu_after_a_conv_folds_into_the_quantised_conv(tmp_path):
+    """ReLU is quantised with its conv, so the INT8 graph has no fp32 ReLU between a DQ and a Q (which
+    would cost two extra (de)quantisations per layer, slower than fp32 on a small net)."""
+    from finprint.distill.detector import SPECS, FishDetector
+
+    torch.manual_seed(0)
+    model = FishDetector(SPECS["fishseg-student-lean"]).eval()
+    fp32, calib, tensors = _setup(tmp_path, model)
+    assert any(n.op_type == "Relu" for n in onnx.load(str(fp32)).graph.node)
+    int8 = quantize_int8(fp32, tmp_path / "lean.int8.onnx", calib, "minmax")
+    assert not [n.name for n in onnx.load(str(int8)).graph.node if n.op_type == "Relu"]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(tensors[:2]))
+    out = OrtEngine(int8).infer({"images": tensors[:2]})
+    assert np.abs(out["scores"] - ref["scores"].numpy()).max() < 0.05

@@ -192,3 +192,33 @@ def test_enrolment_and_auxiliary_views_go_to_reid_train_and_change_nothing_else(
     for name in before:
         if name.startswith(("images", "labels", "videos", "reid/gallery", "reid/query")):
             assert after[name] == before[name], name
+
+
+def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    base, summary = farm
+    cfg = _small(tmp_path / "farm")
+    cfg.enrol_clip_seconds, cfg.enrol_clip_crop_every = 1.0, 2
+    extra = synthesize(cfg)
+    out = tmp_path / "farm"
+    clips = sorted(p.stem for p in (out / "enrol").glob("*.mp4"))
+    assert clips == [f"fish{k:03d}" for k in range(6)]
+    for name in clips:
+        truth = json.loads((out / "enrol" / f"{name}.json").read_text())
+        assert truth["individuals"] == [name]
+        assert {i["individual_id"] for f in truth["frames"] for i in f["instances"]} <= {name}
+        cap = cv2.VideoCapture(str(out / "enrol" / f"{name}.mp4"))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == len(truth["frames"]) == 10
+        cap.release()
+    added = extra["reid"]["train"] - summary["reid"]["train"]
+    assert added > 0 and len(extra["enrol_clips"]) == 6
+    new = set(_hashes(out)) - set(_hashes(base))
+    assert all(n.startswith(("enrol/", "reid/train/")) for n in new)
+    assert len([n for n in new if n.startswith("reid/train/")]) == added
+    before, after = _hashes(base), _hashes(out)
+    for name in before:
+        if name.startswith(("images", "labels", "videos", "reid/")):
+            assert after[name] == before[name], name
+
+    cfg = _small(tmp_path / "farm-no-crops")
+    cfg.enrol_clip_seconds = 1.0  # crops from the clips are off by default
+    assert synthesize(cfg)["reid"]["train"] == summary["reid"]["train"]

@@ -52,7 +52,9 @@ def test_forward_backward(name: str):
     assert all(torch.isfinite(g).all() for g in grads if g is not None)
 
 
-@pytest.mark.parametrize("teacher_name, student_name", [("fishseg-teacher", "fishseg-student"), ("fishseg-teacher-s", "fishseg-student-s")])
+@pytest.mark.parametrize("teacher_name, student_name", [
+    ("fishseg-teacher", "fishseg-student"), ("fishseg-teacher", "fishseg-student-lean"), ("fishseg-teacher-s", "fishseg-student-s"),
+])
 def test_detector_student_is_at_most_a_tenth_of_its_teacher(teacher_name, student_name):
     teacher = registry.build(teacher_name)
     student = registry.build(student_name)
@@ -72,3 +74,14 @@ def test_flops_counter_matches_hand_count():
 def test_unknown_model_lists_the_known_ones():
     with pytest.raises(FinprintError, match="fishseg-student"):
         registry.build("no-such-model")
+
+
+def test_lean_student_options_keep_the_contract_and_the_budget():
+    """Patch stem, shared head, stride-8 prototypes: same outputs and shapes, <= 1/10 of the teacher."""
+    teacher, lean = registry.build("fishseg-teacher"), registry.build("fishseg-student-lean")
+    assert count_params(lean) * 10 <= count_params(teacher)
+    assert lean.stem[0].stride == (4, 4) and lean.spec.proto_stride == 8
+    with torch.no_grad():
+        out = lean.eval()(torch.rand(1, 3, 96, 96))
+    assert out["protos"].shape[-2:] == (24, 24)  # still stride 4 (docs/CONTRACTS.md)
+    assert out["boxes"].shape[1] == out["mask_coefs"].shape[1] == (12 * 12 + 6 * 6 + 3 * 3)

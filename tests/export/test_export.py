@@ -114,3 +114,20 @@ def test_compact_names_keeps_results(tmp_path, detector_onnx):
     for name in a:
         np.testing.assert_array_equal(a[name], b[name])
     assert copy.stat().st_size <= detector_onnx.stat().st_size
+
+
+def test_family_detector_bakes_its_anchor_grid_and_keeps_a_dynamic_batch(tmp_path):
+    """Only the batch is dynamic: the anchor grid and reshapes are constants, no shape arithmetic."""
+    from finprint.distill.detector import SPECS, FishDetector
+
+    torch.manual_seed(0)
+    model = FishDetector(SPECS["fishseg-student-s"]).eval()
+    pre = default_preprocess("detector", 64)
+    path = export_onnx(model, "detector", tmp_path / "d.onnx", pre)
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"Shape", "Range", "Expand", "Gather"}, ops
+    engine = OrtEngine(path)
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).random((batch, 3, 64, 64), dtype=np.float32)
+        report = check_parity(_Torch(model), engine, {"images": x}, "fp32")
+        assert report.passed, report.summary()

@@ -24,7 +24,14 @@ def test_enroll_list_forget(tmp_path, capsys):
     assert main(["enroll", "--gallery", str(gallery), "--id", "fish002", "--embedder", str(emb),
                  "--detector", str(det), "--backend", "cpu", str(tmp_path / "v.avi")]) == 0
 
+    assert main(["enroll", "--gallery", str(gallery), "--id", "fish003", "--embedder", str(emb), "--all-tracks",
+                 "--detector", str(det), "--backend", "cpu", str(tmp_path / "v.avi")]) == 0
+    assert main(["enroll", "--gallery", str(gallery), "--id", "fish004", "--embedder", str(emb), "--all-tracks", "--track", "1",
+                 "--detector", str(det), "--backend", "cpu", str(tmp_path / "v.avi")]) == 2
+    assert "--track and --all-tracks exclude each other" in capsys.readouterr().err
+
     store = Store(gallery)
+    assert set(store.load_gallery(0.5).individuals) == {"fish001", "fish002", "fish003"}
     store.write_events([{"type": "track_end", "ts": 2.0, "camera": "c", "track_id": 1, "individual_id": "fish001",
                          "first_ts": 1.0, "last_ts": 2.0, "frames": 5, "length_cm": 20.0},
                         {"type": "track_end", "ts": 9.0, "camera": "c", "track_id": 2, "individual_id": "fish001",
@@ -33,7 +40,7 @@ def test_enroll_list_forget(tmp_path, capsys):
     capsys.readouterr()
     assert main(["individuals", "--gallery", str(gallery)]) == 0
     out = capsys.readouterr().out
-    assert "fish001" in out and "fish002" in out and "20.0 -> 21.5 cm (+1.5)" in out and "2 individuals" in out
+    assert "fish001" in out and "fish002" in out and "20.0 -> 21.5 cm (+1.5)" in out and "3 individuals" in out
 
     assert main(["forget", "--gallery", str(gallery), "--id", "fish002"]) == 0
     assert main(["forget", "--gallery", str(gallery), "--id", "fish002"]) == 2
