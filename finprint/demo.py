@@ -268,6 +268,7 @@ class Demo:
         self._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out))
 
     def _serve_and_score(self, out: Path) -> None:
+        from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
         from finprint.runtime.score import score_video
 
         det = _pick(self.models / "detector", "int8")
@@ -288,7 +289,8 @@ class Demo:
             self._finprint("enroll", "--gallery", str(gallery), "--id", ident, "--embedder", str(emb), "--backend", "cpu",
                            *[str(c) for c in crops])
         n_clips = len(known) - len(from_crops)
-        totals: dict = {"enrolment": f"{n_clips} fish from video clips (all tracks), {len(from_crops)} from still re-ID crops"}
+        totals: dict = {"enrolment": f"{n_clips} fish from video clips (all tracks), {len(from_crops)} from still re-ID crops",
+                        "open_set_margin": DEFAULT_OPEN_SET_MARGIN}
         for video in sorted((self.farm / "videos").glob("*.mp4")):
             print(f"\n$ python -m finprint.runtime.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
+from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from finprint.errors import ConfigError
@@ -54,6 +55,8 @@ class ModelsConfig(_Strict):
     max_batch: int = Field(default=4, ge=1, le=64)
     score_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the manifest's
     open_set_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the manifest's
+    # A track's closest fish must lead the runner-up by this much (cosine), else it is unknown.
+    open_set_margin: float = Field(default=DEFAULT_OPEN_SET_MARGIN, ge=0, le=2)
 
 
 class MqttConfig(_Strict):

@@ -140,7 +140,8 @@ class Daemon:
         gallery = self.store.load_gallery(self.pipeline.open_set_threshold)
         log.info("gallery: %d individuals, %d embeddings", len(gallery.individuals), len(gallery))
         self.resolver = IdentityResolver(
-            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits
+            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits,
+            margin=self.cfg.models.open_set_margin,
         )
 
     def _stop_store(self) -> None:

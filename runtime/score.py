@@ -83,9 +83,10 @@ def score_video(
     backend: str = "auto",
     tracking: TrackingConfig | None = None,
     match_iou: float = 0.5,
+    margin: float | None = None,
 ) -> ScoreResult:
     import cv2
-    from finprint.runtime.identity import IdentityResolver
+    from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, IdentityResolver
     from finprint.runtime.pipeline import Pipeline
     from finprint.runtime.store import Store
     from finprint.runtime.tracker import ByteTracker
@@ -99,7 +100,8 @@ def score_video(
     store = Store(gallery_db)
     gallery = store.load_gallery(pipeline.open_set_threshold)
     store.close()
-    resolver = IdentityResolver(gallery, {camera: float(truth.get("px_per_cm", 1.0))}, min_frames=tr.min_hits)
+    resolver = IdentityResolver(gallery, {camera: float(truth.get("px_per_cm", 1.0))}, min_frames=tr.min_hits,
+                                margin=DEFAULT_OPEN_SET_MARGIN if margin is None else margin)
     tracker = ByteTracker(tr.high_score, tr.low_score, tr.match_iou, tr.max_lost_frames, tr.min_hits)
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
@@ -153,13 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", required=True, type=Path)
     parser.add_argument("--embedder", required=True, type=Path)
     parser.add_argument("--backend", default="auto")
+    parser.add_argument("--margin", type=float, default=None, help="open-set margin (default: the daemon's default)")
     parser.add_argument("--min-known", type=float, default=0.95)
     parser.add_argument("--min-unknown", type=float, default=0.90)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         result = score_video(args.video, args.truth or args.video.with_suffix(".json"), args.gallery,
-                             args.detector, args.embedder, args.backend)
+                             args.detector, args.embedder, args.backend, margin=args.margin)
     except FinprintError as exc:
         print(f"finprint: error: {exc}", file=sys.stderr)
         return 2

@@ -95,3 +95,28 @@ def test_gallery_similarities_take_each_fishs_closest_embedding():
     names, sims = gallery.similarities(np.array([[0, 1], [1, 0]], np.float32))
     assert names == ["a", "b"]
     np.testing.assert_allclose(sims, [[0.8, 1.0], [1.0, 0.0]], atol=1e-6)
+
+
+def test_a_stranger_between_two_known_fish_is_unknown_by_the_margin():
+    # Almost equally like fish000 and fish001 (0.60 and 0.59, above the threshold): ambiguous, so unknown; with no
+    # margin the closer by a hair would be named. A clear match to fish001 keeps its name.
+    gallery = Gallery(["fish000", "fish001"], np.eye(3, dtype=np.float32)[:2], threshold=0.5)
+    between = _unit([0.6, 0.59, np.sqrt(1 - 0.6**2 - 0.59**2)])
+    clear = _unit([0.3, 0.9, np.sqrt(1 - 0.3**2 - 0.9**2)])
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    for margin, track_id, emb, expected in ((0.03, 1, between, UNKNOWN), (0.0, 2, between, "fish000"), (0.03, 3, clear, "fish001")):
+        resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1, margin=margin)
+        for f in range(4):
+            resolver.observe("cam", f, [track_id], box, emb[None], [None])
+        track = resolver.track("cam", track_id)
+        assert track is not None and track.identity == expected, (margin, track_id)
+    (end,) = resolver.end_all(4.0)
+    assert abs(end["lead"] - 0.6) < 1e-3
+
+
+def test_one_enrolled_fish_needs_no_margin():
+    gallery = Gallery(["fish000"], np.eye(3, dtype=np.float32)[:1], threshold=0.5)
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1, margin=0.5)
+    resolver.observe("cam", 0.0, [1], np.array([[0, 0, 10, 10]], np.float32), _unit([0.9, 0.1, 0.1])[None], [None])
+    (end,) = resolver.end_all(1.0)
+    assert end["individual_id"] == "fish000" and end["lead"] is None
