@@ -120,6 +120,11 @@ def count_flops(model: onnx.ModelProto) -> int:
     return flops
 
 
+def is_teacher_file(name: str) -> bool:
+    """teacher-*.onnx as `finprint export` names it, or <kind>-teacher-*.onnx as the demo stages it."""
+    return name.startswith(("teacher-", "detector-teacher-", "embedder-teacher-"))
+
+
 def _discover(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FinprintError(f"{folder}: no such folder of exported models")
@@ -168,7 +173,7 @@ def bench_models(folder: Path, threads: int = 2, rounds: int = 30, warmup: int =
     for b in results:
         b.summarise(batch)
     for kind in {b.kind for b in results}:
-        teacher = next((b for b in results if b.kind == kind and b.file.startswith("teacher-") and b.precision == "fp32"), None)
+        teacher = next((b for b in results if b.kind == kind and is_teacher_file(b.file) and b.precision == "fp32"), None)
         if teacher is not None:
             for b in results:
                 if b.kind == kind:
@@ -214,7 +219,7 @@ def bench_pipeline(folder: Path, frames: list[np.ndarray], threads: int, backend
     os.environ["FINPRINT_ORT_THREADS"] = str(threads)  # the pipeline opens its engines with this
     by_kind: dict[str, dict[str, Path]] = {"detector": {}, "embedder": {}}
     for path in _discover(folder):
-        if path.name.startswith("teacher-"):
+        if is_teacher_file(path.name):
             continue
         m = load_manifest(manifest_path_for(path))
         by_kind[m.kind][m.precision] = path

@@ -79,7 +79,7 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(
         images=160, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
         det_teacher_epochs=10, det_student_epochs=10, emb_teacher_epochs=16, emb_student_epochs=16,
-        batch=16, calib_size=64, baseline=False,
+        batch=16, calib_size=64, baseline=False, det_teacher="fishseg-teacher", det_student="fishseg-student-lean",
     ),
     # docs/RESULTS.md: a larger farm and longer schedules than the demo, the full detector teacher (so
     # the bench compares the INT8 student with a teacher worth distilling), no-KD baselines and QAT.

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from finprint.calib.calibset import save_tensors_as_calibset
 from finprint.calib.quantize import quantize_int8
-from finprint.export.bench import count_flops, count_parameters
+from finprint.export.bench import bench_models, count_flops, count_parameters
 from finprint.export.onnx_export import default_preprocess, export_onnx, write_manifest
 
 from finprint.cli import main
@@ -53,6 +53,15 @@ def test_bench_table_json_and_pipeline(tmp_path, tiny_detector, tiny_embedder, c
     assert by_file["det.int8.onnx"]["size_bytes"] < by_file["det.fp32.onnx"]["size_bytes"]
     assert all(m["p50_ms"] > 0 and m["images_per_s"] > 0 for m in report["models"])
     assert report["pipeline"][0]["frames_per_s"] > 0 and "detector" in report["pipeline"][0]["stages"]
+
+
+def test_a_staged_teacher_is_still_the_reference(tmp_path, tiny_detector, tiny_embedder):
+    out, _, _ = _models(tmp_path, tiny_detector, tiny_embedder)
+    for f in out.glob("teacher-det.fp32.*"):  # the demo stages models as <kind>-<file>
+        f.rename(out / f"detector-{f.name}")
+    results = {b.file: b for b in bench_models(out, threads=1, rounds=2, warmup=1, backend="cpu")}
+    assert results["detector-teacher-det.fp32.onnx"].speedup_vs_teacher == 1.0
+    assert results["det.int8.onnx"].speedup_vs_teacher is not None
 
 
 def test_bench_refuses_a_truncated_model(tmp_path, tiny_detector, tiny_embedder, capsys):
