@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_size, default=(480, 320), help="frame size WxH (default 480x320)")
     parser.add_argument("--enrol-clips", type=float, default=0.0, metavar="SECONDS",
                         help="an enrolment clip of every known fish alone, enrol/<fish>.mp4, this long (default 0: none)")
-    parser.add_argument("--enrol-clip-crop-every", type=int, default=2, metavar="N",
-                        help="every Nth enrolment-clip frame also gives reid/train a crop of the fish (default 2; 0 = none)")
+    parser.add_argument("--enrol-clip-crop-every", type=int, default=0, metavar="N",
+                        help="every Nth enrolment-clip frame also gives reid/train a crop of the fish (default 0: none)")
     parser.add_argument("--enrol-views", type=int, default=0,
                         help="extra enrolment views of every known fish in reid/train (default 0)")
     parser.add_argument("--aux-individuals", type=int, default=0,

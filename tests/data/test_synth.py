@@ -159,6 +159,21 @@ def test_cli_module_parses_and_writes_a_farm(tmp_path: Path, capsys: pytest.Capt
         parser.parse_args(["--out", "x", "--size", "big"])
 
 
+def test_cli_defaults_are_the_config_defaults() -> None:
+    """`finprint data synth` with no options writes what SynthConfig() describes (a mismatch once put
+    enrolment-clip crops into a farm's reid/train that the config said were off)."""
+    parser = argparse.ArgumentParser()
+    cli_synth.add_arguments(parser)
+    args = parser.parse_args(["--out", "x"])
+    cfg = SynthConfig(Path("x"))
+    pairs = {"images": "images", "individuals": "individuals", "unknown": "unknown", "video_seconds": "video_seconds",
+             "seed": "seed", "enrol_views": "enrol_views", "enrol_clips": "enrol_clip_seconds",
+             "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views"}
+    for arg, field_name in pairs.items():
+        assert getattr(args, arg) == getattr(cfg, field_name), arg
+    assert args.size == (cfg.width, cfg.height)
+
+
 def test_reid_views_are_quick_and_shaped_for_the_embedder() -> None:
     views = render_reid_views(4, 3, seed=0)
     assert views.crops.shape == (12, 64, 128, 3) and views.crops.dtype == np.uint8
