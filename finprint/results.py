@@ -180,7 +180,8 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)",
             "",
             f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}; open-set threshold from the embedder's "
-            f"manifest, margin {daemon.get('open_set_margin', 0)} (a track's closest fish must lead the next by this much).",
+            f"manifest, margin {daemon.get('open_set_margin', 0)} (a track's closest fish must lead the next by this much; "
+            "picked on these videos, see runtime/identity.py).",
             "",
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",

@@ -26,10 +26,10 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 # A track's closest fish must lead the runner-up's mean similarity by this much (cosine) to be named.
-# Chosen on the results-preset farm videos with an earlier embedder (any margin in 0.02-0.07 flagged
-# 10/10 unknown tracks instead of 7/10 at an unchanged 22/29 known), then checked on the retrained models
-# of docs/RESULTS.md: 20/29 known and 7/11 unknown, against 23/29 and 4/11 without a margin
-# (`python -m finprint.runtime.score ... --margin 0`). It trades known tracks for unknown ones.
+# Picked on the results-preset farm videos themselves (with the previous detector student and the same
+# embedder: any margin in 0.02-0.07 flagged 10/10 unknown tracks instead of 7/10 at an unchanged 22/29
+# known), so docs/RESULTS.md's 19/29 known and 11/11 unknown (20/29 and 8/11 with
+# `python -m finprint.runtime.score ... --margin 0`) is not an independent measurement of it.
 DEFAULT_OPEN_SET_MARGIN = 0.03
 
 
