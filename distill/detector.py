@@ -1,7 +1,7 @@
 """Fish detector family (YOLO-seg style): anchor-free, one class, strides 8/16/32, prototype masks at stride 4.
 
-Plain Conv-BN-SiLU blocks, nearest upsampling and concatenation only, so every member exports to
-ONNX opset 17 and builds in TensorRT. In eval mode `forward` returns exactly the outputs of
+Plain Conv-BN-SiLU (or -ReLU) blocks, nearest/bilinear upsampling and concatenation only, so every
+member exports to ONNX opset 17 and builds in TensorRT. In eval mode `forward` returns exactly the outputs of
 docs/CONTRACTS.md section 3; in train mode it adds the raw logits and pyramid features that the
 task loss and the distillation losses need.
 """
