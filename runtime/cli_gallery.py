@@ -90,6 +90,8 @@ def _enroll(args: argparse.Namespace) -> int:
                 raise FinprintError("enroll from a video takes exactly one video path")
             if args.detector is None:
                 raise FinprintError("enroll from a video needs --detector to find the fish")
+            if args.all_tracks and args.track is not None:
+                raise FinprintError("--track and --all-tracks exclude each other")
             embeddings = _embeddings_from_video(args, videos[0])
             source = f"video:{videos[0].name}"
         else:
@@ -141,9 +143,7 @@ def _embeddings_from_video(args: argparse.Namespace, video: Path) -> np.ndarray:
         pipeline.close()
     if not per_track:
         raise FinprintError(f"{video}: no fish found")
-    if getattr(args, "all_tracks", False):
-        if args.track is not None:
-            raise FinprintError("--track and --all-tracks exclude each other")
+    if args.all_tracks:
         log.info("enrolling %d tracks (%d frames)", len(per_track), sum(map(len, per_track.values())))
         return np.concatenate([np.stack(rows) for _, rows in sorted(per_track.items())])
     track = args.track if args.track is not None else max(per_track, key=lambda k: len(per_track[k]))

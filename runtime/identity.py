@@ -150,7 +150,7 @@ class TrackIdentity:
     @property
     def identity(self) -> str:
         best = self.closest
-        if best is None or self.similarity < self.threshold or self.lead < self.margin:
+        if best is None or self.similarity_sum[best] / self.frames < self.threshold or self.lead < self.margin:
             return UNKNOWN
         return best
 
@@ -227,9 +227,10 @@ class IdentityResolver:
                 length_px = mask_length_px(masks[i])
                 if length_px:
                     rec.lengths_cm.append(length_px / scale)
-            if rec.frames >= self.min_frames and rec.identity != rec.announced_as:
+            identity = rec.identity
+            if rec.frames >= self.min_frames and identity != rec.announced_as:
                 kind = "identified" if rec.announced_as is None else "reidentified"
-                rec.announced_as = rec.identity
+                rec.announced_as = identity
                 events.append({"type": kind, "ts": ts, **rec.summary()})
         return events
 
