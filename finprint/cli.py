@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enroll": ("add an individual to a gallery from crops or a video track", "finprint.runtime.cli_gallery"),
     "individuals": ("list the individuals in a gallery", "finprint.runtime.cli_gallery"),
     "forget": ("remove an individual from a gallery", "finprint.runtime.cli_gallery"),
+    "tune-open-set": ("tune a gallery's open-set threshold and margin on labelled farm videos", "finprint.runtime.cli_gallery"),
 }
 
 

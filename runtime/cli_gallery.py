@@ -5,6 +5,9 @@ enroll      --gallery DB --id NAME --embedder MODEL PATH...   crops (image files
                                                                a fish followed through a video
 individuals --gallery DB                                       table: last seen, sightings, size trend
 forget      --gallery DB --id NAME                             remove an individual and its embeddings
+tune-open-set --gallery DB --detector MODEL --embedder MODEL VIDEO...
+                                                               set how sure a match must be, from videos with
+                                                               ground truth (VIDEO.json) of enrolled fish and strangers
 """
 
 from __future__ import annotations
@@ -27,6 +30,17 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov"}
 
 def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", required=True, type=Path, help="the gallery database (SQLite)")
+    if name == "tune-open-set":
+        parser.add_argument("videos", nargs="+", type=Path,
+                            help="labelled videos (ground truth in VIDEO.json beside each, as finprint data synth writes)")
+        parser.add_argument("--detector", required=True, type=Path, help="the detector the daemon will run")
+        parser.add_argument("--embedder", required=True, type=Path, help="the embedder the daemon will run")
+        parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
+        parser.add_argument("--min-known", type=float, default=0.95, help="target: known-fish tracks named right")
+        parser.add_argument("--min-unknown", type=float, default=0.90, help="target: stranger tracks flagged unknown")
+        parser.add_argument("--json", type=Path, help="also write the result here")
+        parser.add_argument("--dry-run", action="store_true", help="report, do not store in the gallery")
+        return
     if name in ("enroll", "forget"):
         parser.add_argument("--id", required=True, dest="individual", help="the individual's name, e.g. fish007")
     if name == "enroll":
@@ -45,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"enroll": _enroll, "individuals": _individuals, "forget": _forget}[args.command](args)
+    return {"enroll": _enroll, "individuals": _individuals, "forget": _forget, "tune-open-set": _tune}[args.command](args)
 
 
 def _open_store(path: Path, must_exist: bool):
@@ -191,4 +205,59 @@ def _forget(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print(f"{args.individual}: removed from {args.gallery}")
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import json
+
+    from finprint.runtime.open_set import file_digest, rates, tune
+    from finprint.runtime.score import open_pipeline_and_gallery, track_outcomes
+
+    for video in args.videos:
+        if not video.is_file():
+            raise FinprintError(f"{video}: no such video")
+        if not video.with_suffix(".json").is_file():
+            raise FinprintError(f"{video}: no ground truth {video.with_suffix('.json').name} beside it")
+    if not args.gallery.is_file():
+        raise FinprintError(f"{args.gallery}: no such gallery")
+    pipeline, gallery, before = open_pipeline_and_gallery(args.gallery, args.detector, args.embedder, args.backend)
+    if not gallery.individuals:
+        pipeline.close()
+        raise FinprintError(f"{args.gallery}: no individuals enrolled; enroll the farm's fish first")
+    outcomes = []
+    try:
+        for video in args.videos:
+            found, _ = track_outcomes(video, video.with_suffix(".json"), pipeline, gallery)
+            outcomes += found
+    finally:
+        pipeline.close()
+    try:
+        tuned = tune(outcomes, args.min_known, args.min_unknown)
+    except ValueError as exc:
+        raise FinprintError(f"cannot tune on {len(args.videos)} video(s): {exc}") from exc
+    k0, u0 = rates(outcomes, before.threshold, before.margin)
+    report = {
+        "threshold": tuned.threshold, "margin": tuned.margin,
+        "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,
+        "known_accuracy": tuned.known_accuracy, "unknown_flag_rate": tuned.unknown_flag_rate,
+        "before": {"threshold": before.threshold, "margin": before.margin, "source": before.source,
+                   "known_accuracy": k0, "unknown_flag_rate": u0},
+        "videos": [str(v) for v in args.videos],
+    }
+    print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
+          f"({len(args.videos)} video(s)):")
+    print(f"  threshold {tuned.threshold:.2f}, margin {tuned.margin:.2f}: known named right "
+          f"{100 * tuned.known_accuracy:.1f}%, strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
+    print(f"  before ({before.source}): {100 * k0:.1f}% and {100 * u0:.1f}%")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    if not args.dry_run:
+        store = _open_store(args.gallery, must_exist=True)
+        try:
+            store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, file_digest(args.embedder),
+                               ", ".join(v.name for v in args.videos))
+        finally:
+            store.close()
+        print(f"stored in {args.gallery}; the daemon uses it unless its config sets models.open_set_threshold/margin")
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
+from finprint.runtime.tracker import ByteTracker
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from finprint.errors import ConfigError
@@ -54,9 +54,11 @@ class ModelsConfig(_Strict):
     backend: Literal["auto", "tensorrt", "ort-gpu", "cpu"] = "auto"  # as finprint.runtime.engines.open_engine
     max_batch: int = Field(default=4, ge=1, le=64)
     score_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the manifest's
-    open_set_threshold: float | None = Field(default=None, ge=-1, le=1)  # None: the manifest's
+    # None: the gallery's tuned value (finprint tune-open-set), else the embedder manifest's.
+    open_set_threshold: float | None = Field(default=None, ge=-1, le=1)
     # A track's closest fish must lead the runner-up by this much (cosine), else it is unknown.
-    open_set_margin: float = Field(default=DEFAULT_OPEN_SET_MARGIN, ge=0, le=2)
+    # None: the gallery's tuned value, else DEFAULT_OPEN_SET_MARGIN.
+    open_set_margin: float | None = Field(default=None, ge=0, le=2)
 
 
 class MqttConfig(_Strict):
@@ -95,6 +97,18 @@ class TrackingConfig(_Strict):
     match_iou: float = Field(default=0.3, ge=0, le=1)
     max_lost_frames: int = Field(default=30, ge=1)
     min_hits: int = Field(default=3, ge=1)  # frames before a track is reported
+    # Appearance in association (runtime/tracker.py): a detection whose embedding's cosine similarity to
+    # a track's running mean is below the gate never continues that track; null = boxes only.
+    appearance_gate: float | None = Field(default=0.3, ge=-1, le=1)
+    appearance_weight: float = Field(default=0.5, ge=0)  # how much looks count against box overlap
+    appearance_momentum: float = Field(default=0.8, ge=0, lt=1)  # running mean: weight of the past
+
+    def make_tracker(self) -> ByteTracker:
+        return ByteTracker(
+            self.high_score, self.low_score, self.match_iou, self.max_lost_frames, self.min_hits,
+            appearance_gate=self.appearance_gate, appearance_weight=self.appearance_weight,
+            appearance_momentum=self.appearance_momentum,
+        )
 
 
 class FarmConfig(_Strict):

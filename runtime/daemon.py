@@ -20,10 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 from finprint.runtime.config import FarmConfig
-from finprint.runtime.identity import IdentityResolver
+from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, IdentityResolver
+from finprint.runtime.open_set import resolve_rule
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.store import JsonlLog, Store
-from finprint.runtime.tracker import ByteTracker
 from finprint.runtime.watchdog import Watchdog
 
 from finprint.errors import FinprintError
@@ -58,9 +58,7 @@ class Daemon:
         ]
         self.watchdog = Watchdog(self.sources, wd.frame_timeout_s, wd.worker_stall_s, on_worker_stall=self._on_stall)
         tr = cfg.tracking
-        self.trackers = {
-            c.id: ByteTracker(tr.high_score, tr.low_score, tr.match_iou, tr.max_lost_frames, tr.min_hits) for c in cfg.cameras
-        }
+        self.trackers = {c.id: tr.make_tracker() for c in cfg.cameras}
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.store: Store | None = None
         self.events_store: Store | None = None
@@ -137,11 +135,17 @@ class Daemon:
         self.store = Store(self.cfg.gallery)
         sqlite_path = self.cfg.sinks.sqlite
         self.events_store = self.store if sqlite_path is None or Path(sqlite_path) == Path(self.cfg.gallery) else Store(sqlite_path)
-        gallery = self.store.load_gallery(self.pipeline.open_set_threshold)
-        log.info("gallery: %d individuals, %d embeddings", len(gallery.individuals), len(gallery))
+        m = self.cfg.models
+        rule = resolve_rule(m.open_set_threshold, m.open_set_margin, self.store.open_set(), m.embedder,
+                            self.pipeline.open_set_threshold, DEFAULT_OPEN_SET_MARGIN)
+        gallery = self.store.load_gallery(rule.threshold)
+        try:
+            gallery.check_embedder(self.pipeline.embedding_dim, str(self.cfg.gallery))
+        except ValueError as exc:
+            raise FinprintError(str(exc)) from exc
+        log.info("gallery: %d individuals, %d embeddings; open set: %s", len(gallery.individuals), len(gallery), rule.source)
         self.resolver = IdentityResolver(
-            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits,
-            margin=self.cfg.models.open_set_margin,
+            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits, margin=rule.margin,
         )
 
     def _stop_store(self) -> None:
@@ -253,7 +257,7 @@ class Daemon:
         results = self.pipeline.process([f.image for f in batch])
         for frame, res in zip(batch, results, strict=True):
             det = res.detections
-            tracks = [t for t in self.trackers[frame.camera].update(det.boxes_xyxy, det.scores) if t.confirmed]
+            tracks = [t for t in self.trackers[frame.camera].update(det.boxes_xyxy, det.scores, res.embeddings) if t.confirmed]
             idx = [t.det_index for t in tracks]
             masks = [det.masks[i] if det.masks is not None else None for i in idx]
             events = self.resolver.observe(

@@ -20,12 +20,18 @@ import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from finprint.runtime.config import TrackingConfig
+from finprint.runtime.identity import UNKNOWN, Gallery
+from finprint.runtime.open_set import OpenSetRule, TrackOutcome
 from finprint.runtime.tracker import iou_matrix
 
 from finprint.errors import FinprintError
+
+if TYPE_CHECKING:
+    from finprint.runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -54,63 +60,41 @@ class ScoreResult:
         )
 
 
-def score_tracks(
-    predicted: dict[int, str | None], gt_votes: dict[int, Counter], gt_unknown: dict[str, bool]
-) -> ScoreResult:
-    """predicted: track -> individual id (None = unknown); gt_votes: track -> Counter of GT ids it overlapped."""
-    known = correct = unknown = flagged = unmatched = 0
-    for track, pred in predicted.items():
-        votes = gt_votes.get(track)
-        if not votes:
-            unmatched += 1
-            continue
-        truth = votes.most_common(1)[0][0]
-        if gt_unknown[truth]:
-            unknown += 1
-            flagged += pred is None
-        else:
-            known += 1
-            correct += pred == truth
-    return ScoreResult(known, correct, unknown, flagged, unmatched)
+def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float, unmatched: int = 0) -> ScoreResult:
+    known = [o for o in outcomes if not o.truth_unknown]
+    unknown = [o for o in outcomes if o.truth_unknown]
+    return ScoreResult(
+        len(known), sum(o.predicted(threshold, margin) == o.truth for o in known),
+        len(unknown), sum(o.predicted(threshold, margin) == UNKNOWN for o in unknown), unmatched,
+    )
 
 
-def score_video(
+def track_outcomes(
     video: Path,
     truth_json: Path,
-    gallery_db: Path,
-    detector: Path,
-    embedder: Path,
-    backend: str = "auto",
+    pipeline: Pipeline,
+    gallery: Gallery,
     tracking: TrackingConfig | None = None,
     match_iou: float = 0.5,
-    margin: float | None = None,
-) -> ScoreResult:
+) -> tuple[list[TrackOutcome], int]:
+    """Run the daemon's per-camera chain over a labelled video -> (one outcome per track that overlaps a
+    ground-truth fish, the number of tracks that overlap none)."""
     import cv2
-    from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, IdentityResolver
-    from finprint.runtime.pipeline import Pipeline
-    from finprint.runtime.store import Store
-    from finprint.runtime.tracker import ByteTracker
+    from finprint.runtime.identity import IdentityResolver
 
     truth = json.loads(Path(truth_json).read_text())
     frames_gt = {f["frame"]: f["instances"] for f in truth["frames"]}
     fps = float(truth.get("fps", 25.0))
     camera = str(truth.get("camera", "cam"))
     tr = tracking or TrackingConfig()
-    pipeline = Pipeline(detector, embedder, backend, max_batch=1)
-    store = Store(gallery_db)
-    gallery = store.load_gallery(pipeline.open_set_threshold)
-    store.close()
-    resolver = IdentityResolver(gallery, {camera: float(truth.get("px_per_cm", 1.0))}, min_frames=tr.min_hits,
-                                margin=DEFAULT_OPEN_SET_MARGIN if margin is None else margin)
-    tracker = ByteTracker(tr.high_score, tr.low_score, tr.match_iou, tr.max_lost_frames, tr.min_hits)
+    resolver = IdentityResolver(gallery, {camera: float(truth.get("px_per_cm", 1.0))}, min_frames=tr.min_hits, margin=0.0)
+    tracker = tr.make_tracker()
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
-    predicted: dict[int, str | None] = {}
+    ended: dict[int, dict] = {}
 
     def collect(events: list[dict]) -> None:
-        for ev in events:
-            if ev["type"] == "track_end":
-                predicted[ev["track_id"]] = ev["individual_id"]
+        ended.update((ev["track_id"], ev) for ev in events if ev["type"] == "track_end")
 
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
@@ -124,7 +108,7 @@ def score_video(
             ts = index / fps
             res = pipeline.process([image])[0]
             det = res.detections
-            tracks = [t for t in tracker.update(det.boxes_xyxy, det.scores) if t.confirmed]
+            tracks = [t for t in tracker.update(det.boxes_xyxy, det.scores, res.embeddings) if t.confirmed]
             idx = [t.det_index for t in tracks]
             masks = [det.masks[i] if det.masks is not None else None for i in idx]
             collect(resolver.observe(camera, ts, [t.track_id for t in tracks], det.boxes_xyxy[idx], res.embeddings[idx], masks))
@@ -142,9 +126,64 @@ def score_video(
             index += 1
     finally:
         cap.release()
-        pipeline.close()
     collect(resolver.end_all(index / fps))
-    return score_tracks(predicted, gt_votes, gt_unknown)
+    outcomes, unmatched = [], 0
+    for track_id, ev in sorted(ended.items()):
+        votes = gt_votes.get(track_id)
+        if not votes:
+            unmatched += 1
+            continue
+        truth_id = votes.most_common(1)[0][0]
+        lead = float("inf") if ev["lead"] is None else float(ev["lead"])
+        outcomes.append(TrackOutcome(truth_id, gt_unknown[truth_id], ev["closest_id"], float(ev["similarity"]), lead, ev["frames"]))
+    return outcomes, unmatched
+
+
+def open_pipeline_and_gallery(
+    gallery_db: Path, detector: Path, embedder: Path, backend: str = "auto",
+    threshold: float | None = None, margin: float | None = None,
+) -> tuple[Pipeline, Gallery, OpenSetRule]:
+    """The daemon's models, its gallery, and the open-set rule it would use (config values = the arguments)."""
+    from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
+    from finprint.runtime.open_set import resolve_rule
+    from finprint.runtime.pipeline import Pipeline
+    from finprint.runtime.store import Store
+
+    if not Path(gallery_db).is_file():
+        raise FinprintError(f"{gallery_db}: no such gallery")
+    pipeline = Pipeline(detector, embedder, backend, max_batch=1)
+    store = Store(gallery_db)
+    try:
+        rule = resolve_rule(threshold, margin, store.open_set(), embedder, pipeline.open_set_threshold, DEFAULT_OPEN_SET_MARGIN)
+        gallery = store.load_gallery(rule.threshold)
+        gallery.check_embedder(pipeline.embedding_dim, str(gallery_db))
+    except ValueError as exc:
+        pipeline.close()
+        raise FinprintError(str(exc)) from exc
+    finally:
+        store.close()
+    return pipeline, gallery, rule
+
+
+def score_video(
+    video: Path,
+    truth_json: Path,
+    gallery_db: Path,
+    detector: Path,
+    embedder: Path,
+    backend: str = "auto",
+    tracking: TrackingConfig | None = None,
+    match_iou: float = 0.5,
+    margin: float | None = None,
+    threshold: float | None = None,
+) -> ScoreResult:
+    pipeline, gallery, rule = open_pipeline_and_gallery(gallery_db, detector, embedder, backend, threshold, margin)
+    try:
+        outcomes, unmatched = track_outcomes(video, truth_json, pipeline, gallery, tracking, match_iou)
+    finally:
+        pipeline.close()
+    log.info("open set: %s", rule.source)
+    return score_outcomes(outcomes, rule.threshold, rule.margin, unmatched)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,14 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector", required=True, type=Path)
     parser.add_argument("--embedder", required=True, type=Path)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--margin", type=float, default=None, help="open-set margin (default: the daemon's default)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="open-set threshold (default: the gallery's tuned one, else the embedder manifest's)")
+    parser.add_argument("--margin", type=float, default=None,
+                        help="open-set margin (default: the gallery's tuned one, else the daemon's default)")
     parser.add_argument("--min-known", type=float, default=0.95)
     parser.add_argument("--min-unknown", type=float, default=0.90)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
         result = score_video(args.video, args.truth or args.video.with_suffix(".json"), args.gallery,
-                             args.detector, args.embedder, args.backend, margin=args.margin)
+                             args.detector, args.embedder, args.backend, margin=args.margin,
+                             threshold=args.threshold)
     except FinprintError as exc:
         print(f"finprint: error: {exc}", file=sys.stderr)
         return 2

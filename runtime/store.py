@@ -49,6 +49,15 @@ CREATE TABLE IF NOT EXISTS sightings (
     speed_cm_s REAL
 );
 CREATE INDEX IF NOT EXISTS sightings_by_individual ON sightings(individual_id, last_ts);
+CREATE TABLE IF NOT EXISTS open_set (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    threshold REAL NOT NULL,
+    margin REAL NOT NULL,
+    embedder TEXT NOT NULL,
+    embedder_sha256 TEXT NOT NULL,
+    tuned_on TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -114,6 +123,20 @@ class Store:
             raise ValueError(f"{self.path}: gallery mixes embedding sizes {sorted(dims)}")
         emb = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
         return Gallery([r[0] for r in rows], emb, threshold=threshold)
+
+    def set_open_set(self, threshold: float, margin: float, embedder: str, embedder_sha256: str, tuned_on: str) -> None:
+        """The tuned open-set rule (runtime/open_set.py), replacing any earlier one."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO open_set(id, threshold, margin, embedder, embedder_sha256, tuned_on, created)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?)", (threshold, margin, embedder, embedder_sha256, tuned_on, time.time()))
+
+    def open_set(self) -> dict | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT threshold, margin, embedder, embedder_sha256, tuned_on FROM open_set WHERE id = 1").fetchone()
+        keys = ("threshold", "margin", "embedder", "embedder_sha256", "tuned_on")
+        return dict(zip(keys, row, strict=True)) if row else None
 
     def individuals(self) -> list[dict]:
         with self._lock:

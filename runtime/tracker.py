@@ -3,6 +3,12 @@
 Two association passes (confident detections first, then low-score ones against the tracks left
 over), a constant-velocity Kalman filter per track, and bounded state: a lost track is kept for
 `max_lost_frames` and then forgotten, never parked in an ever-growing removed list.
+
+Appearance (as BoT-SORT/DeepSORT do, optional): given each detection's embedding, a track keeps a
+running mean of its own, and the confident pass refuses a pair whose cosine similarity is below
+`appearance_gate` and prefers, among overlapping candidates, the one that looks like the track. Fish
+cross each other far more than pedestrians: with boxes alone a track that follows one fish into a
+crossing often leaves it following the other, and a track that shows two fish has no single identity.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class Track:
     frames_lost: int = 0  # consecutive frames without a detection
     det_index: int = -1  # index into this frame's detections, -1 when not matched this frame
     confirmed: bool = False
+    appearance: np.ndarray | None = field(default=None, repr=False)  # running mean of unit embeddings
     _kf: _KalmanCV | None = field(default=None, repr=False)
 
 
@@ -88,7 +95,13 @@ class ByteTracker:
         match_iou: float = 0.3,
         max_lost_frames: int = 30,
         min_hits: int = 3,
+        appearance_gate: float | None = None,
+        appearance_weight: float = 0.5,
+        appearance_momentum: float = 0.8,
     ) -> None:
+        self.appearance_gate = appearance_gate
+        self.appearance_weight = appearance_weight
+        self.appearance_momentum = appearance_momentum
         self.high_score = high_score
         self.low_score = low_score
         self.match_iou = match_iou
@@ -102,12 +115,23 @@ class ByteTracker:
     def live_tracks(self) -> list[Track]:
         return list(self._tracks)
 
-    def _associate(self, tracks: list[Track], dets_tlbr: np.ndarray, min_iou: float) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    def _associate(
+        self, tracks: list[Track], dets_tlbr: np.ndarray, min_iou: float, dets_emb: np.ndarray | None = None
+    ) -> tuple[list[tuple[int, int]], list[int], list[int]]:
         if not tracks or len(dets_tlbr) == 0:
             return [], list(range(len(tracks))), list(range(len(dets_tlbr)))
         ious = iou_matrix(np.stack([t.tlbr for t in tracks]), dets_tlbr)
-        rows, cols = linear_sum_assignment(-ious)
-        pairs = [(r, c) for r, c in zip(rows, cols, strict=True) if ious[r, c] >= min_iou]
+        allowed = ious >= min_iou
+        gain = ious.astype(np.float64)
+        if dets_emb is not None and self.appearance_gate is not None:
+            known = np.array([t.appearance is not None for t in tracks])
+            if known.any():
+                track_emb = np.stack([t.appearance if t.appearance is not None else np.zeros(dets_emb.shape[1], np.float32) for t in tracks])
+                sim = track_emb @ dets_emb.T
+                allowed &= ~known[:, None] | (sim >= self.appearance_gate)
+                gain += self.appearance_weight * np.where(known[:, None], sim, 0.0)
+        rows, cols = linear_sum_assignment(np.where(allowed, -gain, 1e6))
+        pairs = [(r, c) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
         matched_t = {r for r, _ in pairs}
         matched_d = {c for _, c in pairs}
         return (
@@ -116,8 +140,12 @@ class ByteTracker:
             [j for j in range(len(dets_tlbr)) if j not in matched_d],
         )
 
-    def _apply(self, track: Track, tlbr: np.ndarray, score: float, det_index: int) -> None:
+    def _apply(self, track: Track, tlbr: np.ndarray, score: float, det_index: int, emb: np.ndarray | None = None) -> None:
         assert track._kf is not None
+        if emb is not None:
+            m = self.appearance_momentum
+            mixed = emb if track.appearance is None else m * track.appearance + (1 - m) * emb
+            track.appearance = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
         track._kf.update(_tlbr_to_cxcywh(tlbr))
         track.tlbr = _cxcywh_to_tlbr(track._kf.x)
         track.score = score
@@ -127,9 +155,14 @@ class ByteTracker:
         if track.hits >= self.min_hits:
             track.confirmed = True
 
-    def update(self, boxes_tlbr: np.ndarray, scores: np.ndarray) -> list[Track]:
+    def update(self, boxes_tlbr: np.ndarray, scores: np.ndarray, embeddings: np.ndarray | None = None) -> list[Track]:
+        """One frame's detections (and, for appearance association, their embeddings, rows aligned)."""
         boxes_tlbr = np.asarray(boxes_tlbr, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
+        emb = None
+        if embeddings is not None and self.appearance_gate is not None and len(boxes_tlbr):
+            emb = np.asarray(embeddings, np.float32).reshape(len(boxes_tlbr), -1)
+            emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         for t in self._tracks:
             assert t._kf is not None
             t._kf.predict()
@@ -141,9 +174,9 @@ class ByteTracker:
         low = np.flatnonzero((scores >= self.low_score) & (scores < self.high_score))
 
         # Pass 1: every track against confident detections.
-        pairs, rest_t, rest_d = self._associate(self._tracks, boxes_tlbr[high], self.match_iou)
+        pairs, rest_t, rest_d = self._associate(self._tracks, boxes_tlbr[high], self.match_iou, None if emb is None else emb[high])
         for ti, di in pairs:
-            self._apply(self._tracks[ti], boxes_tlbr[high[di]], float(scores[high[di]]), int(high[di]))
+            self._apply(self._tracks[ti], boxes_tlbr[high[di]], float(scores[high[di]]), int(high[di]), None if emb is None else emb[high[di]])
         unmatched_high = [int(high[d]) for d in rest_d]
 
         # Pass 2: tracks still unmatched against low-score detections (occluded fish score low).
@@ -157,7 +190,8 @@ class ByteTracker:
         # New tracks from confident detections nobody claimed.
         for di in unmatched_high:
             kf = _KalmanCV(_tlbr_to_cxcywh(boxes_tlbr[di]))
-            track = Track(self._next_id, boxes_tlbr[di].copy(), float(scores[di]), det_index=di, _kf=kf)
+            track = Track(self._next_id, boxes_tlbr[di].copy(), float(scores[di]), det_index=di,
+                          appearance=None if emb is None else emb[di].copy(), _kf=kf)
             track.confirmed = self.min_hits <= 1
             self._next_id += 1
             self._tracks.append(track)

@@ -32,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an enrolment clip of every known fish alone, enrol/<fish>.mp4, this long (default 0: none)")
     parser.add_argument("--enrol-clip-crop-every", type=int, default=0, metavar="N",
                         help="every Nth enrolment-clip frame also gives reid/train a crop of the fish (default 0: none)")
+    parser.add_argument("--calib-videos", type=float, default=0.0, metavar="SECONDS",
+                        help="an open-set tuning video per camera, calib/cam<k>.mp4, with strangers of its own, this long "
+                             "(default 0: none; see finprint tune-open-set)")
+    parser.add_argument("--calib-strangers", type=int, default=4,
+                        help="strangers (str000..) the tuning videos draw from (default 4)")
     parser.add_argument("--enrol-views", type=int, default=0,
                         help="extra enrolment views of every known fish in reid/train (default 0)")
     parser.add_argument("--aux-individuals", type=int, default=0,
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         enrol_views=args.enrol_views,
         enrol_clip_seconds=args.enrol_clips,
+        calib_video_seconds=args.calib_videos,
+        calib_strangers=args.calib_strangers,
         enrol_clip_crop_every=args.enrol_clip_crop_every,
         aux_individuals=args.aux_individuals,
         aux_views=args.aux_views,

@@ -103,6 +103,12 @@ class SynthConfig:
     # images, labels and the farm videos are unchanged by these options.
     enrol_clip_seconds: float = 0.0
     enrol_clip_crop_every: int = 0
+    # Open-set tuning videos: calib/cam<k>.mp4, one per camera, like videos/ (known fish with strangers)
+    # but with their own strangers (ids str000..; never in videos/, images or reid/), as a farm films a
+    # pen holding its tagged fish and a few fish from elsewhere to set how sure a match must be
+    # (`finprint tune-open-set`). Own random stream: everything else is unchanged by this option.
+    calib_video_seconds: float = 0.0
+    calib_strangers: int = 4
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
 
@@ -121,8 +127,32 @@ class SynthConfig:
             raise ConfigError("val_fraction + test_fraction must be in [0, 1)")
         if self.enrol_clip_seconds < 0 or self.enrol_clip_crop_every < 0:
             raise ConfigError("enrol_clip_seconds and enrol_clip_crop_every must be >= 0")
+        if self.calib_video_seconds < 0 or self.calib_strangers < 0:
+            raise ConfigError("calib_video_seconds and calib_strangers must be >= 0")
         if self.enrol_views < 0 or self.aux_individuals < 0 or self.aux_views < 1:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
+
+
+def _write_calib_videos(
+    folder: Path, cfg: SynthConfig, known: list[Individual], textures: dict[str, np.ndarray], cameras: list[dict]
+) -> list[dict]:
+    """One open-set tuning video per camera: known fish and strangers of their own."""
+    rng = np.random.default_rng([cfg.seed, 3])
+    strangers = make_population(cfg.calib_strangers, rng, prefix="str", unknown=True)
+    stranger_textures = {ind.id: render_texture(ind) for ind in strangers}
+    folder.mkdir(exist_ok=True)
+    videos = []
+    for camera in tqdm(cameras, desc="open-set tuning videos", unit="camera", disable=None):
+        ids = sorted(rng.choice(len(known), size=min(cfg.video_fish, len(known)), replace=False))
+        cast = [(known[i], textures[known[i].id]) for i in ids]
+        if strangers:
+            picked = sorted(rng.choice(len(strangers), size=min(2, len(strangers)), replace=False))
+            cast += [(strangers[i], stranger_textures[strangers[i].id]) for i in picked]
+        videos.append(write_video(
+            folder / f"cam{camera['id']}.mp4", {"id": camera["id"], "px_per_cm": camera["px_per_cm"]},
+            camera["water"], cast, cfg.calib_video_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,
+        ))
+    return videos
 
 
 def _write_extra_views(
@@ -403,6 +433,8 @@ def synthesize(cfg: SynthConfig) -> dict:
             if cfg.enrol_clip_crop_every:
                 reid_counts["train"] += _clip_crops(out / "enrol" / f"{ind.id}.mp4", out / "reid" / "train", cfg, reid_next)
 
+    calib_videos = _write_calib_videos(out / "calib", cfg, known, textures, cameras) if cfg.calib_video_seconds > 0 else []
+
     summary = {
         "out": str(out),
         "images": {s: len(coco[s]["images"]) for s in SPLITS},
@@ -410,6 +442,7 @@ def synthesize(cfg: SynthConfig) -> dict:
         "reid": reid_counts,
         "videos": videos,
         "enrol_clips": enrol_clips,
+        "calib_videos": calib_videos,
         "individuals": len(known),
         "unknown": len(unknown),
     }

@@ -168,7 +168,8 @@ def test_cli_defaults_are_the_config_defaults() -> None:
     cfg = SynthConfig(Path("x"))
     pairs = {"images": "images", "individuals": "individuals", "unknown": "unknown", "video_seconds": "video_seconds",
              "seed": "seed", "enrol_views": "enrol_views", "enrol_clips": "enrol_clip_seconds",
-             "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views"}
+             "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
+             "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers"}
     for arg, field_name in pairs.items():
         assert getattr(args, arg) == getattr(cfg, field_name), arg
     assert args.size == (cfg.width, cfg.height)
@@ -237,3 +238,27 @@ def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tupl
     cfg = _small(tmp_path / "farm-no-crops")
     cfg.enrol_clip_seconds = 1.0  # crops from the clips are off by default
     assert synthesize(cfg)["reid"]["train"] == summary["reid"]["train"]
+
+
+def test_open_set_tuning_videos_hold_known_fish_and_strangers_of_their_own(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    base, summary = farm
+    cfg = _small(tmp_path / "farm")
+    cfg.calib_video_seconds = 1.0
+    extra = synthesize(cfg)
+    out = tmp_path / "farm"
+    assert sorted(p.name for p in (out / "calib").glob("*.mp4")) == sorted(p.name for p in (base / "videos").glob("*.mp4"))
+    test_fish = {i["individual_id"] for v in (base / "videos").glob("*.json") for f in json.loads(v.read_text())["frames"]
+                 for i in f["instances"]}
+    seen: dict[str, bool] = {}
+    for truth_file in (out / "calib").glob("*.json"):
+        for frame in json.loads(truth_file.read_text())["frames"]:
+            seen |= {i["individual_id"]: i["unknown"] for i in frame["instances"]}
+    strangers = {k for k, unknown in seen.items() if unknown}
+    assert strangers and all(k.startswith("str") for k in strangers) and not strangers & test_fish
+    assert {k for k, unknown in seen.items() if not unknown} <= {f"fish{k:03d}" for k in range(6)}
+    assert len(extra["calib_videos"]) == len(summary["videos"])
+    before, after = _hashes(base), _hashes(out)
+    assert set(after) - set(before) and all(n.startswith("calib/") for n in set(after) - set(before))
+    for name in before:
+        if name.startswith(("images", "labels", "videos", "reid/")):
+            assert after[name] == before[name], name

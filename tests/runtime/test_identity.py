@@ -1,5 +1,12 @@
 import numpy as np
-from finprint.runtime.identity import UNKNOWN, Gallery, IdentityResolver, mask_length_px
+from finprint.runtime.identity import (
+    SIMILARITY_BINS,
+    UNKNOWN,
+    Gallery,
+    IdentityResolver,
+    better_half_mean,
+    mask_length_px,
+)
 
 
 def _unit(v):
@@ -77,7 +84,7 @@ def test_a_strangers_few_lucky_frames_do_not_make_it_known():
 
 def test_clear_frames_outweigh_more_numerous_ambiguous_ones():
     # fish000 and fish001 look alike in 7 frames (fish000 a hair closer); 3 frames show fish001 clearly.
-    # A per-frame vote says fish000; the mean similarity over the track says fish001.
+    # A per-frame vote says fish000; the track's score (mean of the better half of its frames) says fish001.
     gallery = Gallery(["fish000", "fish001"], np.eye(3, dtype=np.float32)[:2], threshold=0.5)
     ambiguous = _unit([0.6, 0.55, np.sqrt(1 - 0.6**2 - 0.55**2)])
     clear = _unit([0.1, 0.95, np.sqrt(1 - 0.1**2 - 0.95**2)])
@@ -87,7 +94,29 @@ def test_clear_frames_outweigh_more_numerous_ambiguous_ones():
         resolver.observe("cam", f, [1], np.array([[0, 0, 10, 10]], np.float32), emb[None], [None])
     track = resolver.track("cam", 1)
     assert track is not None and track.identity == "fish001"
-    assert abs(track.similarity - (0.55 * 7 + 0.95 * 3) / 10) < 1e-4
+    assert abs(track.similarity - (0.95 * 3 + 0.55 * 2) / 5) < 0.01  # 0.01-wide bins
+
+
+def test_better_half_mean_takes_the_upper_half_of_frames():
+    hist = np.zeros((2, SIMILARITY_BINS), np.int32)
+    for row, sims in enumerate(([0.9, 0.8, 0.1, 0.0], [0.5, 0.5, 0.5])):
+        for s in sims:
+            hist[row, int((s + 1) * SIMILARITY_BINS / 2)] += 1
+    np.testing.assert_allclose(better_half_mean(hist), [0.855, 0.505], atol=1e-6)  # 2 of 4 frames; 2 of 3
+
+
+def test_a_fish_entering_the_frame_is_still_named_and_the_state_stays_bounded():
+    gallery, protos, rng = _gallery()
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=3)
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    for f in range(400):
+        # Its first frames show a sliver of the fish: they look like nobody; the rest look like fish002.
+        # (A plain mean over all 400 frames, about 0.6, would fall below the 0.7 threshold.)
+        emb = _unit(rng.normal(size=16)) if f < 150 else _unit(protos["fish002"] + 0.1 * rng.normal(size=16))
+        resolver.observe("cam", f, [1], box, emb[None], [None])
+    track = resolver.track("cam", 1)
+    assert track is not None and track.identity == "fish002"
+    assert track.histogram.shape == (len(gallery.individuals), SIMILARITY_BINS)
 
 
 def test_gallery_similarities_take_each_fishs_closest_embedding():

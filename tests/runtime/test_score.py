@@ -1,21 +1,25 @@
 import json
-from collections import Counter
 
 import cv2
 import numpy as np
+from finprint.runtime.open_set import TrackOutcome
 from finprint.runtime.pipeline import Pipeline
-from finprint.runtime.score import main, score_tracks
+from finprint.runtime.score import main, score_outcomes
 from finprint.runtime.store import Store
 from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
 
 
-def test_score_tracks_counts_known_unknown_and_unmatched():
-    predicted = {1: "fish000", 2: "fish001", 3: None, 4: "fish000", 5: "fish002"}
-    votes = {1: Counter(fish000=9), 2: Counter(fish000=5, fish001=1), 3: Counter(unk000=4), 4: Counter(unk001=3)}
-    unknown = {"fish000": False, "fish001": False, "unk000": True, "unk001": True}
-    r = score_tracks(predicted, votes, unknown)
+def test_score_outcomes_counts_known_unknown_and_unmatched():
+    outcomes = [
+        TrackOutcome("fish000", False, "fish000", 0.9, 0.3, 9),  # named right
+        TrackOutcome("fish000", False, "fish001", 0.9, 0.3, 6),  # named wrong
+        TrackOutcome("unk000", True, "fish000", 0.5, 0.3, 4),  # below the threshold: flagged
+        TrackOutcome("unk001", True, "fish000", 0.9, 0.3, 3),  # a confident stranger: missed
+    ]
+    r = score_outcomes(outcomes, threshold=0.7, margin=0.0, unmatched=1)
     assert (r.known_tracks, r.known_correct, r.unknown_tracks, r.unknown_flagged, r.unmatched_tracks) == (2, 1, 2, 1, 1)
     assert r.known_accuracy == 0.5 and "50.0% (1/2)" in r.report()
+    assert score_outcomes(outcomes, threshold=0.7, margin=0.5).unknown_flagged == 2  # no lead big enough: all unknown
 
 
 def test_score_a_video_end_to_end(tmp_path, capsys):

@@ -52,3 +52,31 @@ def test_confirmation_needs_min_hits_and_ended_reports_gone_tracks():
         ended += tracker.ended
     assert len(ended) == 1 and ended[0].hits == 3
     assert tracker.live_tracks == []
+
+
+def _looks(i: int) -> np.ndarray:
+    return np.eye(8, dtype=np.float32)[i]
+
+
+def test_appearance_gate_keeps_a_different_fish_from_continuing_a_track():
+    # Fish A swims off at frame 4; fish B turns up where A's track expects it. Boxes alone hand A's track
+    # to B; with embeddings B starts its own track.
+    for gate, same_track in ((None, True), (0.3, False)):
+        tracker = ByteTracker(min_hits=1, appearance_gate=gate)
+        first = None
+        for f in range(4):
+            (t,) = tracker.update(np.array([_box(50 + 5 * f, 50)]), np.array([0.9]), _looks(0)[None])
+            first = first or t.track_id
+        tracker.update(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 8)))
+        (t,) = tracker.update(np.array([_box(75, 50)]), np.array([0.9]), _looks(1)[None])
+        assert (t.track_id == first) is same_track, gate
+
+
+def test_appearance_decides_between_two_overlapping_candidates():
+    tracker = ByteTracker(min_hits=1, appearance_gate=0.3)
+    (a,) = tracker.update(np.array([_box(50, 50)]), np.array([0.9]), _looks(0)[None])
+    # Next frame: a stranger overlaps the track's box a little more than the fish itself does.
+    boxes = np.array([_box(52, 50), _box(56, 50)])
+    tracks = tracker.update(boxes, np.array([0.9, 0.9]), np.stack([_looks(1), _looks(0)]))
+    by_det = {t.det_index: t.track_id for t in tracks}
+    assert by_det[1] == a.track_id and by_det[0] != a.track_id

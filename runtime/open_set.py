@@ -1,0 +1,124 @@
+"""How sure a track's match must be before it names a fish: tuned on labelled farm video, kept with the gallery.
+
+The embedder's manifest carries an open-set threshold measured on still re-ID crops (TPR 95 % on the
+gallery/query set). Tracks on the farm's cameras score differently: a fish entering the frame, seen
+edge-on or through turbid water, cut out by the detector's box rather than a hand-drawn one. On the
+results-preset farm the manifest's 0.774 sat above the score of 7-9 correctly matched video tracks.
+So the threshold and the margin (how far the closest fish must lead the runner-up) are tuned on
+videos of the farm's own pens with known ground truth: the tagged fish plus a few strangers (fish
+from elsewhere, never enrolled), as `finprint data synth --calib-videos` writes them. They are stored
+in the gallery database with the embedder they were tuned for; the daemon and the scorer use them
+unless the config sets `models.open_set_threshold` / `models.open_set_margin`.
+
+Tuning picks, over a grid of thresholds and margins, the pair that best meets both targets (the
+smaller of known-accuracy / its target and unknown-flag-rate / its target, each capped at 1); among
+equally good pairs, the one nearest the middle of them, so that the choice does not sit on the edge
+of what these few tracks happened to allow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from finprint.runtime.identity import UNKNOWN, decide_identity
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.01), 2)
+MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
+
+
+@dataclass(frozen=True)
+class TrackOutcome:
+    """One track of a labelled video: who it really was, and what the identity rule saw."""
+
+    truth: str  # the ground-truth fish the track's boxes overlapped most
+    truth_unknown: bool  # that fish is not enrolled (a stranger)
+    closest: str | None  # enrolled fish with the best score
+    similarity: float  # the track's score for it
+    lead: float  # over the runner-up (inf with one enrolled fish)
+    frames: int
+
+    def predicted(self, threshold: float, margin: float) -> str:
+        return decide_identity(self.closest, self.similarity, self.lead, threshold, margin)
+
+
+@dataclass(frozen=True)
+class OpenSetRule:
+    threshold: float
+    margin: float
+    source: str  # where the pair came from, for logs and reports
+
+
+@dataclass(frozen=True)
+class Tuned:
+    threshold: float
+    margin: float
+    known_accuracy: float
+    unknown_flag_rate: float
+    known_tracks: int
+    unknown_tracks: int
+
+
+def rates(outcomes: list[TrackOutcome], threshold: float, margin: float) -> tuple[float, float]:
+    """(known tracks named right, unknown tracks flagged unknown) as fractions (nan when there are none)."""
+    known = [o for o in outcomes if not o.truth_unknown]
+    unknown = [o for o in outcomes if o.truth_unknown]
+    k = sum(o.predicted(threshold, margin) == o.truth for o in known) / len(known) if known else float("nan")
+    u = sum(o.predicted(threshold, margin) == UNKNOWN for o in unknown) / len(unknown) if unknown else float("nan")
+    return k, u
+
+
+def tune(outcomes: list[TrackOutcome], min_known: float = 0.95, min_unknown: float = 0.90) -> Tuned:
+    """The threshold and margin that best meet both targets on these tracks (see the module docstring)."""
+    known = [o for o in outcomes if not o.truth_unknown]
+    unknown = [o for o in outcomes if o.truth_unknown]
+    if not known or not unknown:
+        raise ValueError(f"tuning needs tracks of enrolled fish and of strangers; got {len(known)} and {len(unknown)}")
+    grid = np.zeros((len(THRESHOLDS), len(MARGINS)))
+    for i, t in enumerate(THRESHOLDS):
+        for j, m in enumerate(MARGINS):
+            k, u = rates(outcomes, float(t), float(m))
+            grid[i, j] = min(k / min_known, u / min_unknown, 1.0)
+    best = np.argwhere(grid >= grid.max() - 1e-9)
+    centre = np.median(best, axis=0)
+    i, j = best[np.argmin(((best - centre) ** 2).sum(axis=1))]
+    t, m = float(THRESHOLDS[i]), float(MARGINS[j])
+    k, u = rates(outcomes, t, m)
+    return Tuned(t, m, k, u, len(known), len(unknown))
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_rule(
+    config_threshold: float | None,
+    config_margin: float | None,
+    stored: dict | None,
+    embedder: str | Path,
+    manifest_threshold: float,
+    default_margin: float,
+) -> OpenSetRule:
+    """The config wins, then the gallery's tuned pair (if tuned for this embedder file), then the manifest."""
+    tuned = None
+    if stored is not None:
+        if stored.get("embedder_sha256") == file_digest(embedder):
+            tuned = stored
+        else:
+            log.warning("the gallery's open-set threshold was tuned for another embedder (%s): using the manifest's; "
+                        "rerun finprint tune-open-set", stored.get("embedder"))
+    threshold = config_threshold if config_threshold is not None else tuned["threshold"] if tuned else manifest_threshold
+    margin = config_margin if config_margin is not None else tuned["margin"] if tuned else default_margin
+    parts = ["config" if config_threshold is not None else "gallery (tuned)" if tuned else "manifest",
+             "config" if config_margin is not None else "gallery (tuned)" if tuned else "default"]
+    source = f"threshold {threshold:.2f} from the {parts[0]}, margin {margin:.2f} from the {parts[1]}"
+    return OpenSetRule(float(threshold), float(margin), source)

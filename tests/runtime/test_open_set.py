@@ -1,0 +1,129 @@
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from finprint.runtime.identity import UNKNOWN
+from finprint.runtime.open_set import TrackOutcome, file_digest, resolve_rule, tune
+from finprint.runtime.pipeline import Pipeline
+from finprint.runtime.score import main as score_main
+from finprint.runtime.store import Store
+from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
+
+from finprint.cli import main
+
+
+def _known(score: float, lead: float = 0.3, closest: str = "fish000") -> TrackOutcome:
+    return TrackOutcome("fish000", False, closest, score, lead, 10)
+
+
+def _stranger(score: float, lead: float = 0.3) -> TrackOutcome:
+    return TrackOutcome("str000", True, "fish000", score, lead, 10)
+
+
+def test_tune_meets_both_targets_from_the_middle_of_what_works():
+    # Known tracks score 0.80-0.95, strangers 0.40-0.60: any threshold in (0.60, 0.80] works; take the middle.
+    outcomes = [_known(s) for s in np.linspace(0.80, 0.95, 10)] + [_stranger(s) for s in np.linspace(0.40, 0.60, 10)]
+    tuned = tune(outcomes)
+    assert tuned.known_accuracy == 1.0 and tuned.unknown_flag_rate == 1.0
+    assert 0.65 <= tuned.threshold <= 0.75
+    assert (tuned.known_tracks, tuned.unknown_tracks) == (10, 10)
+
+
+def test_tune_uses_the_margin_when_the_scores_overlap():
+    # Strangers score as high as the known fish but sit between two of them (small lead).
+    outcomes = [_known(0.9, lead=0.2) for _ in range(10)] + [_stranger(0.9, lead=0.01) for _ in range(10)]
+    tuned = tune(outcomes)
+    assert tuned.known_accuracy == 1.0 and tuned.unknown_flag_rate == 1.0 and 0.01 < tuned.margin <= 0.2
+    assert _stranger(0.9, lead=0.01).predicted(tuned.threshold, tuned.margin) == UNKNOWN
+
+
+def test_tune_needs_both_kinds_of_track():
+    with pytest.raises(ValueError, match="strangers"):
+        tune([_known(0.9)])
+
+
+def test_the_config_wins_then_the_tuned_gallery_then_the_manifest(tmp_path, caplog):
+    emb = tmp_path / "emb.onnx"
+    emb.write_bytes(b"model")
+    stored = {"threshold": 0.61, "margin": 0.07, "embedder": "emb.onnx", "embedder_sha256": file_digest(emb)}
+    assert (resolve_rule(0.8, 0.1, stored, emb, 0.7, 0.03).threshold, resolve_rule(0.8, 0.1, stored, emb, 0.7, 0.03).margin) == (0.8, 0.1)
+    rule = resolve_rule(None, None, stored, emb, 0.7, 0.03)
+    assert (rule.threshold, rule.margin) == (0.61, 0.07) and "tuned" in rule.source
+    assert (resolve_rule(None, None, None, emb, 0.7, 0.03).threshold, resolve_rule(None, None, None, emb, 0.7, 0.03).margin) == (0.7, 0.03)
+    emb.write_bytes(b"another model")
+    with caplog.at_level(logging.WARNING):
+        rule = resolve_rule(None, None, stored, emb, 0.7, 0.03)
+    assert (rule.threshold, rule.margin) == (0.7, 0.03) and "another embedder" in caplog.text
+
+
+def _labelled_video(folder, name, with_stranger=True):
+    """A known fish (orange) on top and, optionally, a stranger (green) below, 12 frames with ground truth."""
+    writer = cv2.VideoWriter(str(folder / f"{name}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    frames = []
+    for i in range(12):
+        img = np.full((64, 64, 3), 30, np.uint8)
+        img[8:20, 8:40] = (200, 60, 20)
+        instances = [{"individual_id": "fish000", "unknown": False, "box_xyxy": [8, 8, 40, 20], "polygon": [], "length_cm": 3.2}]
+        if with_stranger:
+            img[40:52, 8:40] = (20, 200, 60)
+            instances.append({"individual_id": "str000", "unknown": True, "box_xyxy": [8, 40, 40, 52], "polygon": [],
+                              "length_cm": 3.2})
+        writer.write(img)
+        frames.append({"frame": i, "instances": instances})
+    writer.release()
+    (folder / f"{name}.json").write_text(json.dumps({"fps": 10, "width": 64, "height": 64, "camera": "0", "px_per_cm": 10,
+                                                     "frames": frames}))
+    return folder / f"{name}.avi"
+
+
+def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
+    det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 20], [8, 40, 40, 52]], fish_scores=[0.9, 0.9])
+    # The manifest's threshold (0.999) would call the known fish unknown on this video.
+    emb = make_toy_embedder(tmp_path / "emb.onnx", open_set_threshold=0.999)
+    video = _labelled_video(tmp_path, "calib")
+    pipeline = Pipeline(det, emb, "cpu")
+    img = cv2.VideoCapture(str(video)).read()[1]
+    gallery = tmp_path / "g.db"
+    store = Store(gallery)
+    store.enroll("fish000", pipeline.embed_crops([img[8:20, 8:40]]) * np.float32(0.9) + np.float32(0.1))
+    store.close()
+    pipeline.close()
+    base = ["--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu"]
+    assert main(["tune-open-set", *base, "--json", str(tmp_path / "tuned.json"), str(video)]) == 0
+    report = json.loads((tmp_path / "tuned.json").read_text())
+    assert report["known_accuracy"] == 1.0 and report["unknown_flag_rate"] == 1.0
+    assert report["before"]["known_accuracy"] == 0.0  # the manifest's threshold
+    stored = Store(gallery).open_set()
+    assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
+    capsys.readouterr()
+    assert score_main(["--video", str(video), *base]) == 0
+    assert "100.0% (1/1)" in capsys.readouterr().out
+
+
+def test_tune_open_set_refuses_bad_input(tmp_path, capsys):
+    det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 20]], fish_scores=[0.9])
+    emb = make_toy_embedder(tmp_path / "emb.onnx")
+    gallery = tmp_path / "g.db"
+    base = ["tune-open-set", "--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu"]
+    video = _labelled_video(tmp_path, "no_strangers", with_stranger=False)
+    assert main([*base, str(video)]) == 2
+    assert "no such gallery" in capsys.readouterr().err
+    store = Store(gallery)
+    store.enroll("fish000", np.ones((1, 8), np.float32))  # enrolled with another (8-dim) embedder
+    store.close()
+    assert main([*base, str(video)]) == 2
+    assert "enroll the fish again" in capsys.readouterr().err
+    store = Store(gallery)
+    store.forget("fish000")
+    pipeline = Pipeline(det, emb, "cpu")
+    store.enroll("fish000", pipeline.embed_crops([np.full((12, 32, 3), 120, np.uint8)]))
+    pipeline.close()
+    store.close()
+    (tmp_path / "bare.avi").write_bytes(video.read_bytes())
+    assert main([*base, str(tmp_path / "bare.avi")]) == 2
+    assert "no ground truth bare.json" in capsys.readouterr().err
+    assert main([*base, str(video)]) == 2
+    assert "strangers" in capsys.readouterr().err
+    assert Store(gallery).open_set() is None  # nothing stored by a refused run
