@@ -67,14 +67,27 @@ class Preset:
     # Enrolment clip per known fish (finprint data synth --enrol-clips): the gallery is enrolled from
     # the daemon's own detections on video; 0 enrols the still re-ID crops instead.
     enrol_clip_seconds: float = 6.0
+    # Open-set tuning video per camera (finprint data synth --calib-videos; own strangers): the gallery's
+    # threshold and margin come from `finprint tune-open-set` on them, never from the scored videos; 0 = none
+    # (the manifest's threshold and the default margin).
+    calib_video_seconds: float = 8.0
+    # Farm options for the embedder's data (finprint data synth): other fish for its metric, more views of the
+    # farm's own fish. Measured on the results farm (the chain on the farm videos, gated tracker, best-half score,
+    # best threshold and margin): teacher without 22/29 & 9/11 -> with 60 x 16 aux views and 40 views per
+    # known fish, 32/35 & 14/15 (its open-set AUROC on still crops 0.92 -> 0.98).
+    synth_extra: tuple[str, ...] = field(default=())
+    # `--set` options for the embedder runs only (repeats: passes over the identities per epoch).
+    emb_extra: tuple[str, ...] = field(default=())
 
+
+FARM_EMBEDDER_DATA = ("--aux-individuals", "60", "--aux-views", "16", "--enrol-views", "40")
 
 PRESETS: dict[str, Preset] = {
     # Only checks that every step runs (tests/test_demo.py); the numbers mean nothing.
     "smoke": Preset(
         images=48, individuals=5, unknown=2, video_seconds=2, size="256x192", imgsz=128,
         det_teacher_epochs=1, det_student_epochs=1, emb_teacher_epochs=1, emb_student_epochs=1,
-        batch=8, calib_size=8, enrol_clip_seconds=2,
+        batch=8, calib_size=8, enrol_clip_seconds=2, calib_video_seconds=2,
     ),
     "demo": Preset(
         images=160, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
@@ -85,8 +98,9 @@ PRESETS: dict[str, Preset] = {
     # the bench compares the INT8 student with a teacher worth distilling), no-KD baselines and QAT.
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
-        det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=30, emb_student_epochs=30,
+        det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
+        synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=4",), calib_video_seconds=20,
     ),
     "full": Preset(
         images=600, individuals=20, unknown=5, video_seconds=12, size="480x320", imgsz=320,
@@ -118,7 +132,8 @@ class Demo:
         self.device = device
         # More seeds of the KD / no-KD student pairs (same teacher), so a margin is not one seed's luck.
         self.extra_seeds = extra_seeds
-        self.results: dict = {"preset": preset.__dict__ | {"train_extra": list(preset.train_extra)}, "steps": {}}
+        self.results: dict = {"preset": preset.__dict__ | {k: list(getattr(preset, k)) for k in ("train_extra", "synth_extra", "emb_extra")},
+                              "steps": {}}
         self.farm = workdir / "farm"
         self.models = workdir / "models"
 
@@ -145,9 +160,9 @@ class Demo:
         self.results["steps"][name] = {"seconds": seconds}
         print(f"[demo] {name}: {seconds:.0f} s", flush=True)
 
-    def _train_args(self, epochs: int) -> list[str]:
+    def _train_args(self, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
         args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(self.seed), "--device", self.device]
-        for kv in self.p.train_extra:
+        for kv in (*self.p.train_extra, *extra):
             args += ["--set", kv]
         return args
 
@@ -197,7 +212,7 @@ class Demo:
         self._step("farm", lambda: (self.farm / "farm.json").is_file(), lambda: self._finprint(
             "data", "synth", "--out", str(self.farm), "--images", str(p.images), "--individuals", str(p.individuals),
             "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed),
-            "--enrol-clips", str(p.enrol_clip_seconds)))
+            "--enrol-clips", str(p.enrol_clip_seconds), "--calib-videos", str(p.calib_video_seconds), *p.synth_extra))
         self._step("farm sheet", lambda: (w / "farm_sheet.png").is_file(), lambda: self._finprint(
             "data", "show", str(self.farm), "--out", str(w / "farm_sheet.png"), "--n", "12"))
 
@@ -207,16 +222,17 @@ class Demo:
         emb_common = ["--data", str(self.farm)]
         self._step("embedder teacher", self._complete(emb_t), lambda: self._finprint(
             "train", "--task", "embed", "--model", p.emb_teacher, "--out", str(emb_t), *emb_common,
-            "--lr", str(p.emb_teacher_lr), *self._train_args(p.emb_teacher_epochs)))
+            "--lr", str(p.emb_teacher_lr), *self._train_args(p.emb_teacher_epochs, p.emb_extra)))
         for run, kd in ((emb_kd, True), (emb_nokd, False))[: 2 if p.baseline else 1]:
             self._step(f"embedder student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
                 "distill", "--teacher", str(emb_t), "--student", p.emb_student, "--out", str(run), *emb_common,
-                *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs)))
+                *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs, p.emb_extra)))
 
         self.evaluate((det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd) if p.baseline else (det_t, det_kd, emb_t, emb_kd), self.farm)
         for seed in self.extra_seeds:
             self._student_pair(det_t, "det", p.det_student, seed, "--imgsz", str(p.imgsz), epochs=p.det_student_epochs)
-            self._student_pair(emb_t, "emb", p.emb_student, seed, epochs=p.emb_student_epochs)
+            self._student_pair(emb_t, "emb", p.emb_student, seed, *[a for kv in p.emb_extra for a in ("--set", kv)],
+                               epochs=p.emb_student_epochs)
 
         calib_det, calib_emb = w / "calib-detector", w / "calib-embedder"
         self._step("calibration set (detector)", lambda: (calib_det / "calib.json").is_file() or any(calib_det.glob("*.json")),
@@ -289,8 +305,18 @@ class Demo:
             self._finprint("enroll", "--gallery", str(gallery), "--id", ident, "--embedder", str(emb), "--backend", "cpu",
                            *[str(c) for c in crops])
         n_clips = len(known) - len(from_crops)
-        totals: dict = {"enrolment": f"{n_clips} fish from video clips (all tracks), {len(from_crops)} from still re-ID crops",
-                        "open_set_margin": DEFAULT_OPEN_SET_MARGIN}
+        totals: dict = {"enrolment": f"{n_clips} fish from video clips (all tracks), {len(from_crops)} from still re-ID crops"}
+        calib_videos = sorted((self.farm / "calib").glob("*.mp4"))
+        tuned_json = self.w / "open_set.json"
+        tuned_json.unlink(missing_ok=True)
+        # The farm's own tuning videos (their strangers are not the scored videos' unknown fish); a smoke
+        # model may find too few tracks to tune on (exit 2): then the manifest's threshold stays.
+        if calib_videos and self._finprint(
+            "tune-open-set", "--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu",
+            "--json", str(tuned_json), *[str(v) for v in calib_videos], ok_codes=(0, 2)) == 0:
+            totals["open_set"] = json.loads(tuned_json.read_text()) | {"tuned": True}
+        else:
+            totals["open_set"] = {"tuned": False, "margin": DEFAULT_OPEN_SET_MARGIN}
         for video in sorted((self.farm / "videos").glob("*.mp4")):
             print(f"\n$ python -m finprint.runtime.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,

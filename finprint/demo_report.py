@@ -17,6 +17,21 @@ EMBED_COLUMNS = ("rank1", "rank5", "map", "auroc", "fpr95")
 ROLES = {"teacher": "teacher", "student-kd": "student + KD", "student-nokd": "student, no KD"}
 
 
+def open_set_sentence(daemon: dict) -> str:
+    """How the daemon's open-set threshold and margin were set, from daemon_score.json."""
+    tuned = daemon.get("open_set", {})
+    if tuned.get("tuned"):
+        return (
+            f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
+            f"that are not the scored videos' unknown fish): threshold {tuned['threshold']:.2f}, margin {tuned['margin']:.2f}; "
+            f"on those videos {100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} known tracks named right, "
+            f"{100 * tuned['unknown_flag_rate']:.1f}% of {tuned['unknown_tracks']} stranger tracks flagged "
+            f"(with the embedder manifest's threshold: {100 * tuned['before']['known_accuracy']:.1f}% and "
+            f"{100 * tuned['before']['unknown_flag_rate']:.1f}%). The scored videos below played no part in choosing them."
+        )
+    return f"Open set: the embedder manifest's threshold and margin {tuned.get('margin', daemon.get('open_set_margin', 0))} (not tuned)."
+
+
 def _model_size(run: Path) -> dict[str, Any]:
     """Parameters and FLOPs of a run's model at its input size (torch, so only where torch is installed)."""
     import torch
@@ -123,6 +138,7 @@ def write_report(results: dict, workdir: Path) -> Path:
     if daemon:
         lines += [
             f"- gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}",
+            f"- {open_set_sentence(daemon)}",
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "

@@ -25,6 +25,7 @@ from finprint.demo_report import (
     _margin,
     manifest_rows,
     model_rows,
+    open_set_sentence,
     write_report,
 )
 from finprint.distill.report import markdown_table
@@ -179,9 +180,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         lines += [
             "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)",
             "",
-            f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}; open-set threshold from the embedder's "
-            f"manifest, margin {daemon.get('open_set_margin', 0)} (a track's closest fish must lead the next by this much; "
-            "picked on these videos, see runtime/identity.py).",
+            f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}. {open_set_sentence(daemon)}",
             "",
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",

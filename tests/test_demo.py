@@ -12,6 +12,7 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
     for step in ("farm", "detector teacher", "detector student (KD)", "embedder student (no KD)",
                  "export detector student", "bench", "daemon on a farm video"):
         assert step in results["steps"], step
+    assert "tuned" in results["daemon"]["open_set"]  # tuned on calib/ videos, or said why not
     assert (work / "REPORT.md").read_text().startswith("# finprint demo report")
     assert (work / "report.png").stat().st_size > 10_000
     assert sorted(p.name for p in (work / "models" / "detector").glob("*.int8.onnx"))

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-videos", type=float, default=0.0, metavar="SECONDS",
                         help="an open-set tuning video per camera, calib/cam<k>.mp4, with strangers of its own, this long "
                              "(default 0: none; see finprint tune-open-set)")
-    parser.add_argument("--calib-strangers", type=int, default=4,
-                        help="strangers (str000..) the tuning videos draw from (default 4)")
+    parser.add_argument("--calib-strangers", type=int, default=6,
+                        help="strangers (str000..) the tuning videos draw three each from (default 6)")
     parser.add_argument("--enrol-views", type=int, default=0,
                         help="extra enrolment views of every known fish in reid/train (default 0)")
     parser.add_argument("--aux-individuals", type=int, default=0,

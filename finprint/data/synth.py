@@ -108,7 +108,7 @@ class SynthConfig:
     # pen holding its tagged fish and a few fish from elsewhere to set how sure a match must be
     # (`finprint tune-open-set`). Own random stream: everything else is unchanged by this option.
     calib_video_seconds: float = 0.0
-    calib_strangers: int = 4
+    calib_strangers: int = 6
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
 
@@ -136,7 +136,7 @@ class SynthConfig:
 def _write_calib_videos(
     folder: Path, cfg: SynthConfig, known: list[Individual], textures: dict[str, np.ndarray], cameras: list[dict]
 ) -> list[dict]:
-    """One open-set tuning video per camera: known fish and strangers of their own."""
+    """One open-set tuning video per camera: known fish and three strangers of their own."""
     rng = np.random.default_rng([cfg.seed, 3])
     strangers = make_population(cfg.calib_strangers, rng, prefix="str", unknown=True)
     stranger_textures = {ind.id: render_texture(ind) for ind in strangers}
@@ -146,7 +146,7 @@ def _write_calib_videos(
         ids = sorted(rng.choice(len(known), size=min(cfg.video_fish, len(known)), replace=False))
         cast = [(known[i], textures[known[i].id]) for i in ids]
         if strangers:
-            picked = sorted(rng.choice(len(strangers), size=min(2, len(strangers)), replace=False))
+            picked = sorted(rng.choice(len(strangers), size=min(3, len(strangers)), replace=False))
             cast += [(strangers[i], stranger_textures[strangers[i].id]) for i in picked]
         videos.append(write_video(
             folder / f"cam{camera['id']}.mp4", {"id": camera["id"], "px_per_cm": camera["px_per_cm"]},
