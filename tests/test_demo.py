@@ -3,6 +3,7 @@
 import json
 
 from finprint.cli import main
+from finprint.demo_report import open_set_sentence
 
 
 def test_demo_runs_every_step_and_writes_its_report(tmp_path):
@@ -20,3 +21,11 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
     assert main(["demo", "--preset", "smoke", "--workdir", str(work), "--device", "cpu"]) == 0
     again = json.loads((work / "demo.json").read_text())
     assert all(step.get("skipped") for step in again["steps"].values())
+
+
+def test_the_report_says_how_the_open_set_was_set():
+    tuned = {"tuned": True, "threshold": 0.66, "margin": 0.02, "known_accuracy": 0.8, "known_tracks": 40,
+             "unknown_flag_rate": 0.9, "unknown_tracks": 20, "before": {"known_accuracy": 0.5, "unknown_flag_rate": 0.95}}
+    text = open_set_sentence({"open_set": tuned})
+    assert "threshold 0.66, margin 0.02" in text and "80.0% of 40 known tracks" in text and "played no part" in text
+    assert "not tuned" in open_set_sentence({"open_set": {"tuned": False, "margin": 0.03}})
