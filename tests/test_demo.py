@@ -2,6 +2,8 @@
 
 import json
 
+from finprint.runtime.store import Store
+
 from finprint.cli import main
 from finprint.demo_report import open_set_sentence
 
@@ -14,6 +16,11 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
                  "export detector student", "bench", "daemon on a farm video"):
         assert step in results["steps"], step
     assert "tuned" in results["daemon"]["open_set"]  # tuned on calib/ videos, or said why not
+    # Only the farm's own fish are enrolled, not the auxiliary fish that reid/train also holds.
+    assert list((work / "farm" / "reid" / "train").glob("aux*.jpg"))
+    enrolled = Store(work / "gallery.db").load_gallery(0.5).individuals
+    farm_fish = [i["id"] for i in json.loads((work / "farm" / "farm.json").read_text())["individuals"] if not i["unknown"]]
+    assert enrolled == sorted(farm_fish)
     assert (work / "REPORT.md").read_text().startswith("# finprint demo report")
     assert (work / "report.png").stat().st_size > 10_000
     assert sorted(p.name for p in (work / "models" / "detector").glob("*.int8.onnx"))
