@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=_size, default=(480, 320), help="frame size WxH (default 480x320)")
     parser.add_argument("--enrol-clips", type=float, default=0.0, metavar="SECONDS",
                         help="an enrolment clip of every known fish alone, enrol/<fish>.mp4, this long (default 0: none)")
+    parser.add_argument("--enrol-clips-every-camera", action="store_true",
+                        help="also an enrolment clip of every known fish in front of each other camera, enrol/<fish>_c<k>.mp4")
     parser.add_argument("--enrol-clip-crop-every", type=int, default=0, metavar="N",
                         help="every Nth enrolment-clip frame also gives reid/train a crop of the fish (default 0: none)")
     parser.add_argument("--calib-videos", type=float, default=0.0, metavar="SECONDS",
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         enrol_views=args.enrol_views,
         enrol_clip_seconds=args.enrol_clips,
+        enrol_clip_every_camera=args.enrol_clips_every_camera,
         calib_video_seconds=args.calib_videos,
         calib_strangers=args.calib_strangers,
         enrol_clip_crop_every=args.enrol_clip_crop_every,

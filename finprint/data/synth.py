@@ -103,6 +103,9 @@ class SynthConfig:
     # images, labels and the farm videos are unchanged by these options.
     enrol_clip_seconds: float = 0.0
     enrol_clip_crop_every: int = 0
+    # Also film every known fish in front of each other camera (enrol/<fish>_c<camera>.mp4): its
+    # gallery then holds it in every pen's water and light. Own random stream.
+    enrol_clip_every_camera: bool = False
     # Open-set tuning videos: calib/cam<k>.mp4, one per camera, like videos/ (known fish with strangers)
     # but with their own strangers (ids str000..; never in videos/, images or reid/), as a farm films a
     # pen holding its tagged fish and a few fish from elsewhere to set how sure a match must be
@@ -432,6 +435,17 @@ def synthesize(cfg: SynthConfig) -> dict:
             ))
             if cfg.enrol_clip_crop_every:
                 reid_counts["train"] += _clip_crops(out / "enrol" / f"{ind.id}.mp4", out / "reid" / "train", cfg, reid_next)
+        if cfg.enrol_clip_every_camera:
+            other_rng = np.random.default_rng([cfg.seed, 4])
+            for k, ind in enumerate(known):
+                for j, camera in enumerate(cameras):
+                    if j == k % len(cameras):
+                        continue  # filmed above
+                    enrol_clips.append(write_video(
+                        out / "enrol" / f"{ind.id}_c{camera['id']}.mp4", {"id": camera["id"], "px_per_cm": camera["px_per_cm"]},
+                        camera["water"], [(ind, textures[ind.id])], cfg.enrol_clip_seconds, cfg.fps,
+                        cfg.width, cfg.height, other_rng, cfg.min_visible_px,
+                    ))
 
     calib_videos = _write_calib_videos(out / "calib", cfg, known, textures, cameras) if cfg.calib_video_seconds > 0 else []
 

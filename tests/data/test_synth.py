@@ -169,7 +169,8 @@ def test_cli_defaults_are_the_config_defaults() -> None:
     pairs = {"images": "images", "individuals": "individuals", "unknown": "unknown", "video_seconds": "video_seconds",
              "seed": "seed", "enrol_views": "enrol_views", "enrol_clips": "enrol_clip_seconds",
              "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
-             "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers"}
+             "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
+             "enrol_clips_every_camera": "enrol_clip_every_camera"}
     for arg, field_name in pairs.items():
         assert getattr(args, arg) == getattr(cfg, field_name), arg
     assert args.size == (cfg.width, cfg.height)
@@ -262,3 +263,23 @@ def test_open_set_tuning_videos_hold_known_fish_and_strangers_of_their_own(farm:
     for name in before:
         if name.startswith(("images", "labels", "videos", "reid/")):
             assert after[name] == before[name], name
+
+
+def test_enrolment_clips_in_every_camera_leave_the_first_ones_alone(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    one, every = _small(tmp_path / "one"), _small(tmp_path / "every")
+    one.enrol_clip_seconds = every.enrol_clip_seconds = 1.0
+    every.enrol_clip_every_camera = True
+    synthesize(one)
+    synthesize(every)
+    first = _hashes(tmp_path / "one")
+    added = _hashes(tmp_path / "every")
+    for name, digest in first.items():
+        if name != "farm.json":
+            assert added[name] == digest, name
+    new = sorted(set(added) - set(first))
+    cameras = json.loads((tmp_path / "every" / "farm.json").read_text())["cameras"]
+    assert len([n for n in new if n.endswith(".mp4")]) == 6 * (len(cameras) - 1)
+    for name in (n for n in new if n.endswith(".json")):
+        fish, camera = Path(name).stem.split("_")
+        truth = json.loads((tmp_path / "every" / name).read_text())
+        assert truth["individuals"] == [fish] and f"c{truth['camera']}" == camera
