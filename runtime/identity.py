@@ -169,6 +169,7 @@ class TrackIdentity:
     path_cm: float = 0.0  # distance the box centre travelled
     last_centre_px: tuple[float, float] | None = None
     announced_as: str | None = None  # identity last reported in an event
+    _scores: dict[str, float] | None = field(default=None, repr=False)  # cache, cleared by add()
 
     def add(self, names: list[str], sims: np.ndarray) -> None:
         """One frame: this track's similarity to each known fish."""
@@ -187,10 +188,10 @@ class TrackIdentity:
     @property
     def scores(self) -> dict[str, float]:
         """Known fish -> the track's similarity to it (mean of the better half of its frames)."""
-        if getattr(self, "_scores", None) is None:
+        if self._scores is None:
             values = better_half_mean(self.histogram) if len(self.fish) else np.zeros(0)
             self._scores = {name: float(values[row]) for name, row in self.fish.items()}
-        return self._scores  # type: ignore[return-value]
+        return self._scores
 
     @property
     def closest(self) -> str | None:
