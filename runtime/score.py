@@ -152,16 +152,20 @@ def open_pipeline_and_gallery(
     if not Path(gallery_db).is_file():
         raise FinprintError(f"{gallery_db}: no such gallery")
     pipeline = Pipeline(detector, embedder, backend, max_batch=1)
-    store = Store(gallery_db)
     try:
-        rule = resolve_rule(threshold, margin, store.open_set(), embedder, pipeline.open_set_threshold, DEFAULT_OPEN_SET_MARGIN)
-        gallery = store.load_gallery(rule.threshold)
-        gallery.check_embedder(pipeline.embedding_dim, str(gallery_db))
+        store = Store(gallery_db)
+        try:
+            rule = resolve_rule(threshold, margin, store.open_set(), embedder, pipeline.open_set_threshold, DEFAULT_OPEN_SET_MARGIN)
+            gallery = store.load_gallery(rule.threshold)
+            gallery.check_embedder(pipeline.embedding_dim, str(gallery_db))
+        finally:
+            store.close()
     except ValueError as exc:
         pipeline.close()
         raise FinprintError(str(exc)) from exc
-    finally:
-        store.close()
+    except BaseException:
+        pipeline.close()
+        raise
     return pipeline, gallery, rule
 
 
