@@ -114,3 +114,13 @@ def test_serve_refuses_an_unloadable_model_before_writing_anything(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "det.onnx" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "gallery.db").exists() and not (tmp_path / "events.jsonl").exists()
+
+
+def test_the_deploy_guide_example_uses_only_keys_the_config_knows():
+    import re
+
+    from finprint.runtime.config import FarmConfig
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "DEPLOY.md").read_text()
+    (block,) = re.findall(r"```yaml\n(.*?)```", guide, re.S)
+    FarmConfig.model_validate(yaml.safe_load(block))  # unknown keys or bad values raise
