@@ -219,8 +219,6 @@ def _tune(args: argparse.Namespace) -> int:
             raise FinprintError(f"{video}: no such video")
         if not video.with_suffix(".json").is_file():
             raise FinprintError(f"{video}: no ground truth {video.with_suffix('.json').name} beside it")
-    if not args.gallery.is_file():
-        raise FinprintError(f"{args.gallery}: no such gallery")
     pipeline, gallery, before = open_pipeline_and_gallery(args.gallery, args.detector, args.embedder, args.backend)
     if not gallery.individuals:
         pipeline.close()

@@ -20,8 +20,8 @@ from typing import Any
 import cv2
 import numpy as np
 from finprint.runtime.config import FarmConfig
-from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, IdentityResolver
-from finprint.runtime.open_set import resolve_rule
+from finprint.runtime.identity import IdentityResolver
+from finprint.runtime.open_set import open_gallery
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.store import JsonlLog, Store
 from finprint.runtime.watchdog import Watchdog
@@ -136,13 +136,8 @@ class Daemon:
         sqlite_path = self.cfg.sinks.sqlite
         self.events_store = self.store if sqlite_path is None or Path(sqlite_path) == Path(self.cfg.gallery) else Store(sqlite_path)
         m = self.cfg.models
-        rule = resolve_rule(m.open_set_threshold, m.open_set_margin, self.store.open_set(), m.embedder,
-                            self.pipeline.open_set_threshold, DEFAULT_OPEN_SET_MARGIN)
-        gallery = self.store.load_gallery(rule.threshold)
-        try:
-            gallery.check_embedder(self.pipeline.embedding_dim, str(self.cfg.gallery))
-        except ValueError as exc:
-            raise FinprintError(str(exc)) from exc
+        gallery, rule = open_gallery(self.store, m.embedder, self.pipeline.open_set_threshold, self.pipeline.embedding_dim,
+                                     m.open_set_threshold, m.open_set_margin)
         log.info("gallery: %d individuals, %d embeddings; open set: %s", len(gallery.individuals), len(gallery), rule.source)
         self.resolver = IdentityResolver(
             gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits, margin=rule.margin,

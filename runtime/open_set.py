@@ -22,9 +22,15 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from finprint.runtime.identity import UNKNOWN, decide_identity
+from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, UNKNOWN, Gallery, decide_identity
+
+from finprint.errors import FinprintError
+
+if TYPE_CHECKING:
+    from finprint.runtime.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +128,21 @@ def resolve_rule(
              "config" if config_margin is not None else "gallery (tuned)" if tuned else "default"]
     source = f"threshold {threshold:.2f} from the {parts[0]}, margin {margin:.2f} from the {parts[1]}"
     return OpenSetRule(float(threshold), float(margin), source)
+
+
+def open_gallery(
+    store: Store,
+    embedder: str | Path,
+    manifest_threshold: float,
+    embedding_dim: int | None,
+    config_threshold: float | None = None,
+    config_margin: float | None = None,
+) -> tuple[Gallery, OpenSetRule]:
+    """The gallery as the daemon matches against it, and the open-set rule it uses (see resolve_rule)."""
+    rule = resolve_rule(config_threshold, config_margin, store.open_set(), embedder, manifest_threshold, DEFAULT_OPEN_SET_MARGIN)
+    try:
+        gallery = store.load_gallery(rule.threshold)
+        gallery.check_embedder(embedding_dim, str(store.path))
+    except ValueError as exc:
+        raise FinprintError(str(exc)) from exc
+    return gallery, rule

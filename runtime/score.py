@@ -144,8 +144,7 @@ def open_pipeline_and_gallery(
     threshold: float | None = None, margin: float | None = None,
 ) -> tuple[Pipeline, Gallery, OpenSetRule]:
     """The daemon's models, its gallery, and the open-set rule it would use (config values = the arguments)."""
-    from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
-    from finprint.runtime.open_set import resolve_rule
+    from finprint.runtime.open_set import open_gallery
     from finprint.runtime.pipeline import Pipeline
     from finprint.runtime.store import Store
 
@@ -155,14 +154,9 @@ def open_pipeline_and_gallery(
     try:
         store = Store(gallery_db)
         try:
-            rule = resolve_rule(threshold, margin, store.open_set(), embedder, pipeline.open_set_threshold, DEFAULT_OPEN_SET_MARGIN)
-            gallery = store.load_gallery(rule.threshold)
-            gallery.check_embedder(pipeline.embedding_dim, str(gallery_db))
+            gallery, rule = open_gallery(store, embedder, pipeline.open_set_threshold, pipeline.embedding_dim, threshold, margin)
         finally:
             store.close()
-    except ValueError as exc:
-        pipeline.close()
-        raise FinprintError(str(exc)) from exc
     except BaseException:
         pipeline.close()
         raise

@@ -131,9 +131,9 @@ class ByteTracker:
             known = np.array([t.appearance is not None for t in tracks])
             if known.any():
                 track_emb = np.stack([t.appearance if t.appearance is not None else np.zeros(dets_emb.shape[1], np.float32) for t in tracks])
-                sim = track_emb @ dets_emb.T
+                sim = track_emb @ dets_emb.T  # 0 for a track with no appearance yet
                 allowed &= ~known[:, None] | (sim >= self.appearance_gate)
-                gain += self.appearance_weight * np.where(known[:, None], sim, 0.0)
+                gain += self.appearance_weight * sim
         rows, cols = linear_sum_assignment(np.where(allowed, -gain, 1e6))
         pairs = [(r, c) for r, c in zip(rows, cols, strict=True) if allowed[r, c]]
         matched_t = {r for r, _ in pairs}
