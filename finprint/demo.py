@@ -18,6 +18,8 @@ import json
 import logging
 import shlex
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,7 +86,7 @@ class Preset:
     emb_extra: tuple[str, ...] = field(default=())
 
 
-FARM_EMBEDDER_DATA = ("--aux-individuals", "60", "--aux-views", "16", "--enrol-views", "40")
+FARM_EMBEDDER_DATA = ("--aux-individuals", "500", "--aux-views", "12", "--enrol-views", "40")
 
 PRESETS: dict[str, Preset] = {
     # Only checks that every step runs (tests/test_demo.py); the numbers mean nothing.
@@ -105,7 +107,7 @@ PRESETS: dict[str, Preset] = {
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
-        synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=4",), calib_video_seconds=20,
+        synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=2",), calib_video_seconds=20,
     ),
     "full": Preset(
         images=600, individuals=20, unknown=5, video_seconds=12, size="480x320", imgsz=320,
@@ -130,13 +132,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class Demo:
-    def __init__(self, workdir: Path, preset: Preset, seed: int, device: str, extra_seeds: tuple[int, ...] = ()) -> None:
+    def __init__(self, workdir: Path, preset: Preset, seed: int, device: str, extra_seeds: tuple[int, ...] = (),
+                 jobs: int = 1, only_embedder: bool = False) -> None:
         self.w = workdir
         self.p = preset
         self.seed = seed
         self.device = device
         # More seeds of the KD / no-KD student pairs (same teacher), so a margin is not one seed's luck.
         self.extra_seeds = extra_seeds
+        # Student runs that share a teacher train as this many concurrent processes (one GPU fits several
+        # small students; their data loaders share the CPU cores). 1 = one after another, in-process.
+        self.jobs = max(1, jobs)
+        # Stop after training the embedder runs (farm, embedder teacher and students): the part worth a GPU
+        # when the detector runs already exist on the machine that finishes the rest.
+        self.only_embedder = only_embedder
         self.results: dict = {"preset": preset.__dict__ | {k: list(getattr(preset, k)) for k in ("train_extra", "synth_extra", "emb_extra")},
                               "steps": {}}
         self.farm = workdir / "farm"
@@ -164,6 +173,41 @@ class Demo:
         seconds = round(time.perf_counter() - start, 1)
         self.results["steps"][name] = {"seconds": seconds}
         print(f"[demo] {name}: {seconds:.0f} s", flush=True)
+
+    def _steps(self, steps: list[tuple[str, Path, list[str]]]) -> None:
+        """Independent training steps (name, run folder, finprint argv): in-process one by one, or as up to
+        `jobs` concurrent `python -m finprint` processes, each logging to <run>.log beside its folder."""
+        todo = [s for s in steps if not self._complete(s[1])()]
+        for name, run, _ in steps:
+            if (name, run) not in {(n, r) for n, r, _ in todo}:
+                self._step(name, self._complete(run), lambda: None)
+        if self.jobs == 1 or len(todo) < 2:
+            for name, run, argv in todo:
+                self._step(name, self._complete(run), lambda argv=argv: self._finprint(*argv))
+            return
+        print(f"\n[demo] ===== {len(todo)} runs, {self.jobs} at a time: {', '.join(n for n, _, _ in todo)} =====", flush=True)
+        running: list[tuple[str, Path, list[str], subprocess.Popen, float]] = []
+        failed: list[str] = []
+        queue = list(todo)
+        while queue or running:
+            while queue and len(running) < self.jobs:
+                name, run, argv = queue.pop(0)
+                log_path = run.with_name(run.name + ".log")
+                print(f"$ finprint {shlex.join(argv)}  > {log_path}", flush=True)
+                with log_path.open("w") as log_file:
+                    proc = subprocess.Popen([sys.executable, "-m", "finprint", *argv], stdout=log_file, stderr=subprocess.STDOUT)
+                running.append((name, run, argv, proc, time.perf_counter()))
+            time.sleep(1.0)
+            for item in [r for r in running if r[3].poll() is not None]:
+                running.remove(item)
+                name, run, argv, proc, start = item
+                seconds = round(time.perf_counter() - start, 1)
+                self.results["steps"][name] = {"seconds": seconds, "concurrent": True}
+                print(f"[demo] {name}: exit {proc.returncode} after {seconds:.0f} s", flush=True)
+                if proc.returncode != 0:
+                    failed.append(f"`finprint {shlex.join(argv)}` (exit {proc.returncode}, log {run.name}.log)")
+        if failed:
+            raise FinprintError("demo step(s) failed: " + "; ".join(failed))
 
     def _train_args(self, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
         args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(self.seed), "--device", self.device]
@@ -199,16 +243,18 @@ class Demo:
                 "eval", "--model", str(run), "--data", str(data), "--json", str(out), "--device", self.device, *extra))
             self.results.setdefault("eval", {})[run.name] = json.loads(out.read_text())
 
-    def _student_pair(self, teacher: Path, prefix: str, student: str, seed: int, *extra: str, epochs: int) -> None:
-        runs = []
+    def _student_pair(self, teacher: Path, prefix: str, student: str, seed: int, *extra: str, epochs: int
+                      ) -> list[tuple[str, Path, list[str]]]:
+        steps = []
         for kd in (True, False):
             run = self.w / f"{prefix}-student-{'kd' if kd else 'nokd'}-seed{seed}"
             args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(seed), "--device", self.device]
-            self._step(f"{prefix} student ({'KD' if kd else 'no KD'}, seed {seed})", self._complete(run), lambda run=run, kd=kd, args=args:
-                       self._finprint("distill", "--teacher", str(teacher), "--student", student, "--out", str(run),
-                                      "--data", str(self.farm), *extra, *([] if kd else ["--no-kd"]), *args))
-            runs.append(run)
-        self.evaluate(tuple(runs), self.farm)
+            for kv in self.p.train_extra:
+                args += ["--set", kv]
+            steps.append((f"{prefix} student ({'KD' if kd else 'no KD'}, seed {seed})", run,
+                          ["distill", "--teacher", str(teacher), "--student", student, "--out", str(run),
+                           "--data", str(self.farm), *extra, *([] if kd else ["--no-kd"]), *args]))
+        return steps
 
     # ----------------------------------------------------------------- the steps
     def run(self) -> dict:
@@ -219,26 +265,21 @@ class Demo:
             "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed),
             "--enrol-clips", str(p.enrol_clip_seconds), "--calib-videos", str(p.calib_video_seconds),
             *(["--enrol-clips-every-camera"] if p.enrol_clip_every_camera else []), *p.synth_extra))
+        if self.only_embedder:
+            self.embedder_runs()
+            return self.results
         self._step("farm sheet", lambda: (w / "farm_sheet.png").is_file(), lambda: self._finprint(
             "data", "show", str(self.farm), "--out", str(w / "farm_sheet.png"), "--n", "12"))
 
         det_t, det_kd, det_nokd = self.detector_runs(self.farm)
-
-        emb_t, emb_kd, emb_nokd = w / "emb-teacher", w / "emb-student-kd", w / "emb-student-nokd"
-        emb_common = ["--data", str(self.farm)]
-        self._step("embedder teacher", self._complete(emb_t), lambda: self._finprint(
-            "train", "--task", "embed", "--model", p.emb_teacher, "--out", str(emb_t), *emb_common,
-            "--lr", str(p.emb_teacher_lr), *self._train_args(p.emb_teacher_epochs, p.emb_extra)))
-        for run, kd in ((emb_kd, True), (emb_nokd, False))[: 2 if p.baseline else 1]:
-            self._step(f"embedder student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
-                "distill", "--teacher", str(emb_t), "--student", p.emb_student, "--out", str(run), *emb_common,
-                *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs, p.emb_extra)))
+        emb_t, emb_kd, emb_nokd = self.embedder_runs()
 
         self.evaluate((det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd) if p.baseline else (det_t, det_kd, emb_t, emb_kd), self.farm)
-        for seed in self.extra_seeds:
-            self._student_pair(det_t, "det", p.det_student, seed, "--imgsz", str(p.imgsz), epochs=p.det_student_epochs)
-            self._student_pair(emb_t, "emb", p.emb_student, seed, *[a for kv in p.emb_extra for a in ("--set", kv)],
-                               epochs=p.emb_student_epochs)
+        det_seeds = [step for seed in self.extra_seeds
+                     for step in self._student_pair(det_t, "det", p.det_student, seed, "--imgsz", str(p.imgsz), epochs=p.det_student_epochs)]
+        self._steps(det_seeds)
+        self.evaluate(tuple(run for _, run, _ in det_seeds), self.farm)
+        self.evaluate(tuple(run for _, run, _ in self._embedder_seed_steps(emb_t)), self.farm)
 
         calib_det, calib_emb = w / "calib-detector", w / "calib-embedder"
         self._step("calibration set (detector)", lambda: (calib_det / "calib.json").is_file() or any(calib_det.glob("*.json")),
@@ -266,6 +307,27 @@ class Demo:
         self._step("daemon on a farm video", score_json.is_file, lambda: self._serve_and_score(score_json))
         self.results["daemon"] = json.loads(score_json.read_text())
         return self.results
+
+    def embedder_runs(self) -> tuple[Path, Path, Path]:
+        """Embedder teacher, then its students: KD and no-KD (same epochs, seed, data) and the extra seeds' pairs."""
+        p, w = self.p, self.w
+        emb_t, emb_kd, emb_nokd = w / "emb-teacher", w / "emb-student-kd", w / "emb-student-nokd"
+        emb_common = ["--data", str(self.farm)]
+        self._step("embedder teacher", self._complete(emb_t), lambda: self._finprint(
+            "train", "--task", "embed", "--model", p.emb_teacher, "--out", str(emb_t), *emb_common,
+            "--lr", str(p.emb_teacher_lr), *self._train_args(p.emb_teacher_epochs, p.emb_extra)))
+        steps = [(f"embedder student ({'KD' if kd else 'no KD'})", run,
+                  ["distill", "--teacher", str(emb_t), "--student", p.emb_student, "--out", str(run), *emb_common,
+                   *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs, p.emb_extra)])
+                 for run, kd in ((emb_kd, True), (emb_nokd, False))[: 2 if p.baseline else 1]]
+        self._steps(steps + self._embedder_seed_steps(emb_t))
+        return emb_t, emb_kd, emb_nokd
+
+    def _embedder_seed_steps(self, teacher: Path) -> list[tuple[str, Path, list[str]]]:
+        p = self.p
+        return [step for seed in self.extra_seeds
+                for step in self._student_pair(teacher, "emb", p.emb_student, seed, *[a for kv in p.emb_extra for a in ("--set", kv)],
+                                               epochs=p.emb_student_epochs)]
 
     def _qat_detector(self, teacher: Path, student: Path) -> None:
         """PTQ's alternative: fine-tune the distilled student with fake quantisation, export its QDQ."""

@@ -10,6 +10,7 @@ document with that machine's numbers; the header says where they were measured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -236,11 +237,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("docs/RESULTS.md"))
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1], help="more KD/no-KD student seeds on the farm")
+    parser.add_argument("--jobs", type=int, default=1, help="student runs trained at once, as processes (a GPU fits several)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes per training run (0 = in-process)")
+    parser.add_argument("--only", choices=["embedder"],
+                        help="embedder: only the farm's embedder runs (teacher and students), for a GPU machine; "
+                             "no evaluation, no document: copy the emb-* run folders into the workdir that finishes the rest")
     args = parser.parse_args(argv)
     command = "python -m finprint.results " + " ".join(argv if argv is not None else sys.argv[1:])
+    farm_preset = PRESETS[args.farm_preset]
+    if args.workers:
+        farm_preset = dataclasses.replace(farm_preset, train_extra=(*farm_preset.train_extra, f"workers={args.workers}"))
     try:
         farm_dir = args.workdir / "farm"
-        farm = Demo(farm_dir, PRESETS[args.farm_preset], 0, args.device, extra_seeds=tuple(args.extra_seeds)).run()
+        demo = Demo(farm_dir, farm_preset, 0, args.device, extra_seeds=tuple(args.extra_seeds), jobs=args.jobs,
+                    only_embedder=args.only == "embedder")
+        farm = demo.run()
+        if args.only:
+            (farm_dir / f"only-{args.only}.json").write_text(json.dumps(farm | {"machine": _machine(), "command": command},
+                                                                         indent=2, default=str) + "\n")
+            print(f"finprint.results: {args.only} runs done in {farm_dir} on {_machine()}")
+            return 0
         deepfish = deepfish_dir = None
         if args.deepfish:
             deepfish_dir = args.workdir / "deepfish"
