@@ -389,7 +389,9 @@ class Demo:
         if calib_videos and self._finprint(
             "tune-open-set", "--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu",
             "--json", str(tuned_json), *[str(v) for v in calib_videos], ok_codes=(0, 2)) == 0:
-            totals["open_set"] = json.loads(tuned_json.read_text()) | {"tuned": True}
+            tuned = json.loads(tuned_json.read_text())
+            trials = tuned.pop("trials", [])  # every tracker setting tried: kept in open_set.json
+            totals["open_set"] = tuned | {"tuned": True, "tracker_settings_tried": len(trials)}
         else:
             totals["open_set"] = {"tuned": False, "margin": DEFAULT_OPEN_SET_MARGIN}
         for video in sorted((self.farm / "videos").glob("*.mp4")):

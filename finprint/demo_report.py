@@ -18,16 +18,24 @@ ROLES = {"teacher": "teacher", "student-kd": "student + KD", "student-nokd": "st
 
 
 def open_set_sentence(daemon: dict) -> str:
-    """How the daemon's open-set threshold and margin were set, from daemon_score.json."""
+    """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
     if tuned.get("tuned"):
+        tracking = tuned.get("tracking") or {}
+        tracker = ""
+        if tracking.get("tuned"):
+            gate = tracking["appearance_gate"]
+            tracker = (f"tracker: confident detections from score {tracking['high_score']:g}, appearance gate "
+                       f"{'off' if gate is None else f'{gate:g}'} (best of {tuned.get('tracker_settings_tried', '?')} "
+                       "settings tried), ")
         return (
             f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
-            f"that are not the scored videos' unknown fish): threshold {tuned['threshold']:.2f}, margin {tuned['margin']:.2f}; "
-            f"on those videos {100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} known tracks named right, "
-            f"{100 * tuned['unknown_flag_rate']:.1f}% of {tuned['unknown_tracks']} stranger tracks flagged "
-            f"(with the embedder manifest's threshold: {100 * tuned['before']['known_accuracy']:.1f}% and "
-            f"{100 * tuned['before']['unknown_flag_rate']:.1f}%). The scored videos below played no part in choosing them."
+            f"that are not the scored videos' unknown fish): {tracker}threshold {tuned['threshold']:.2f}, "
+            f"margin {tuned['margin']:.2f}; on those videos {100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} "
+            f"known tracks named right, {100 * tuned['unknown_flag_rate']:.1f}% of {tuned['unknown_tracks']} stranger tracks "
+            f"flagged (with the embedder manifest's threshold{' and the default tracker' if tracker else ''}: "
+            f"{100 * tuned['before']['known_accuracy']:.1f}% and {100 * tuned['before']['unknown_flag_rate']:.1f}%). "
+            "The scored videos below played no part in choosing them."
         )
     return f"Open set: the embedder manifest's threshold and margin {tuned.get('margin', daemon.get('open_set_margin', 0))} (not tuned)."
 

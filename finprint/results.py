@@ -46,6 +46,7 @@ DEEPFISH_PRESETS: dict[str, Preset] = {
         det_teacher="fishseg-teacher", det_student="fishseg-student",
     ),
 }
+GPU_CHECK_LOG = Path("docs/gpu-check.log")
 YOLO_BASELINE = "Ultralytics YOLOv8n from scratch, 40 epochs on an H100 (384 px, 12 habitats): box mAP50 0.136 / mAP50-95 0.040"
 
 
@@ -130,6 +131,45 @@ def _seed_rows(results: dict) -> list[dict]:
     return rows
 
 
+def _trained_elsewhere(farm_dir: Path) -> list[str]:
+    """Where the embedder runs came from, when a GPU machine trained them (`--only embedder`)."""
+    record = farm_dir / "only-embedder.json"
+    if not record.is_file():
+        return []
+    doc = json.loads(record.read_text())
+    steps = doc.get("steps", {})
+    ran = [s for s in steps.values() if not s.get("skipped")]
+    # Concurrent runs overlap: their wall time is the longest of them.
+    seconds = sum(s.get("seconds", 0) for s in ran if not s.get("concurrent")) + max(
+        (s.get("seconds", 0) for s in ran if s.get("concurrent")), default=0)
+    return [
+        f"The embedder runs above (teacher and students) were trained on {doc.get('machine', '?')} by "
+        f"`scripts/gpu-train-embedder FARM` (`{doc.get('command', '?')}`, {seconds:.0f} s wall); everything else, "
+        "their evaluation included, ran on the machine named at the top.",
+        "",
+    ]
+
+
+def _gpu_check(log: Path) -> list[str]:
+    """scripts/gpu-check's captured output (docs/gpu-check.log), as it printed it on the CUDA machine."""
+    if not log.is_file():
+        return []
+    text = log.read_text().rstrip()
+    table = text[text.find("check "):] if "check " in text else text
+    gpus = [line for line in text.splitlines() if line.startswith("GPU ")]
+    return [
+        "## GPU check (`scripts/gpu-check` on a CUDA machine)",
+        "",
+        f"Output of `scripts/gpu-check` on {gpus[0].split(' (UUID')[0] if gpus else 'a CUDA machine'} "
+        f"(saved as {log.as_posix()}; CUDA, PyTorch, cuda-python and nvcc there, no TensorRT):",
+        "",
+        "```",
+        table,
+        "```",
+        "",
+    ]
+
+
 def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path | None, command: str) -> str:
     lines = [
         "# finprint results",
@@ -158,6 +198,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         f"Distillation vs none: {_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'rank1')}; "
         f"{_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'map')}.",
         "",
+        *_trained_elsewhere(farm_dir),
         "### Distillation margin per seed (student + KD minus student without KD, points; same teacher, epochs, data)",
         "",
         markdown_table(_seed_rows(farm)),
@@ -190,6 +231,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
             "",
         ]
+    lines += _gpu_check(GPU_CHECK_LOG)
     if deepfish is not None and deepfish_dir is not None:
         rows = model_rows(deepfish, deepfish_dir, "det", ("box_map", "box_map50"))
         lines += [

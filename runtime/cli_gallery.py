@@ -6,7 +6,8 @@ enroll      --gallery DB --id NAME --embedder MODEL PATH...   crops (image files
 individuals --gallery DB                                       table: last seen, sightings, size trend
 forget      --gallery DB --id NAME                             remove an individual and its embeddings
 tune-open-set --gallery DB --detector MODEL --embedder MODEL VIDEO...
-                                                               set how sure a match must be, from videos with
+                                                               set how sure a match must be (and the tracker's
+                                                               detection score and appearance gate), from videos with
                                                                ground truth (VIDEO.json) of enrolled fish and strangers
 """
 
@@ -40,6 +41,12 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--min-unknown", type=float, default=0.90, help="target: stranger tracks flagged unknown")
         parser.add_argument("--json", type=Path, help="also write the result here")
         parser.add_argument("--dry-run", action="store_true", help="report, do not store in the gallery")
+        parser.add_argument("--high-scores", type=_float_list, default=None, metavar="S,S,...",
+                            help="tracker confident-detection scores to try (default 0.2,0.25,0.3,0.35,0.4,0.5)")
+        parser.add_argument("--gates", type=_gate_list, default=None, metavar="G,G,...",
+                            help="tracker appearance gates to try, 'off' for boxes only (default off,0,0.1,0.2,0.3)")
+        parser.add_argument("--keep-tracking", action="store_true",
+                            help="tune only the threshold and margin, for the tracker settings the daemon uses now")
         return
     if name in ("enroll", "forget"):
         parser.add_argument("--id", required=True, dest="individual", help="the individual's name, e.g. fish007")
@@ -56,6 +63,26 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments_for("enroll", parser)
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"scores must be in [0, 1], got {text!r}")
+    return values
+
+
+def _gate_list(text: str) -> tuple[float | None, ...]:
+    try:
+        values = tuple(None if v.strip().lower() == "off" else float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers or 'off' separated by commas, got {text!r}") from None
+    if any(v is not None and not -1.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"gates are cosine similarities in [-1, 1], got {text!r}")
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
@@ -211,51 +238,83 @@ def _forget(args: argparse.Namespace) -> int:
 def _tune(args: argparse.Namespace) -> int:
     import json
 
-    from finprint.runtime.open_set import file_digest, rates, tune
-    from finprint.runtime.score import open_pipeline_and_gallery, track_outcomes
+    from finprint.runtime.config import TrackingConfig
+    from finprint.runtime.open_set import (
+        APPEARANCE_GATES,
+        HIGH_SCORES,
+        TrackingTrial,
+        file_digest,
+        goodness,
+        rates,
+        tune,
+        tune_tracking,
+    )
+    from finprint.runtime.score import open_pipeline_and_gallery, replay_outcomes, run_chain
 
     for video in args.videos:
         if not video.is_file():
             raise FinprintError(f"{video}: no such video")
         if not video.with_suffix(".json").is_file():
             raise FinprintError(f"{video}: no ground truth {video.with_suffix('.json').name} beside it")
-    pipeline, gallery, before = open_pipeline_and_gallery(args.gallery, args.detector, args.embedder, args.backend)
+    pipeline, gallery, before, tracking = open_pipeline_and_gallery(args.gallery, args.detector, args.embedder, args.backend)
     if not gallery.individuals:
         pipeline.close()
         raise FinprintError(f"{args.gallery}: no individuals enrolled; enroll the farm's fish first")
-    outcomes = []
     try:
-        for video in args.videos:
-            found, _ = track_outcomes(video, video.with_suffix(".json"), pipeline, gallery)
-            outcomes += found
+        chains = [run_chain(video, video.with_suffix(".json"), pipeline) for video in args.videos]
     finally:
         pipeline.close()
-    try:
-        tuned = tune(outcomes, args.min_known, args.min_unknown)
-    except ValueError as exc:
-        raise FinprintError(f"cannot tune on {len(args.videos)} video(s): {exc}") from exc
-    k0, u0 = rates(outcomes, before.threshold, before.margin)
+    outcomes = [o for chain in chains for o in replay_outcomes(chain, gallery, tracking)[0]]
+    k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
+    if args.keep_tracking:  # the tracker as the daemon would run it (config, else the gallery's tuned, else defaults)
+        try:
+            tuned = tune(outcomes, args.min_known, args.min_unknown)
+        except ValueError as exc:
+            raise FinprintError(f"cannot tune on {len(args.videos)} video(s): {exc}") from exc
+        trials = [TrackingTrial(tracking.high_score, tracking.appearance_gate, tuned, len(outcomes),
+                                goodness(tuned, args.min_known, args.min_unknown))]
+    else:
+        trials = tune_tracking(chains, gallery, TrackingConfig(), args.high_scores or HIGH_SCORES,
+                               args.gates or APPEARANCE_GATES, args.min_known, args.min_unknown)
+        if not trials:
+            raise FinprintError(f"cannot tune on {len(args.videos)} video(s): no tracker setting gave tracks of both "
+                                "enrolled fish and strangers; are the videos' fish enrolled, and are there strangers in them?")
+    best = trials[0]
+    tuned = best.tuned
     report = {
         "threshold": tuned.threshold, "margin": tuned.margin,
         "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,
         "known_accuracy": tuned.known_accuracy, "unknown_flag_rate": tuned.unknown_flag_rate,
+        "tracking": {"high_score": best.high_score, "appearance_gate": best.appearance_gate, "tuned": not args.keep_tracking},
         "before": {"threshold": before.threshold, "margin": before.margin, "source": before.source,
+                   "high_score": tracking.high_score, "appearance_gate": tracking.appearance_gate,
                    "known_accuracy": k0, "unknown_flag_rate": u0},
+        "trials": [{"high_score": t.high_score, "appearance_gate": t.appearance_gate, "threshold": t.tuned.threshold,
+                    "margin": t.tuned.margin, "known_accuracy": t.tuned.known_accuracy,
+                    "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
         "videos": [str(v) for v in args.videos],
     }
+    gate = "off" if best.appearance_gate is None else f"{best.appearance_gate:g}"
     print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
-          f"({len(args.videos)} video(s)):")
-    print(f"  threshold {tuned.threshold:.2f}, margin {tuned.margin:.2f}: known named right "
-          f"{100 * tuned.known_accuracy:.1f}%, strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
-    print(f"  before ({before.source}): {100 * k0:.1f}% and {100 * u0:.1f}%")
+          f"({len(args.videos)} video(s), {len(trials)} tracker setting(s) tried):")
+    print(f"  tracker high_score {best.high_score:g}, appearance_gate {gate}; threshold {tuned.threshold:.2f}, "
+          f"margin {tuned.margin:.2f}: known named right {100 * tuned.known_accuracy:.1f}%, "
+          f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
+    print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
+          f"{'off' if tracking.appearance_gate is None else f'{tracking.appearance_gate:g}'}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.dry_run:
         store = _open_store(args.gallery, must_exist=True)
         try:
-            store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, file_digest(args.embedder),
-                               ", ".join(v.name for v in args.videos))
+            tuned_on = ", ".join(v.name for v in args.videos)
+            emb_sha = file_digest(args.embedder)
+            store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, emb_sha, tuned_on)
+            if not args.keep_tracking:
+                store.set_tracking(best.high_score, best.appearance_gate, args.detector.name, file_digest(args.detector),
+                                   emb_sha, tuned_on)
         finally:
             store.close()
-        print(f"stored in {args.gallery}; the daemon uses it unless its config sets models.open_set_threshold/margin")
+        print(f"stored in {args.gallery}; the daemon uses it unless its config sets models.open_set_threshold/margin "
+              "or tracking.high_score/appearance_gate")
     return 0

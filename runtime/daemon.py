@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 from finprint.runtime.config import FarmConfig
 from finprint.runtime.identity import IdentityResolver
-from finprint.runtime.open_set import open_gallery
+from finprint.runtime.open_set import open_gallery, resolve_tracking
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.store import JsonlLog, Store
+from finprint.runtime.tracker import ByteTracker
 from finprint.runtime.watchdog import Watchdog
 
 from finprint.errors import FinprintError
@@ -57,8 +58,7 @@ class Daemon:
             for c in cfg.cameras
         ]
         self.watchdog = Watchdog(self.sources, wd.frame_timeout_s, wd.worker_stall_s, on_worker_stall=self._on_stall)
-        tr = cfg.tracking
-        self.trackers = {c.id: tr.make_tracker() for c in cfg.cameras}
+        self.trackers: dict[str, ByteTracker] = {}  # per camera, made once the gallery says how it was tuned (_start_store)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.store: Store | None = None
         self.events_store: Store | None = None
@@ -139,6 +139,9 @@ class Daemon:
         gallery, rule = open_gallery(self.store, m.embedder, self.pipeline.open_set_threshold, self.pipeline.embedding_dim,
                                      m.open_set_threshold, m.open_set_margin)
         log.info("gallery: %d individuals, %d embeddings; open set: %s", len(gallery.individuals), len(gallery), rule.source)
+        tracking, source = resolve_tracking(self.cfg.tracking, self.store.tracking(), m.detector, m.embedder)
+        log.info("tracker: %s", source)
+        self.trackers = {c.id: tracking.make_tracker() for c in self.cfg.cameras}
         self.resolver = IdentityResolver(
             gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits, margin=rule.margin,
         )

@@ -30,12 +30,21 @@ from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, UNKNOWN, Gallery,
 from finprint.errors import FinprintError
 
 if TYPE_CHECKING:
+    from finprint.runtime.config import TrackingConfig
+    from finprint.runtime.score import LabelledVideo
     from finprint.runtime.store import Store
 
 log = logging.getLogger(__name__)
 
 THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.01), 2)
 MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
+# Tracker settings tried by `finprint tune-open-set` (each replayed over the same detector and embedder
+# outputs, so the sweep costs one pass of the models). The confident-detection score depends on how the
+# detector's scores are calibrated: the results farm's INT8 student finds 61 % of well-visible fish at 0.5
+# and 89 % at 0.1, so at the old fixed 0.5 its tracks broke into 3-10 fragments per fish.
+HIGH_SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
+APPEARANCE_GATES: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
+TUNED_TRACKING = ("high_score", "appearance_gate")
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,14 @@ class Tuned:
     unknown_tracks: int
 
 
+def _arrays(outcomes: list[TrackOutcome]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    right = np.array([o.closest is not None and o.closest == o.truth for o in outcomes], bool)
+    named = np.array([o.closest is not None for o in outcomes], bool)
+    sim = np.array([o.similarity for o in outcomes], np.float64)
+    lead = np.array([o.lead for o in outcomes], np.float64)
+    return right, named, sim, lead
+
+
 def rates(outcomes: list[TrackOutcome], threshold: float, margin: float) -> tuple[float, float]:
     """(known tracks named right, unknown tracks flagged unknown) as fractions (nan when there are none)."""
     known = [o for o in outcomes if not o.truth_unknown]
@@ -79,23 +96,103 @@ def rates(outcomes: list[TrackOutcome], threshold: float, margin: float) -> tupl
     return k, u
 
 
+def _rate_grids(outcomes: list[TrackOutcome]) -> tuple[np.ndarray, np.ndarray]:
+    """rates() over the whole THRESHOLDS x MARGINS grid at once (decide_identity's rule, vectorised)."""
+    known = [o for o in outcomes if not o.truth_unknown]
+    unknown = [o for o in outcomes if o.truth_unknown]
+    t = THRESHOLDS[:, None, None]
+    m = MARGINS[None, :, None]
+    right, named, sim, lead = _arrays(known)
+    k = (right & (sim >= t) & (lead >= m)).mean(axis=2)
+    _, named, sim, lead = _arrays(unknown)
+    u = (~(named & (sim >= t) & (lead >= m))).mean(axis=2)
+    return k, u
+
+
 def tune(outcomes: list[TrackOutcome], min_known: float = 0.95, min_unknown: float = 0.90) -> Tuned:
     """The threshold and margin that best meet both targets on these tracks (see the module docstring)."""
     known = [o for o in outcomes if not o.truth_unknown]
     unknown = [o for o in outcomes if o.truth_unknown]
     if not known or not unknown:
         raise ValueError(f"tuning needs tracks of enrolled fish and of strangers; got {len(known)} and {len(unknown)}")
-    grid = np.zeros((len(THRESHOLDS), len(MARGINS)))
-    for i, t in enumerate(THRESHOLDS):
-        for j, m in enumerate(MARGINS):
-            k, u = rates(outcomes, float(t), float(m))
-            grid[i, j] = min(k / min_known, u / min_unknown, 1.0)
+    k_grid, u_grid = _rate_grids(outcomes)
+    grid = np.minimum(np.minimum(k_grid / min_known, u_grid / min_unknown), 1.0)
     best = np.argwhere(grid >= grid.max() - 1e-9)
     centre = np.median(best, axis=0)
     i, j = best[np.argmin(((best - centre) ** 2).sum(axis=1))]
     t, m = float(THRESHOLDS[i]), float(MARGINS[j])
     k, u = rates(outcomes, t, m)
     return Tuned(t, m, k, u, len(known), len(unknown))
+
+
+def goodness(tuned: Tuned, min_known: float = 0.95, min_unknown: float = 0.90) -> float:
+    """How well a tuned pair meets both targets: 1.0 when both are met (tune()'s criterion)."""
+    return min(tuned.known_accuracy / min_known, tuned.unknown_flag_rate / min_unknown, 1.0)
+
+
+@dataclass(frozen=True)
+class TrackingTrial:
+    """One tracker setting replayed over the tuning videos, with the open-set pair tuned for it."""
+
+    high_score: float
+    appearance_gate: float | None
+    tuned: Tuned
+    tracks: int  # tracks that overlapped a ground-truth fish
+    value: float  # goodness() of the tuned pair
+
+    def rank_key(self) -> tuple[float, float, int]:
+        # Best value; then the larger sum of both rates; then fewer tracks (each decision sees more frames).
+        return (-self.value, -(self.tuned.known_accuracy + self.tuned.unknown_flag_rate), self.tracks)
+
+
+def tune_tracking(
+    videos: list[LabelledVideo],
+    gallery: Gallery,
+    base: TrackingConfig,
+    high_scores: tuple[float, ...] = HIGH_SCORES,
+    gates: tuple[float | None, ...] = APPEARANCE_GATES,
+    min_known: float = 0.95,
+    min_unknown: float = 0.90,
+) -> list[TrackingTrial]:
+    """Every (high_score, appearance_gate) pair replayed over the videos, its open-set pair tuned; best first.
+    A pair whose tracks hold no enrolled fish or no stranger is left out."""
+    from finprint.runtime.score import replay_outcomes
+
+    trials = []
+    for high in high_scores:
+        for gate in gates:
+            tracking = base.model_copy(update={"high_score": high, "appearance_gate": gate})
+            outcomes = [o for v in videos for o in replay_outcomes(v, gallery, tracking)[0]]
+            try:
+                tuned = tune(outcomes, min_known, min_unknown)
+            except ValueError:
+                continue
+            trials.append(TrackingTrial(high, gate, tuned, len(outcomes), goodness(tuned, min_known, min_unknown)))
+    return sorted(trials, key=TrackingTrial.rank_key)
+
+
+def resolve_tracking(
+    config: TrackingConfig, stored: dict | None, detector: str | Path, embedder: str | Path,
+) -> tuple[TrackingConfig, str]:
+    """The tracker's settings: those the config sets win, then the gallery's tuned ones (if tuned for these
+    detector and embedder files), then the defaults."""
+    tuned = None
+    if stored is not None:
+        if stored.get("detector_sha256") == file_digest(detector) and stored.get("embedder_sha256") == file_digest(embedder):
+            tuned = stored
+        else:
+            log.warning("the gallery's tracker settings were tuned for other models (%s, %s): using the defaults; "
+                        "rerun finprint tune-open-set", stored.get("detector"), stored.get("embedder"))
+    updates, parts = {}, []
+    for key in TUNED_TRACKING:
+        if key in config.model_fields_set:
+            parts.append(f"{key} {getattr(config, key)} from the config")
+        elif tuned is not None:
+            updates[key] = tuned[key]
+            parts.append(f"{key} {tuned[key]} from the gallery (tuned)")
+        else:
+            parts.append(f"{key} {getattr(config, key)} (default)")
+    return config.model_copy(update=updates), ", ".join(parts)
 
 
 def file_digest(path: str | Path) -> str:

@@ -69,25 +69,59 @@ def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float
     )
 
 
-def track_outcomes(
-    video: Path,
-    truth_json: Path,
-    pipeline: Pipeline,
-    gallery: Gallery,
-    tracking: TrackingConfig | None = None,
-    match_iou: float = 0.5,
-) -> tuple[list[TrackOutcome], int]:
-    """Run the daemon's per-camera chain over a labelled video -> (one outcome per track that overlaps a
-    ground-truth fish, the number of tracks that overlap none)."""
+@dataclass(frozen=True)
+class ChainFrame:
+    """What the detector and embedder gave for one video frame: all a tracking setting needs to be replayed."""
+
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+    embeddings: np.ndarray
+
+
+@dataclass(frozen=True)
+class LabelledVideo:
+    """A labelled video's chain outputs, once: tuning replays trackers and identity rules over them."""
+
+    name: str
+    camera: str
+    fps: float
+    px_per_cm: float
+    frames: list[ChainFrame]
+    truth: dict[int, list[dict]]  # frame index -> ground-truth instances
+
+
+def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVideo:
+    """Detector and embedder over every frame of a labelled video (the expensive part, done once)."""
     import cv2
-    from finprint.runtime.identity import IdentityResolver
 
     truth = json.loads(Path(truth_json).read_text())
-    frames_gt = {f["frame"]: f["instances"] for f in truth["frames"]}
-    fps = float(truth.get("fps", 25.0))
-    camera = str(truth.get("camera", "cam"))
+    frames: list[ChainFrame] = []
+    cap = cv2.VideoCapture(str(video))
+    if not cap.isOpened():
+        raise FinprintError(f"{video}: cannot open video")
+    try:
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            res = pipeline.process([image])[0]
+            det = res.detections
+            frames.append(ChainFrame(det.boxes_xyxy, det.scores, res.embeddings))
+    finally:
+        cap.release()
+    return LabelledVideo(Path(video).name, str(truth.get("camera", "cam")), float(truth.get("fps", 25.0)),
+                         float(truth.get("px_per_cm", 1.0)), frames, {f["frame"]: f["instances"] for f in truth["frames"]})
+
+
+def replay_outcomes(
+    video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, match_iou: float = 0.5,
+) -> tuple[list[TrackOutcome], int]:
+    """The daemon's tracker and identity voting over a video's chain outputs -> (one outcome per track that
+    overlaps a ground-truth fish, the number of tracks that overlap none)."""
+    from finprint.runtime.identity import IdentityResolver
+
     tr = tracking or TrackingConfig()
-    resolver = IdentityResolver(gallery, {camera: float(truth.get("px_per_cm", 1.0))}, min_frames=tr.min_hits, margin=0.0)
+    resolver = IdentityResolver(gallery, {video.camera: video.px_per_cm}, min_frames=tr.min_hits, margin=0.0)
     tracker = tr.make_tracker()
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
@@ -96,37 +130,25 @@ def track_outcomes(
     def collect(events: list[dict]) -> None:
         ended.update((ev["track_id"], ev) for ev in events if ev["type"] == "track_end")
 
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise FinprintError(f"{video}: cannot open video")
-    index = 0
-    try:
-        while True:
-            ok, image = cap.read()
-            if not ok:
-                break
-            ts = index / fps
-            res = pipeline.process([image])[0]
-            det = res.detections
-            tracks = [t for t in tracker.update(det.boxes_xyxy, det.scores, res.embeddings) if t.confirmed]
-            idx = [t.det_index for t in tracks]
-            masks = [det.masks[i] if det.masks is not None else None for i in idx]
-            collect(resolver.observe(camera, ts, [t.track_id for t in tracks], det.boxes_xyxy[idx], res.embeddings[idx], masks))
-            collect(resolver.end(camera, [t.track_id for t in tracker.ended], ts))
-            instances = frames_gt.get(index, [])
-            if tracks and instances:
-                gt_boxes = np.array([inst["box_xyxy"] for inst in instances], np.float32)
-                ious = iou_matrix(det.boxes_xyxy[idx], gt_boxes)
-                for row, t in enumerate(tracks):
-                    j = int(ious[row].argmax())
-                    if ious[row, j] >= match_iou:
-                        gid = str(instances[j]["individual_id"])
-                        gt_votes[t.track_id][gid] += 1
-                        gt_unknown[gid] = bool(instances[j]["unknown"])
-            index += 1
-    finally:
-        cap.release()
-    collect(resolver.end_all(index / fps))
+    for index, frame in enumerate(video.frames):
+        ts = index / video.fps
+        tracks = [t for t in tracker.update(frame.boxes_xyxy, frame.scores, frame.embeddings) if t.confirmed]
+        idx = [t.det_index for t in tracks]
+        # Masks only feed the length estimate, which the identity does not use.
+        collect(resolver.observe(video.camera, ts, [t.track_id for t in tracks], frame.boxes_xyxy[idx],
+                                 frame.embeddings[idx], [None] * len(idx)))
+        collect(resolver.end(video.camera, [t.track_id for t in tracker.ended], ts))
+        instances = video.truth.get(index, [])
+        if tracks and instances:
+            gt_boxes = np.array([inst["box_xyxy"] for inst in instances], np.float32)
+            ious = iou_matrix(frame.boxes_xyxy[idx], gt_boxes)
+            for row, t in enumerate(tracks):
+                j = int(ious[row].argmax())
+                if ious[row, j] >= match_iou:
+                    gid = str(instances[j]["individual_id"])
+                    gt_votes[t.track_id][gid] += 1
+                    gt_unknown[gid] = bool(instances[j]["unknown"])
+    collect(resolver.end_all(len(video.frames) / video.fps))
     outcomes, unmatched = [], 0
     for track_id, ev in sorted(ended.items()):
         votes = gt_votes.get(track_id)
@@ -139,12 +161,26 @@ def track_outcomes(
     return outcomes, unmatched
 
 
+def track_outcomes(
+    video: Path,
+    truth_json: Path,
+    pipeline: Pipeline,
+    gallery: Gallery,
+    tracking: TrackingConfig | None = None,
+    match_iou: float = 0.5,
+) -> tuple[list[TrackOutcome], int]:
+    """Run the daemon's per-camera chain over a labelled video -> (one outcome per track that overlaps a
+    ground-truth fish, the number of tracks that overlap none)."""
+    return replay_outcomes(run_chain(video, truth_json, pipeline), gallery, tracking, match_iou)
+
+
 def open_pipeline_and_gallery(
     gallery_db: Path, detector: Path, embedder: Path, backend: str = "auto",
-    threshold: float | None = None, margin: float | None = None,
-) -> tuple[Pipeline, Gallery, OpenSetRule]:
-    """The daemon's models, its gallery, and the open-set rule it would use (config values = the arguments)."""
-    from finprint.runtime.open_set import open_gallery
+    threshold: float | None = None, margin: float | None = None, tracking: TrackingConfig | None = None,
+) -> tuple[Pipeline, Gallery, OpenSetRule, TrackingConfig]:
+    """The daemon's models, its gallery, and the open-set rule and tracker settings it would use (config
+    values = the arguments; a TrackingConfig's explicitly set fields count as config)."""
+    from finprint.runtime.open_set import open_gallery, resolve_tracking
     from finprint.runtime.pipeline import Pipeline
     from finprint.runtime.store import Store
 
@@ -155,12 +191,14 @@ def open_pipeline_and_gallery(
         store = Store(gallery_db)
         try:
             gallery, rule = open_gallery(store, embedder, pipeline.open_set_threshold, pipeline.embedding_dim, threshold, margin)
+            resolved, source = resolve_tracking(tracking or TrackingConfig(), store.tracking(), detector, embedder)
         finally:
             store.close()
     except BaseException:
         pipeline.close()
         raise
-    return pipeline, gallery, rule
+    log.info("tracker: %s", source)
+    return pipeline, gallery, rule, resolved
 
 
 def score_video(
@@ -175,9 +213,10 @@ def score_video(
     margin: float | None = None,
     threshold: float | None = None,
 ) -> ScoreResult:
-    pipeline, gallery, rule = open_pipeline_and_gallery(gallery_db, detector, embedder, backend, threshold, margin)
+    pipeline, gallery, rule, resolved = open_pipeline_and_gallery(gallery_db, detector, embedder, backend, threshold, margin,
+                                                                  tracking)
     try:
-        outcomes, unmatched = track_outcomes(video, truth_json, pipeline, gallery, tracking, match_iou)
+        outcomes, unmatched = track_outcomes(video, truth_json, pipeline, gallery, resolved, match_iou)
     finally:
         pipeline.close()
     log.info("open set: %s", rule.source)

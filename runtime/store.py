@@ -58,6 +58,16 @@ CREATE TABLE IF NOT EXISTS open_set (
     tuned_on TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tracking (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    high_score REAL NOT NULL,
+    appearance_gate REAL,
+    detector TEXT NOT NULL,
+    detector_sha256 TEXT NOT NULL,
+    embedder_sha256 TEXT NOT NULL,
+    tuned_on TEXT NOT NULL,
+    created REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -130,6 +140,21 @@ class Store:
             self._conn.execute(
                 "INSERT OR REPLACE INTO open_set(id, threshold, margin, embedder, embedder_sha256, tuned_on, created)"
                 " VALUES (1, ?, ?, ?, ?, ?, ?)", (threshold, margin, embedder, embedder_sha256, tuned_on, time.time()))
+
+    def set_tracking(self, high_score: float, appearance_gate: float | None, detector: str, detector_sha256: str,
+                     embedder_sha256: str, tuned_on: str) -> None:
+        """Tracker settings tuned with the open-set rule (NULL gate = boxes only), replacing any earlier ones."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR REPLACE INTO tracking(id, high_score, appearance_gate, detector, detector_sha256, embedder_sha256,"
+                " tuned_on, created) VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (high_score, appearance_gate, detector, detector_sha256, embedder_sha256, tuned_on, time.time()))
+
+    def tracking(self) -> dict | None:
+        keys = ("high_score", "appearance_gate", "detector", "detector_sha256", "embedder_sha256", "tuned_on")
+        with self._lock:
+            row = self._conn.execute(f"SELECT {', '.join(keys)} FROM tracking WHERE id = 1").fetchone()
+        return dict(zip(keys, row, strict=True)) if row else None
 
     def open_set(self) -> dict | None:
         with self._lock:

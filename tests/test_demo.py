@@ -36,3 +36,39 @@ def test_the_report_says_how_the_open_set_was_set():
     text = open_set_sentence({"open_set": tuned})
     assert "threshold 0.66, margin 0.02" in text and "80.0% of 40 known tracks" in text and "played no part" in text
     assert "not tuned" in open_set_sentence({"open_set": {"tuned": False, "margin": 0.03}})
+
+
+def test_concurrent_steps_run_as_processes_and_name_the_failed_run(tmp_path):
+    import pytest
+
+    from finprint.demo import PRESETS, Demo
+    from finprint.errors import FinprintError
+
+    demo = Demo(tmp_path, PRESETS["smoke"], 0, "cpu", jobs=2)
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "COMPLETE").write_text("{}")
+    ok, bad = tmp_path / "ok", tmp_path / "bad"
+    with pytest.raises(FinprintError, match=r"bad\.log"):
+        demo._steps([
+            ("finished", done, ["--version"]),
+            ("fine", ok, ["data", "synth", "--help"]),
+            ("broken", bad, ["train", "--task", "embed", "--model", "no-such-model", "--data", str(tmp_path), "--out", str(bad)]),
+        ])
+    steps = demo.results["steps"]
+    assert steps["finished"] == {"skipped": True}
+    assert steps["fine"]["concurrent"] and steps["broken"]["concurrent"]
+    assert "usage" in (tmp_path / "ok.log").read_text()
+    assert "no-such-model" in (tmp_path / "bad.log").read_text()
+
+
+def test_results_name_the_machine_that_trained_the_embedder(tmp_path):
+    from finprint.results import _trained_elsewhere
+
+    assert _trained_elsewhere(tmp_path) == []
+    (tmp_path / "only-embedder.json").write_text(json.dumps({
+        "machine": "x86_64, 16 CPU cores, NVIDIA H200", "command": "python -m finprint.results --only embedder",
+        "steps": {"farm": {"skipped": True}, "embedder teacher": {"seconds": 90.0},
+                  "a": {"seconds": 109.0, "concurrent": True}, "b": {"seconds": 121.0, "concurrent": True}}}))
+    text = "\n".join(_trained_elsewhere(tmp_path))
+    assert "NVIDIA H200" in text and "211 s wall" in text
