@@ -329,7 +329,9 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             }
             if score > best:
                 best = score
-                runs.save_checkpoint(out / "best.pt", ckpt)
+                # best.pt is for teaching, evaluation and export; resuming reads last.pt. Without the optimizer's
+                # moments a 4.45M-parameter teacher's best.pt is 17.5 MB instead of 53.7 MB.
+                runs.save_checkpoint(out / "best.pt", {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "scaler", "rng")})
             runs.save_checkpoint(out / "last.pt", ckpt)
             write_plots(out, rows, task.main_metric)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))

@@ -105,7 +105,7 @@ PRESETS: dict[str, Preset] = {
     # the bench compares the INT8 student with a teacher worth distilling), no-KD baselines and QAT.
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
-        det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=40, emb_student_epochs=40,
+        det_teacher_epochs=40, det_student_epochs=40, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
         synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=2",), calib_video_seconds=20,
     ),
@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 class Demo:
     def __init__(self, workdir: Path, preset: Preset, seed: int, device: str, extra_seeds: tuple[int, ...] = (),
-                 jobs: int = 1, only_embedder: bool = False) -> None:
+                 jobs: int = 1, only: str | None = None) -> None:
         self.w = workdir
         self.p = preset
         self.seed = seed
@@ -143,9 +143,11 @@ class Demo:
         # Student runs that share a teacher train as this many concurrent processes (one GPU fits several
         # small students; their data loaders share the CPU cores). 1 = one after another, in-process.
         self.jobs = max(1, jobs)
-        # Stop after training the embedder runs (farm, embedder teacher and students): the part worth a GPU
-        # when the detector runs already exist on the machine that finishes the rest.
-        self.only_embedder = only_embedder
+        # "detector" / "embedder": only train that model's runs (teacher, students, and for the detector QAT),
+        # the part worth a GPU; the machine that finishes the rest keeps them (finished steps are skipped).
+        if only not in (None, "detector", "embedder"):
+            raise ValueError(f"only: expected detector or embedder, got {only!r}")
+        self.only = only
         self.results: dict = {"preset": preset.__dict__ | {k: list(getattr(preset, k)) for k in ("train_extra", "synth_extra", "emb_extra")},
                               "steps": {}}
         self.farm = workdir / "farm"
@@ -220,19 +222,26 @@ class Demo:
         return lambda: (run / "COMPLETE").is_file()
 
     # ----------------------------------------------------------------- shared steps
-    def detector_runs(self, data: Path, *extra: str) -> tuple[Path, Path, Path]:
-        """Teacher, then the same student with and without distillation (same epochs, seed, data)."""
+    def detector_runs(self, data: Path, *extra: str, seeds: tuple[int, ...] = ()) -> tuple[Path, Path, Path]:
+        """Teacher, then the same student with and without distillation (same epochs, seed, data), and the
+        pairs of any extra seeds."""
         p, w = self.p, self.w
         det_t, det_kd, det_nokd = w / "det-teacher", w / "det-student-kd", w / "det-student-nokd"
         common = ["--data", str(data), "--imgsz", str(p.imgsz), *extra]
         self._step("detector teacher", self._complete(det_t), lambda: self._finprint(
             "train", "--task", "detect", "--model", p.det_teacher, "--out", str(det_t), *common,
             *self._train_args(p.det_teacher_epochs)))
-        for run, kd in ((det_kd, True), (det_nokd, False))[: 2 if p.baseline else 1] if p.students else ():
-            self._step(f"detector student ({'KD' if kd else 'no KD'})", self._complete(run), lambda run=run, kd=kd: self._finprint(
-                "distill", "--teacher", str(det_t), "--student", p.det_student, "--out", str(run), *common,
-                *([] if kd else ["--no-kd"]), *self._train_args(p.det_student_epochs)))
+        steps = [(f"detector student ({'KD' if kd else 'no KD'})", run,
+                  ["distill", "--teacher", str(det_t), "--student", p.det_student, "--out", str(run), *common,
+                   *([] if kd else ["--no-kd"]), *self._train_args(p.det_student_epochs)])
+                 for run, kd in ((det_kd, True), (det_nokd, False))[: 2 if p.baseline else 1]] if p.students else []
+        self._steps(steps + self._detector_seed_steps(det_t, seeds))
         return det_t, det_kd, det_nokd
+
+    def _detector_seed_steps(self, teacher: Path, seeds: tuple[int, ...]) -> list[tuple[str, Path, list[str]]]:
+        p = self.p
+        return [step for seed in seeds
+                for step in self._student_pair(teacher, "det", p.det_student, seed, "--imgsz", str(p.imgsz), epochs=p.det_student_epochs)]
 
     def evaluate(self, runs: tuple[Path, ...], data: Path, *extra: str) -> None:
         evals = self.w / "eval"
@@ -265,20 +274,20 @@ class Demo:
             "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed),
             "--enrol-clips", str(p.enrol_clip_seconds), "--calib-videos", str(p.calib_video_seconds),
             *(["--enrol-clips-every-camera"] if p.enrol_clip_every_camera else []), *p.synth_extra))
-        if self.only_embedder:
+        if self.only == "embedder":
             self.embedder_runs()
+            return self.results
+        det_t, det_kd, det_nokd = self.detector_runs(self.farm, seeds=self.extra_seeds)
+        if p.qat_epochs:
+            self._qat_run(det_t, det_kd)
+        if self.only == "detector":
             return self.results
         self._step("farm sheet", lambda: (w / "farm_sheet.png").is_file(), lambda: self._finprint(
             "data", "show", str(self.farm), "--out", str(w / "farm_sheet.png"), "--n", "12"))
-
-        det_t, det_kd, det_nokd = self.detector_runs(self.farm)
         emb_t, emb_kd, emb_nokd = self.embedder_runs()
 
         self.evaluate((det_t, det_kd, det_nokd, emb_t, emb_kd, emb_nokd) if p.baseline else (det_t, det_kd, emb_t, emb_kd), self.farm)
-        det_seeds = [step for seed in self.extra_seeds
-                     for step in self._student_pair(det_t, "det", p.det_student, seed, "--imgsz", str(p.imgsz), epochs=p.det_student_epochs)]
-        self._steps(det_seeds)
-        self.evaluate(tuple(run for _, run, _ in det_seeds), self.farm)
+        self.evaluate(tuple(run for _, run, _ in self._detector_seed_steps(det_t, self.extra_seeds)), self.farm)
         self.evaluate(tuple(run for _, run, _ in self._embedder_seed_steps(emb_t)), self.farm)
 
         calib_det, calib_emb = w / "calib-detector", w / "calib-embedder"
@@ -297,7 +306,7 @@ class Demo:
             "--teacher", str(emb_t), "--max-drop", "1.0", ok_codes=GATE_CODES))
 
         if p.qat_epochs:
-            self._qat_detector(det_t, det_kd)
+            self._qat_export(det_t)
 
         bench_json = w / "bench.json"
         self._step("bench", bench_json.is_file, lambda: self._bench(bench_json))
@@ -329,13 +338,15 @@ class Demo:
                 for step in self._student_pair(teacher, "emb", p.emb_student, seed, *[a for kv in p.emb_extra for a in ("--set", kv)],
                                                epochs=p.emb_student_epochs)]
 
-    def _qat_detector(self, teacher: Path, student: Path) -> None:
-        """PTQ's alternative: fine-tune the distilled student with fake quantisation, export its QDQ."""
-        run, out = self.w / "det-student-qat", self.models / "detector-qat"
-        self._step("detector student (QAT fine-tuning)", self._complete(run), lambda: self._finprint(
+    def _qat_run(self, teacher: Path, student: Path) -> None:
+        """PTQ's alternative: fine-tune the distilled student with fake quantisation (teacher still teaching)."""
+        self._step("detector student (QAT fine-tuning)", self._complete(self.w / "det-student-qat"), lambda: self._finprint(
             "distill", "--teacher", str(teacher), "--student", self.p.det_student, "--init", str(student), "--qat",
-            "--out", str(run), "--data", str(self.farm), "--imgsz", str(self.p.imgsz), "--lr", "2e-4",
+            "--out", str(self.w / "det-student-qat"), "--data", str(self.farm), "--imgsz", str(self.p.imgsz), "--lr", "2e-4",
             *self._train_args(self.p.qat_epochs)))
+
+    def _qat_export(self, teacher: Path) -> None:
+        run, out = self.w / "det-student-qat", self.models / "detector-qat"
         self._step("export detector student (QAT)", lambda: any(out.glob("*.int8.onnx")), lambda: self._finprint(
             "export", "--run", str(run), "--out", str(out), "--precision", "int8", "--teacher", str(teacher),
             "--max-drop", "1.0", ok_codes=GATE_CODES))

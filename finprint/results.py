@@ -131,21 +131,20 @@ def _seed_rows(results: dict) -> list[dict]:
     return rows
 
 
-def _trained_elsewhere(farm_dir: Path) -> list[str]:
-    """Where the embedder runs came from, when a GPU machine trained them (`--only embedder`)."""
-    record = farm_dir / "only-embedder.json"
+def _trained_elsewhere(farm_dir: Path, model: str) -> list[str]:
+    """Where the detector or embedder runs came from, when a GPU machine trained them (`--only detector|embedder`)."""
+    record = farm_dir / f"only-{model}.json"
     if not record.is_file():
         return []
     doc = json.loads(record.read_text())
-    steps = doc.get("steps", {})
-    ran = [s for s in steps.values() if not s.get("skipped")]
+    ran = [s for s in doc.get("steps", {}).values() if not s.get("skipped")]
     # Concurrent runs overlap: their wall time is the longest of them.
     seconds = sum(s.get("seconds", 0) for s in ran if not s.get("concurrent")) + max(
         (s.get("seconds", 0) for s in ran if s.get("concurrent")), default=0)
     return [
-        f"The embedder runs above (teacher and students) were trained on {doc.get('machine', '?')} by "
-        f"`scripts/gpu-train-embedder FARM` (`{doc.get('command', '?')}`, {seconds:.0f} s wall); everything else, "
-        "their evaluation included, ran on the machine named at the top.",
+        f"The {model} runs above were trained on {doc.get('machine', '?')} by `scripts/gpu-train FARM {model}` "
+        f"(`{doc.get('command', '?')}`, {seconds:.0f} s wall); everything else, their evaluation included, ran on the "
+        "machine named at the top.",
         "",
     ]
 
@@ -191,6 +190,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         f"Distillation vs none: {_margin(model_rows(farm, farm_dir, 'det', DETECT_COLUMNS), 'box_map')}; "
         f"{_margin(model_rows(farm, farm_dir, 'det', DETECT_COLUMNS), 'mask_map')}.",
         "",
+        *_trained_elsewhere(farm_dir, "detector"),
         "### Embedder (re-ID gallery/query; open set = unknown individuals)",
         "",
         markdown_table(model_rows(farm, farm_dir, "emb", EMBED_COLUMNS)),
@@ -198,7 +198,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
         f"Distillation vs none: {_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'rank1')}; "
         f"{_margin(model_rows(farm, farm_dir, 'emb', EMBED_COLUMNS), 'map')}.",
         "",
-        *_trained_elsewhere(farm_dir),
+        *_trained_elsewhere(farm_dir, "embedder"),
         "### Distillation margin per seed (student + KD minus student without KD, points; same teacher, epochs, data)",
         "",
         markdown_table(_seed_rows(farm)),
@@ -281,9 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1], help="more KD/no-KD student seeds on the farm")
     parser.add_argument("--jobs", type=int, default=1, help="student runs trained at once, as processes (a GPU fits several)")
     parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes per training run (0 = in-process)")
-    parser.add_argument("--only", choices=["embedder"],
-                        help="embedder: only the farm's embedder runs (teacher and students), for a GPU machine; "
-                             "no evaluation, no document: copy the emb-* run folders into the workdir that finishes the rest")
+    parser.add_argument("--only", choices=["detector", "embedder"],
+                        help="only the farm's detector runs (teacher, students, QAT) or embedder runs (teacher, students), "
+                             "for a GPU machine; no evaluation, no document: copy the det-* / emb-* run folders into the "
+                             "workdir that finishes the rest")
     args = parser.parse_args(argv)
     command = "python -m finprint.results " + " ".join(argv if argv is not None else sys.argv[1:])
     farm_preset = PRESETS[args.farm_preset]
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         farm_dir = args.workdir / "farm"
         demo = Demo(farm_dir, farm_preset, 0, args.device, extra_seeds=tuple(args.extra_seeds), jobs=args.jobs,
-                    only_embedder=args.only == "embedder")
+                    only=args.only)
         farm = demo.run()
         if args.only:
             (farm_dir / f"only-{args.only}.json").write_text(json.dumps(farm | {"machine": _machine(), "command": command},

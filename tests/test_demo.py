@@ -65,10 +65,10 @@ def test_concurrent_steps_run_as_processes_and_name_the_failed_run(tmp_path):
 def test_results_name_the_machine_that_trained_the_embedder(tmp_path):
     from finprint.results import _trained_elsewhere
 
-    assert _trained_elsewhere(tmp_path) == []
+    assert _trained_elsewhere(tmp_path, "embedder") == []
     (tmp_path / "only-embedder.json").write_text(json.dumps({
         "machine": "x86_64, 16 CPU cores, NVIDIA H200", "command": "python -m finprint.results --only embedder",
         "steps": {"farm": {"skipped": True}, "embedder teacher": {"seconds": 90.0},
                   "a": {"seconds": 109.0, "concurrent": True}, "b": {"seconds": 121.0, "concurrent": True}}}))
-    text = "\n".join(_trained_elsewhere(tmp_path))
+    text = "\n".join(_trained_elsewhere(tmp_path, "embedder"))
     assert "NVIDIA H200" in text and "211 s wall" in text
