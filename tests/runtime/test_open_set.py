@@ -127,3 +127,108 @@ def test_tune_open_set_refuses_bad_input(tmp_path, capsys):
     assert main([*base, str(video)]) == 2
     assert "strangers" in capsys.readouterr().err
     assert Store(gallery).open_set() is None  # nothing stored by a refused run
+
+
+def test_the_vectorised_grid_follows_the_identity_rule():
+    from finprint.runtime.open_set import MARGINS, THRESHOLDS, _rate_grids, rates
+
+    rng = np.random.default_rng(0)
+    outcomes = [TrackOutcome("fish000" if i % 3 else "str001", i % 3 == 0, [None, "fish000", "fish001"][i % 3 if i % 5 else 0],
+                             float(rng.uniform(0.3, 1.0)), float(rng.uniform(0.0, 0.3)), 5) for i in range(40)]
+    k_grid, u_grid = _rate_grids(outcomes)
+    for i in (0, 31, 63, 99):
+        for j in (0, 7, 30):
+            assert (k_grid[i, j], u_grid[i, j]) == pytest.approx(rates(outcomes, float(THRESHOLDS[i]), float(MARGINS[j])))
+
+
+def _replayable(known_score: float, stranger_score: float, frames: int = 12):
+    """A labelled video's chain outputs: a known fish above a stranger, each detected at the given score."""
+    from finprint.runtime.score import ChainFrame, LabelledVideo
+
+    boxes = np.array([[8, 8, 40, 20], [8, 40, 40, 52]], np.float32)
+    emb = np.array([[1, 0, 0, 0], [0.3, 0.95, 0, 0]], np.float32)
+    truth = [{"individual_id": "fish000", "unknown": False, "box_xyxy": boxes[0].tolist()},
+             {"individual_id": "str000", "unknown": True, "box_xyxy": boxes[1].tolist()}]
+    chain = [ChainFrame(boxes, np.array([known_score, stranger_score], np.float32), emb) for _ in range(frames)]
+    return LabelledVideo("v.mp4", "0", 10.0, 10.0, chain, dict.fromkeys(range(frames), truth))
+
+
+def test_tracker_tuning_finds_the_score_this_detector_gives_its_fish():
+    from finprint.runtime.config import TrackingConfig
+    from finprint.runtime.identity import Gallery
+    from finprint.runtime.open_set import tune_tracking
+
+    gallery = Gallery(["fish000"], np.array([[1, 0, 0, 0]], np.float32))
+    # The detector scores its fish 0.4: a tracker waiting for 0.5 never starts a track, so that setting gives no
+    # tracks to tune on and is left out; every setting below 0.4 names the fish and flags the stranger.
+    trials = tune_tracking([_replayable(0.4, 0.4)], gallery, TrackingConfig(), high_scores=(0.3, 0.5), gates=(None, 0.2))
+    assert {t.high_score for t in trials} == {0.3}
+    best = trials[0]
+    assert best.value == 1.0 and best.tuned.known_accuracy == 1.0 and best.tuned.unknown_flag_rate == 1.0
+    assert best.tracks == 2
+
+
+def test_tracker_settings_come_from_the_config_then_the_tuned_gallery_then_the_defaults(tmp_path, caplog):
+    from finprint.runtime.config import TrackingConfig
+    from finprint.runtime.open_set import resolve_tracking
+
+    det, emb = tmp_path / "det.onnx", tmp_path / "emb.onnx"
+    det.write_bytes(b"detector")
+    emb.write_bytes(b"embedder")
+    stored = {"high_score": 0.3, "appearance_gate": None, "detector": "det.onnx", "detector_sha256": file_digest(det),
+              "embedder_sha256": file_digest(emb)}
+    tracking, source = resolve_tracking(TrackingConfig(), stored, det, emb)
+    assert (tracking.high_score, tracking.appearance_gate) == (0.3, None) and "gallery (tuned)" in source
+    tracking, source = resolve_tracking(TrackingConfig(high_score=0.6), stored, det, emb)
+    assert (tracking.high_score, tracking.appearance_gate) == (0.6, None) and "high_score 0.6 from the config" in source
+    assert tracking.min_hits == TrackingConfig().min_hits  # untouched fields stay
+    default = TrackingConfig()
+    assert resolve_tracking(default, None, det, emb)[0] == default
+    det.write_bytes(b"a retrained detector")
+    with caplog.at_level(logging.WARNING):
+        tracking, _ = resolve_tracking(TrackingConfig(), stored, det, emb)
+    assert tracking == default and "other models" in caplog.text
+
+
+def test_tuned_tracker_settings_are_kept_in_the_gallery(tmp_path):
+    store = Store(tmp_path / "g.db")
+    assert store.tracking() is None
+    store.set_tracking(0.35, None, "det.onnx", "d" * 64, "e" * 64, "cam1.mp4")
+    store.set_tracking(0.3, 0.1, "det.onnx", "d" * 64, "e" * 64, "cam1.mp4, cam2.mp4")  # replaces
+    store.close()
+    stored = Store(tmp_path / "g.db").tracking()
+    assert stored is not None and (stored["high_score"], stored["appearance_gate"], stored["tuned_on"]) == (0.3, 0.1, "cam1.mp4, cam2.mp4")
+
+
+def test_tune_open_set_stores_the_tracker_it_chose_and_the_scorer_uses_it(tmp_path, capsys, caplog):
+    det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 20], [8, 40, 40, 52]], fish_scores=[0.9, 0.9])
+    emb = make_toy_embedder(tmp_path / "emb.onnx", open_set_threshold=0.999)
+    video = _labelled_video(tmp_path, "calib")
+    pipeline = Pipeline(det, emb, "cpu")
+    img = cv2.VideoCapture(str(video)).read()[1]
+    gallery = tmp_path / "g.db"
+    store = Store(gallery)
+    store.enroll("fish000", pipeline.embed_crops([img[8:20, 8:40]]))
+    store.close()
+    pipeline.close()
+    base = ["--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu"]
+    assert main(["tune-open-set", *base, "--keep-tracking", str(video)]) == 0
+    assert Store(gallery).tracking() is None  # only the threshold and margin
+    assert main(["tune-open-set", *base, "--high-scores", "0.3,0.6", "--gates", "off,0.2", "--json", str(tmp_path / "t.json"),
+                 str(video)]) == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert len(report["trials"]) == 4 and report["tracking"]["tuned"]
+    stored = Store(gallery).tracking()
+    assert stored is not None and stored["detector_sha256"] == file_digest(det)
+    assert (stored["high_score"], stored["appearance_gate"]) == (report["tracking"]["high_score"], report["tracking"]["appearance_gate"])
+    with caplog.at_level(logging.INFO, logger="finprint.runtime.score"):
+        assert score_main(["--video", str(video), *base]) == 0
+    assert "from the gallery (tuned)" in caplog.text
+
+
+@pytest.mark.parametrize("option", [["--gates", "off,strict"], ["--high-scores", "0.3,1.5"], ["--gates", "2"]])
+def test_tune_open_set_rejects_bad_tracker_grids(tmp_path, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["tune-open-set", "--gallery", str(tmp_path / "g.db"), "--detector", "d.onnx", "--embedder", "e.onnx", *option, "v.mp4"])
+    assert exc.value.code == 2
+    assert option[0] in capsys.readouterr().err
