@@ -1,3 +1,4 @@
+import getpass
 import json
 import socket
 import subprocess
@@ -17,10 +18,13 @@ def _free_port():
 
 
 def _broker(port, workdir):
-    # Persistence keeps the subscriber's session (and its queued QoS 1 messages) across a restart.
+    # Persistence keeps the subscriber's session (and its queued QoS 1 messages) across a restart. Started
+    # as root, mosquitto would switch to its own user, which cannot write the test's folder: the session was
+    # then never saved and events published before the subscriber came back went to nobody.
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {workdir}/\n"
+        f"user {getpass.getuser()}\n"
     )
     proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     end = time.monotonic() + 10
