@@ -78,7 +78,9 @@ def _labelled_video(folder, name, with_stranger=True):
     return folder / f"{name}.avi"
 
 
-def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
+def _enrolled_known_fish(tmp_path, blur: float = 0.0):
+    """Toy models, a labelled video (known fish + stranger) and a gallery holding the known fish's crop
+    (blurred towards a constant by `blur`) -> (detector, embedder, video, gallery, the commands' model options)."""
     det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 20], [8, 40, 40, 52]], fish_scores=[0.9, 0.9])
     # The manifest's threshold (0.999) would call the known fish unknown on this video.
     emb = make_toy_embedder(tmp_path / "emb.onnx", open_set_threshold=0.999)
@@ -87,10 +89,14 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     img = cv2.VideoCapture(str(video)).read()[1]
     gallery = tmp_path / "g.db"
     store = Store(gallery)
-    store.enroll("fish000", pipeline.embed_crops([img[8:20, 8:40]]) * np.float32(0.9) + np.float32(0.1))
+    store.enroll("fish000", pipeline.embed_crops([img[8:20, 8:40]]) * np.float32(1 - blur) + np.float32(blur))
     store.close()
     pipeline.close()
-    base = ["--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu"]
+    return det, emb, video, gallery, ["--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu"]
+
+
+def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
+    _, _, video, gallery, base = _enrolled_known_fish(tmp_path, blur=0.1)
     assert main(["tune-open-set", *base, "--json", str(tmp_path / "tuned.json"), str(video)]) == 0
     report = json.loads((tmp_path / "tuned.json").read_text())
     assert report["known_accuracy"] == 1.0 and report["unknown_flag_rate"] == 1.0
@@ -201,17 +207,7 @@ def test_tuned_tracker_settings_are_kept_in_the_gallery(tmp_path):
 
 
 def test_tune_open_set_stores_the_tracker_it_chose_and_the_scorer_uses_it(tmp_path, capsys, caplog):
-    det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 20], [8, 40, 40, 52]], fish_scores=[0.9, 0.9])
-    emb = make_toy_embedder(tmp_path / "emb.onnx", open_set_threshold=0.999)
-    video = _labelled_video(tmp_path, "calib")
-    pipeline = Pipeline(det, emb, "cpu")
-    img = cv2.VideoCapture(str(video)).read()[1]
-    gallery = tmp_path / "g.db"
-    store = Store(gallery)
-    store.enroll("fish000", pipeline.embed_crops([img[8:20, 8:40]]))
-    store.close()
-    pipeline.close()
-    base = ["--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu"]
+    det, _, video, gallery, base = _enrolled_known_fish(tmp_path)
     assert main(["tune-open-set", *base, "--keep-tracking", str(video)]) == 0
     assert Store(gallery).tracking() is None  # only the threshold and margin
     assert main(["tune-open-set", *base, "--high-scores", "0.3,0.6", "--gates", "off,0.2", "--json", str(tmp_path / "t.json"),
