@@ -294,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         farm_dir = args.workdir / "farm"
         demo = Demo(farm_dir, farm_preset, 0, args.device, extra_seeds=tuple(args.extra_seeds), jobs=args.jobs,
                     only=args.only)
+        if args.farm_preset == "results" and args.only != "detector" and not (farm_dir / "emb-teacher" / "COMPLETE").is_file() \
+                and "no GPU" in _machine():
+            print("finprint.results: the results preset's embedder runs (500 auxiliary fish) are meant for a GPU: "
+                  "scripts/gpu-train runs/results/farm/farm embedder on a CUDA machine, then copy its emb-* folders here; "
+                  "continuing on this CPU takes hours", file=sys.stderr, flush=True)
         farm = demo.run()
         if args.only:
             (farm_dir / f"only-{args.only}.json").write_text(json.dumps(farm | {"machine": _machine(), "command": command},
