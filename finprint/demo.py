@@ -189,10 +189,12 @@ class Demo:
     def _steps(self, steps: list[tuple[str, Path, list[str]]]) -> None:
         """Independent training steps (name, run folder, finprint argv): in-process one by one, or as up to
         `jobs` concurrent `python -m finprint` processes, each logging to <run>.log beside its folder."""
-        todo = [s for s in steps if not self._complete(s[1])()]
-        for name, run, _ in steps:
-            if (name, run) not in {(n, r) for n, r, _ in todo}:
-                self._step(name, self._complete(run), lambda: None)
+        todo = []
+        for name, run, argv in steps:
+            if self._complete(run)():
+                self._step(name, lambda: True, lambda: None)  # reports it as already done
+            else:
+                todo.append((name, run, argv))
         if self.jobs == 1 or len(todo) < 2:
             for name, run, argv in todo:
                 self._step(name, self._complete(run), lambda argv=argv: self._finprint(*argv))
@@ -221,8 +223,9 @@ class Demo:
         if failed:
             raise FinprintError("demo step(s) failed: " + "; ".join(failed))
 
-    def _train_args(self, epochs: int, extra: tuple[str, ...] = ()) -> list[str]:
-        args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(self.seed), "--device", self.device]
+    def _train_args(self, epochs: int, extra: tuple[str, ...] = (), seed: int | None = None) -> list[str]:
+        seed = self.seed if seed is None else seed
+        args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(seed), "--device", self.device]
         for kv in (*self.p.train_extra, *extra):
             args += ["--set", kv]
         return args
@@ -262,18 +265,13 @@ class Demo:
                 "eval", "--model", str(run), "--data", str(data), "--json", str(out), "--device", self.device, *extra))
             self.results.setdefault("eval", {})[run.name] = json.loads(out.read_text())
 
-    def _student_pair(self, teacher: Path, prefix: str, student: str, seed: int, *extra: str, epochs: int
-                      ) -> list[tuple[str, Path, list[str]]]:
-        steps = []
-        for kd in (True, False):
-            run = self.w / f"{prefix}-student-{'kd' if kd else 'nokd'}-seed{seed}"
-            args = ["--epochs", str(epochs), "--batch", str(self.p.batch), "--seed", str(seed), "--device", self.device]
-            for kv in self.p.train_extra:
-                args += ["--set", kv]
-            steps.append((f"{prefix} student ({'KD' if kd else 'no KD'}, seed {seed})", run,
-                          ["distill", "--teacher", str(teacher), "--student", student, "--out", str(run),
-                           "--data", str(self.farm), *extra, *([] if kd else ["--no-kd"]), *args]))
-        return steps
+    def _student_pair(self, teacher: Path, prefix: str, student: str, seed: int, *extra: str, epochs: int,
+                      sets: tuple[str, ...] = ()) -> list[tuple[str, Path, list[str]]]:
+        return [(f"{prefix} student ({'KD' if kd else 'no KD'}, seed {seed})", run,
+                 ["distill", "--teacher", str(teacher), "--student", student, "--out", str(run), "--data", str(self.farm),
+                  *extra, *([] if kd else ["--no-kd"]), *self._train_args(epochs, sets, seed)])
+                for kd in (True, False)
+                for run in [self.w / f"{prefix}-student-{'kd' if kd else 'nokd'}-seed{seed}"]]
 
     # ----------------------------------------------------------------- the steps
     def run(self) -> dict:
@@ -345,8 +343,7 @@ class Demo:
     def _embedder_seed_steps(self, teacher: Path) -> list[tuple[str, Path, list[str]]]:
         p = self.p
         return [step for seed in self.extra_seeds
-                for step in self._student_pair(teacher, "emb", p.emb_student, seed, *[a for kv in p.emb_extra for a in ("--set", kv)],
-                                               epochs=p.emb_student_epochs)]
+                for step in self._student_pair(teacher, "emb", p.emb_student, seed, epochs=p.emb_student_epochs, sets=p.emb_extra)]
 
     def _qat_run(self, teacher: Path, student: Path) -> None:
         """PTQ's alternative: fine-tune the distilled student with fake quantisation (teacher still teaching)."""

@@ -50,13 +50,17 @@ GPU_CHECK_LOG = Path("docs/gpu-check.log")
 YOLO_BASELINE = "Ultralytics YOLOv8n from scratch, 40 epochs on an H100 (384 px, 12 habitats): box mAP50 0.136 / mAP50-95 0.040"
 
 
-def _machine() -> str:
+def _gpu_name() -> str | None:
     try:
         import torch
 
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
-        gpu = None
+        return None
+
+
+def _machine() -> str:
+    gpu = _gpu_name()
     return f"{platform.machine()}, {os.cpu_count()} CPU cores" + (f", {gpu}" if gpu else ", no GPU")
 
 
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         demo = Demo(farm_dir, farm_preset, 0, args.device, extra_seeds=tuple(args.extra_seeds), jobs=args.jobs,
                     only=args.only)
         if args.farm_preset == "results" and args.only != "detector" and not (farm_dir / "emb-teacher" / "COMPLETE").is_file() \
-                and "no GPU" in _machine():
+                and _gpu_name() is None:
             print("finprint.results: the results preset's embedder runs (500 auxiliary fish) are meant for a GPU: "
                   "scripts/gpu-train runs/results/farm/farm embedder on a CUDA machine, then copy its emb-* folders here; "
                   "continuing on this CPU takes hours", file=sys.stderr, flush=True)

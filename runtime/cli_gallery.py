@@ -85,6 +85,10 @@ def _gate_list(text: str) -> tuple[float | None, ...]:
     return values
 
 
+def _gate_text(gate: float | None) -> str:
+    return "off" if gate is None else f"{gate:g}"
+
+
 def run(args: argparse.Namespace) -> int:
     return {"enroll": _enroll, "individuals": _individuals, "forget": _forget, "tune-open-set": _tune}[args.command](args)
 
@@ -161,26 +165,17 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _embeddings_from_video(args: argparse.Namespace, video: Path) -> np.ndarray:
-    import cv2
     from finprint.runtime.pipeline import Pipeline
     from finprint.runtime.tracker import ByteTracker
 
     pipeline = Pipeline(args.detector, args.embedder, args.backend, max_batch=1)
     tracker = ByteTracker(min_hits=1)
     per_track: dict[int, list[np.ndarray]] = {}
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise FinprintError(f"{video}: cannot open video")
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            res = pipeline.process([frame])[0]
+        for res in pipeline.process_video(video):
             for t in tracker.update(res.detections.boxes_xyxy, res.detections.scores):
                 per_track.setdefault(t.track_id, []).append(res.embeddings[t.det_index])
     finally:
-        cap.release()
         pipeline.close()
     if not per_track:
         raise FinprintError(f"{video}: no fish found")
@@ -294,14 +289,13 @@ def _tune(args: argparse.Namespace) -> int:
                     "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
         "videos": [str(v) for v in args.videos],
     }
-    gate = "off" if best.appearance_gate is None else f"{best.appearance_gate:g}"
     print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
           f"({len(args.videos)} video(s), {len(trials)} tracker setting(s) tried):")
-    print(f"  tracker high_score {best.high_score:g}, appearance_gate {gate}; threshold {tuned.threshold:.2f}, "
+    print(f"  tracker high_score {best.high_score:g}, appearance_gate {_gate_text(best.appearance_gate)}; threshold {tuned.threshold:.2f}, "
           f"margin {tuned.margin:.2f}: known named right {100 * tuned.known_accuracy:.1f}%, "
           f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
     print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
-          f"{'off' if tracking.appearance_gate is None else f'{tracking.appearance_gate:g}'}): {100 * k0:.1f}% and {100 * u0:.1f}%")
+          f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.dry_run:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,22 @@ class Pipeline:
         if len(samples) > self._keep:
             del samples[: len(samples) - self._keep]
         return now
+
+    def process_video(self, video: str | Path) -> Iterator[FrameResult]:
+        """The chain over every frame of a video file, one frame at a time (tuning, scoring, enrolment)."""
+        import cv2
+
+        cap = cv2.VideoCapture(str(video))
+        if not cap.isOpened():
+            raise FinprintError(f"{video}: cannot open video")
+        try:
+            while True:
+                ok, image = cap.read()
+                if not ok:
+                    return
+                yield self.process([image])[0]
+        finally:
+            cap.release()
 
     def process(self, images_bgr: list[np.ndarray]) -> list[FrameResult]:
         """A batch of BGR frames (any sizes, any number) -> one FrameResult per frame."""

@@ -92,23 +92,8 @@ class LabelledVideo:
 
 def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVideo:
     """Detector and embedder over every frame of a labelled video (the expensive part, done once)."""
-    import cv2
-
     truth = json.loads(Path(truth_json).read_text())
-    frames: list[ChainFrame] = []
-    cap = cv2.VideoCapture(str(video))
-    if not cap.isOpened():
-        raise FinprintError(f"{video}: cannot open video")
-    try:
-        while True:
-            ok, image = cap.read()
-            if not ok:
-                break
-            res = pipeline.process([image])[0]
-            det = res.detections
-            frames.append(ChainFrame(det.boxes_xyxy, det.scores, res.embeddings))
-    finally:
-        cap.release()
+    frames = [ChainFrame(res.detections.boxes_xyxy, res.detections.scores, res.embeddings) for res in pipeline.process_video(video)]
     return LabelledVideo(Path(video).name, str(truth.get("camera", "cam")), float(truth.get("fps", 25.0)),
                          float(truth.get("px_per_cm", 1.0)), frames, {f["frame"]: f["instances"] for f in truth["frames"]})
 
