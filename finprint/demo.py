@@ -112,21 +112,21 @@ PRESETS: dict[str, Preset] = {
     # the bench compares the INT8 student with a teacher worth distilling), no-KD baselines and QAT.
     # The detector stays at 12 epochs although it is undertrained: 40 epochs on an H200 (scripts/gpu-train FARM
     # detector) lifted the KD student's val box mAP50-95 from 0.27 to 0.39, but the daemon's chain on the tuning
-    # videos got worse (known named right / strangers flagged, each at its best tracker setting and threshold:
-    # 91.1 % / 87.5 % vs 95.8 % / 90.3 %). The embedder (500 auxiliary fish) is trained on a GPU by
+    # videos (then 20 s) got worse (known named right / strangers flagged, each at its best tracker setting and
+    # threshold: 91.1 % / 87.5 % vs 95.8 % / 90.3 %). The embedder (500 auxiliary fish) is trained on a GPU by
     # `scripts/gpu-train FARM embedder`; on 2 CPU cores its five runs take hours.
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=8, size="384x256", imgsz=256,
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
         synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=2",),
-        # Measured with the results preset's models, each gallery's tracker setting and open-set pair chosen by
-        # `finprint tune-open-set` (its own report) on 60 s tuning videos (calib/, 189 tracks at its best setting, against 79 in the
-        # 20 s ones). Enrolment clips of 6 s (60 samples kept per clip) -> 24 s (200) -> 60 s (600): known fish named
-        # right 83.8 % -> 88.9 % -> 89.7 %, strangers flagged 83.3 % -> 87.5 % -> 87.5 % at the tracker setting the
-        # longer clips pick (high_score 0.35, gate 0); at each one's own best setting 6 s clips reach 89.7 % / 85.0 %.
-        # A farm films a tagged fish for a minute in each pen. The 20 s tuning videos flattered every setting (6 s
-        # clips: 95.8 % / 90.3 % there, 83.8 % / 83.3 % on 60 s ones at the same setting), so 60 s it is.
+        # Enrolment and tuning video, measured with the results preset's models by `finprint tune-open-set` on
+        # 60 s tuning videos (its report; runs/results/farm-enrol6s holds the 6 s gallery). Enrolment clips of
+        # 6 s (60 samples kept per clip) -> 60 s (600), known fish named right / strangers flagged: at each
+        # gallery's best tracker setting 89.7 % / 85.0 % -> 90.7 % / 86.8 %; at the setting the 60 s gallery picks
+        # (high_score 0.4, gate 0) 86.0 % / 80.9 % -> 90.7 % / 86.8 %. A farm can film a tagged fish for a minute
+        # in each pen. The 20 s tuning videos of before flattered: 95.8 % / 90.3 % there for the 6 s gallery's
+        # pick (0.35, gate 0), 83.8 % / 83.3 % for the same setting on the 60 s ones (157-189 tracks, not 79).
         enrol_clip_seconds=60, enrol_samples=600, calib_video_seconds=60,
     ),
     "full": Preset(
