@@ -18,8 +18,10 @@ of what these few tracks happened to allow.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -196,6 +198,14 @@ def resolve_tracking(
 
 
 def file_digest(path: str | Path) -> str:
+    """sha256 of a file, computed once per (path, size, mtime): the daemon's start checks the same model
+    files for the open-set rule and for the tracker settings."""
+    st = os.stat(path)
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -1,5 +1,7 @@
+import hashlib
 import json
 import logging
+import os
 
 import cv2
 import numpy as np
@@ -56,6 +58,17 @@ def test_the_config_wins_then_the_tuned_gallery_then_the_manifest(tmp_path, capl
     with caplog.at_level(logging.WARNING):
         rule = resolve_rule(None, None, stored, emb, 0.7, 0.03)
     assert (rule.threshold, rule.margin) == (0.7, 0.03) and "another embedder" in caplog.text
+
+
+def test_file_digest_is_sha256_and_follows_a_rewritten_file(tmp_path):
+    model = tmp_path / "emb.onnx"
+    model.write_bytes(b"model A")
+    first = file_digest(model)
+    assert first == hashlib.sha256(b"model A").hexdigest() and file_digest(model) == first
+    model.write_bytes(b"model B")  # same size: only the content and the modification time change
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert file_digest(model) == hashlib.sha256(b"model B").hexdigest()
 
 
 def _labelled_video(folder, name, with_stranger=True):
