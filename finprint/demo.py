@@ -120,13 +120,15 @@ PRESETS: dict[str, Preset] = {
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
         synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=2",),
-        # Enrolment and tuning video, measured with the results preset's models by `finprint tune-open-set` on
-        # 60 s tuning videos (its report; runs/results/farm-enrol6s holds the 6 s gallery). Enrolment clips of
-        # 6 s (60 samples kept per clip) -> 60 s (600), known fish named right / strangers flagged: at each
-        # gallery's best tracker setting 89.7 % / 85.0 % -> 90.7 % / 86.8 %; at the setting the 60 s gallery picks
-        # (high_score 0.4, gate 0) 86.0 % / 80.9 % -> 90.7 % / 86.8 %. A farm can film a tagged fish for a minute
-        # in each pen. The 20 s tuning videos of before flattered: 95.8 % / 90.3 % there for the 6 s gallery's
-        # pick (0.35, gate 0), 83.8 % / 83.3 % for the same setting on the 60 s ones (157-189 tracks, not 79).
+        # Enrolment and tuning video, measured with the results preset's models: a gallery enrolled as below
+        # from 6 s or 60 s clips (`--max-samples` 60 or 600), then `finprint tune-open-set --gallery G --detector
+        # models/detector/*.int8.onnx --embedder models/embedder/*.int8.onnx farm/calib/cam1.mp4 farm/calib/cam2.mp4`
+        # on the 60 s tuning videos. Known fish named right / strangers flagged, at each gallery's best tracker
+        # setting: 89.7 % / 85.0 % -> 90.7 % / 86.8 %; at the setting the 60 s gallery picks (high_score 0.4,
+        # gate 0) 86.0 % / 80.9 % -> 90.7 % / 86.8 %; 200 of the 600 samples: 90.3 % / 85.5 %. A farm can film
+        # a tagged fish for a minute in each pen. The 20 s tuning videos of before flattered: 95.8 % / 90.3 %
+        # there for the 6 s gallery's pick (0.35, gate 0), 83.8 % / 83.3 % for the same setting on the 60 s ones
+        # (157-189 tracks, not 79).
         enrol_clip_seconds=60, enrol_samples=600, calib_video_seconds=60,
     ),
     "full": Preset(
