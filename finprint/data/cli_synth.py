@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aux-individuals", type=int, default=0,
                         help="other fish, never on the farm, in reid/train for the embedder's metric (default 0)")
     parser.add_argument("--aux-views", type=int, default=12, help="views per auxiliary fish (default 12)")
+    parser.add_argument("--aux-clips", type=float, default=0.0, metavar="SECONDS",
+                        help="also film the auxiliary fish, --aux-clip-fish at a time, in the farm's cameras for this "
+                             "long and add crops of the video to reid/train (default 0: none)")
+    parser.add_argument("--aux-clip-fish", type=int, default=5, help="auxiliary fish per clip (default 5)")
+    parser.add_argument("--aux-clip-crop-every", type=int, default=5, metavar="N",
+                        help="every Nth auxiliary-clip frame gives each fish in it a crop (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing farm at --out")
 
@@ -69,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         enrol_clip_crop_every=args.enrol_clip_crop_every,
         aux_individuals=args.aux_individuals,
         aux_views=args.aux_views,
+        aux_clip_seconds=args.aux_clips,
+        aux_clip_fish=args.aux_clip_fish,
+        aux_clip_crop_every=args.aux_clip_crop_every,
         overwrite=args.overwrite,
     )
     if args.out.exists() and not args.out.is_dir():

@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,14 @@ class SynthConfig:
     # batches and lowered val rank-1 (0.70 -> 0.21). Both are off by default; they need a longer schedule.
     aux_individuals: int = 0
     aux_views: int = 12
+    # Video of the auxiliary fish: clips of `aux_clip_fish` of them swimming together in one of the farm's
+    # cameras (its water varied per clip), cut into reid/train crops every `aux_clip_crop_every`-th decoded
+    # frame, as for the enrolment clips. The still views above are a render, not what the daemon sees (mp4
+    # frames, fish passing in front of each other); these put the many identities of the metric in the
+    # daemon's domain. The clips themselves are not kept. Own random stream; 0 = none.
+    aux_clip_seconds: float = 0.0
+    aux_clip_fish: int = 5
+    aux_clip_crop_every: int = 5
     # Enrolment clips: enrol/<fish>.mp4, each known fish alone in front of one camera, as a farm films a
     # fish when it tags it. Enrolling from the daemon's own detections on video puts the gallery in the
     # domain of what the daemon later sees (mp4 frames, the detector's boxes), which still crops are not;
@@ -134,6 +143,8 @@ class SynthConfig:
             raise ConfigError("calib_video_seconds and calib_strangers must be >= 0")
         if self.enrol_views < 0 or self.aux_individuals < 0 or self.aux_views < 1:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
+        if self.aux_clip_seconds < 0 or self.aux_clip_fish < 1 or self.aux_clip_crop_every < 1:
+            raise ConfigError("aux_clip_seconds must be >= 0, aux_clip_fish and aux_clip_crop_every >= 1")
 
 
 def _write_calib_videos(
@@ -165,8 +176,9 @@ def _write_extra_views(
     textures: dict[str, np.ndarray],
     cameras: list[dict],
     counters: dict[tuple[str, str], int],
-) -> int:
-    """Enrolment views of the known fish and views of the auxiliary fish -> crops in reid/train."""
+) -> tuple[int, list[tuple[Individual, np.ndarray]]]:
+    """Enrolment views of the known fish and views of the auxiliary fish -> crops in reid/train; returns
+    the number written and the auxiliary fish with their textures."""
     # Its own random stream: adding views leaves every frame, label and video byte-identical.
     rng = np.random.default_rng([cfg.seed, 7])
     aux = make_population(cfg.aux_individuals, rng, prefix="aux")
@@ -174,8 +186,9 @@ def _write_extra_views(
     jobs = [(ind, textures[ind.id], cfg.enrol_views, False) for ind in known]
     jobs += [(ind, aux_textures[ind.id], cfg.aux_views, True) for ind in aux] if aux else []
     total = sum(n for *_, n, _ in jobs)
+    aux_cast = [(ind, aux_textures[ind.id]) for ind in aux]
     if not total:
-        return 0
+        return 0, aux_cast
     pool = list(textures.values()) + list(aux_textures.values())
     written = 0
     with tqdm(total=total, desc="re-ID views", unit="crop", disable=None, leave=False) as progress:
@@ -191,6 +204,29 @@ def _write_extra_views(
                 _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box), cfg.jpeg_quality)
                 written += 1
                 progress.update(1)
+    return written, aux_cast
+
+
+def _write_aux_clips(
+    reid_train: Path, cfg: SynthConfig, aux: list[tuple[Individual, np.ndarray]], cameras: list[dict],
+    counters: dict[tuple[str, str], int],
+) -> int:
+    """Clips of the auxiliary fish in the farm's cameras -> crops in reid/train (the clips are deleted)."""
+    rng = np.random.default_rng([cfg.seed, 11])
+    order = rng.permutation(len(aux))
+    groups = [order[i:i + cfg.aux_clip_fish] for i in range(0, len(order), cfg.aux_clip_fish)]
+    written = 0
+    with tempfile.TemporaryDirectory(prefix="finprint-aux-") as tmp:
+        for k, group in enumerate(tqdm(groups, desc="auxiliary clips", unit="clip", disable=None)):
+            camera = cameras[int(rng.integers(len(cameras)))]
+            clip = Path(tmp) / f"aux{k:04d}.mp4"
+            write_video(
+                clip, {"id": camera["id"], "px_per_cm": camera["px_per_cm"]}, jitter_style(camera["water"], rng, amount=0.6),
+                [aux[i] for i in group], cfg.aux_clip_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,
+            )
+            written += _clip_crops(clip, reid_train, cfg, counters, cfg.aux_clip_crop_every)
+            clip.unlink()
+            clip.with_suffix(".json").unlink()
     return written
 
 
@@ -203,7 +239,7 @@ class _Annotation:
     visible_fraction: float
 
 
-def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[tuple[str, str], int]) -> int:
+def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[tuple[str, str], int], every: int) -> int:
     """Crops of the fish in a written clip, cut from the decoded mp4 frames (codec artefacts included)."""
     truth = json.loads(clip.with_suffix(".json").read_text())
     frames = {f["frame"]: f["instances"] for f in truth["frames"]}
@@ -214,7 +250,7 @@ def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[
             ok, image = cap.read()
             if not ok:
                 break
-            if index % cfg.enrol_clip_crop_every == 0:
+            if index % every == 0:
                 for inst in frames.get(index, []):
                     if inst["visible_fraction"] < cfg.reid_min_visible:
                         continue
@@ -400,7 +436,10 @@ def synthesize(cfg: SynthConfig) -> dict:
             progress.update(1)
     progress.close()
 
-    reid_counts["train"] += _write_extra_views(out / "reid" / "train", cfg, known, textures, cameras, reid_next)
+    extra_views, aux = _write_extra_views(out / "reid" / "train", cfg, known, textures, cameras, reid_next)
+    reid_counts["train"] += extra_views
+    if cfg.aux_clip_seconds > 0 and aux:
+        reid_counts["train"] += _write_aux_clips(out / "reid" / "train", cfg, aux, cameras, reid_next)
 
     categories = [{"id": 1, "name": "fish", "supercategory": "animal"}]
     for split in SPLITS:
@@ -434,7 +473,8 @@ def synthesize(cfg: SynthConfig) -> dict:
                 cfg.width, cfg.height, enrol_rng, cfg.min_visible_px,
             ))
             if cfg.enrol_clip_crop_every:
-                reid_counts["train"] += _clip_crops(out / "enrol" / f"{ind.id}.mp4", out / "reid" / "train", cfg, reid_next)
+                reid_counts["train"] += _clip_crops(out / "enrol" / f"{ind.id}.mp4", out / "reid" / "train", cfg, reid_next,
+                                                       cfg.enrol_clip_crop_every)
         if cfg.enrol_clip_every_camera:
             other_rng = np.random.default_rng([cfg.seed, 4])
             for k, ind in enumerate(known):

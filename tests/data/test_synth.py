@@ -169,6 +169,7 @@ def test_cli_defaults_are_the_config_defaults() -> None:
     pairs = {"images": "images", "individuals": "individuals", "unknown": "unknown", "video_seconds": "video_seconds",
              "seed": "seed", "enrol_views": "enrol_views", "enrol_clips": "enrol_clip_seconds",
              "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
+             "aux_clips": "aux_clip_seconds", "aux_clip_fish": "aux_clip_fish", "aux_clip_crop_every": "aux_clip_crop_every",
              "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
              "enrol_clips_every_camera": "enrol_clip_every_camera"}
     for arg, field_name in pairs.items():
@@ -209,6 +210,28 @@ def test_enrolment_and_auxiliary_views_go_to_reid_train_and_change_nothing_else(
     for name in before:
         if name.startswith(("images", "labels", "videos", "reid/gallery", "reid/query")):
             assert after[name] == before[name], name
+
+
+def test_auxiliary_clips_add_video_crops_of_aux_fish_only_and_change_nothing_else(tmp_path: Path) -> None:
+    stills = _small(tmp_path / "stills")
+    stills.aux_individuals, stills.aux_views = 4, 1
+    base = synthesize(stills)
+    cfg = _small(tmp_path / "clips")
+    cfg.aux_individuals, cfg.aux_views = 4, 1
+    cfg.aux_clip_seconds, cfg.aux_clip_fish, cfg.aux_clip_crop_every = 1.0, 2, 2
+    extra = synthesize(cfg)
+    before, after = _hashes(tmp_path / "stills"), _hashes(tmp_path / "clips")
+    new = sorted(set(after) - set(before))
+    assert len(new) == extra["reid"]["train"] - base["reid"]["train"] > 0
+    assert all(n.startswith("reid/train/aux") for n in new)  # the clips themselves are not kept
+    # Every aux fish was filmed (two clips of two), and crops of a clip are cut from the decoded video, at
+    # most one per fish every second frame of a 10-frame clip.
+    per_fish = {f"aux00{k}": sum(n.startswith(f"reid/train/aux00{k}_") for n in new) for k in range(4)}
+    assert all(1 <= n <= 5 for n in per_fish.values()), per_fish
+    changed = [name for name, digest in before.items() if after[name] != digest]
+    assert changed == ["farm.json"], changed  # which records the options and counts
+    crop = cv2.imread(str(tmp_path / "clips" / new[0]))
+    assert crop is not None and crop.shape[0] > 8 and crop.shape[1] > 8
 
 
 def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:
