@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -104,6 +106,8 @@ class SynthConfig:
     aux_clip_seconds: float = 0.0
     aux_clip_fish: int = 5
     aux_clip_crop_every: int = 5
+    # Processes that render the auxiliary clips (0 = one per CPU core); the bytes written do not depend on it.
+    jobs: int = 0
     # Enrolment clips: enrol/<fish>.mp4, each known fish alone in front of one camera, as a farm films a
     # fish when it tags it. Enrolling from the daemon's own detections on video puts the gallery in the
     # domain of what the daemon later sees (mp4 frames, the detector's boxes), which still crops are not;
@@ -145,6 +149,8 @@ class SynthConfig:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
         if self.aux_clip_seconds < 0 or self.aux_clip_fish < 1 or self.aux_clip_crop_every < 1:
             raise ConfigError("aux_clip_seconds must be >= 0, aux_clip_fish and aux_clip_crop_every >= 1")
+        if self.jobs < 0:
+            raise ConfigError("jobs must be >= 0 (0 = one per CPU core)")
 
 
 def _write_calib_videos(
@@ -211,23 +217,41 @@ def _write_aux_clips(
     reid_train: Path, cfg: SynthConfig, aux: list[tuple[Individual, np.ndarray]], cameras: list[dict],
     counters: dict[tuple[str, str], int],
 ) -> int:
-    """Clips of the auxiliary fish in the farm's cameras -> crops in reid/train (the clips are deleted)."""
-    rng = np.random.default_rng([cfg.seed, 11])
-    order = rng.permutation(len(aux))
-    groups = [order[i:i + cfg.aux_clip_fish] for i in range(0, len(order), cfg.aux_clip_fish)]
+    """Clips of the auxiliary fish in the farm's cameras -> crops in reid/train (the clips are deleted).
+
+    Clips render in parallel, each from its own random stream, and their crops are named in clip order,
+    so the bytes do not depend on the number of processes."""
+    order = np.random.default_rng([cfg.seed, 11]).permutation(len(aux))
+    groups = [[aux[i] for i in order[j:j + cfg.aux_clip_fish]] for j in range(0, len(order), cfg.aux_clip_fish)]
+    jobs = cfg.jobs or os.cpu_count() or 1
     written = 0
     with tempfile.TemporaryDirectory(prefix="finprint-aux-") as tmp:
-        for k, group in enumerate(tqdm(groups, desc="auxiliary clips", unit="clip", disable=None)):
-            camera = cameras[int(rng.integers(len(cameras)))]
-            clip = Path(tmp) / f"aux{k:04d}.mp4"
-            write_video(
-                clip, {"id": camera["id"], "px_per_cm": camera["px_per_cm"]}, jitter_style(camera["water"], rng, amount=0.6),
-                [aux[i] for i in group], cfg.aux_clip_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,
-            )
-            written += _clip_crops(clip, reid_train, cfg, counters, cfg.aux_clip_crop_every)
-            clip.unlink()
-            clip.with_suffix(".json").unlink()
+        tasks = [(Path(tmp) / f"clip{k:04d}", cfg, group, cameras, k) for k, group in enumerate(groups)]
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as pool:
+            for staged in tqdm(pool.map(_aux_clip_crops, tasks), total=len(tasks), desc="auxiliary clips", unit="clip", disable=None):
+                for crop in sorted(staged.glob("*.jpg")):
+                    ident, cam, _ = crop.stem.rsplit("_", 2)
+                    n = counters.get(("train", ident), 0)
+                    counters[("train", ident)] = n + 1
+                    crop.rename(reid_train / f"{ident}_{cam}_{n:04d}.jpg")
+                    written += 1
+                shutil.rmtree(staged)
     return written
+
+
+def _aux_clip_crops(task: tuple[Path, SynthConfig, list[tuple[Individual, np.ndarray]], list[dict], int]) -> Path:
+    """One auxiliary clip, rendered and cut into crops in its own folder (a worker process)."""
+    folder, cfg, cast, cameras, k = task
+    rng = np.random.default_rng([cfg.seed, 11, k])
+    camera = cameras[int(rng.integers(len(cameras)))]
+    folder.mkdir()
+    clip = folder / "clip.mp4"
+    write_video(
+        clip, {"id": camera["id"], "px_per_cm": camera["px_per_cm"]}, jitter_style(camera["water"], rng, amount=0.6),
+        cast, cfg.aux_clip_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,
+    )
+    _clip_crops(clip, folder, cfg, {}, cfg.aux_clip_crop_every)
+    return folder
 
 
 @dataclass
@@ -500,7 +524,7 @@ def synthesize(cfg: SynthConfig) -> dict:
         "individuals": len(known),
         "unknown": len(unknown),
     }
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite")}
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items() if k not in ("out", "overwrite", "jobs")}
     farm = {
         "generator": "finprint.data.synth",
         "version": GENERATOR_VERSION,

@@ -218,7 +218,7 @@ def test_auxiliary_clips_add_video_crops_of_aux_fish_only_and_change_nothing_els
     base = synthesize(stills)
     cfg = _small(tmp_path / "clips")
     cfg.aux_individuals, cfg.aux_views = 4, 1
-    cfg.aux_clip_seconds, cfg.aux_clip_fish, cfg.aux_clip_crop_every = 1.0, 2, 2
+    cfg.aux_clip_seconds, cfg.aux_clip_fish, cfg.aux_clip_crop_every, cfg.jobs = 1.0, 2, 2, 2
     extra = synthesize(cfg)
     before, after = _hashes(tmp_path / "stills"), _hashes(tmp_path / "clips")
     new = sorted(set(after) - set(before))
@@ -232,6 +232,9 @@ def test_auxiliary_clips_add_video_crops_of_aux_fish_only_and_change_nothing_els
     assert changed == ["farm.json"], changed  # which records the options and counts
     crop = cv2.imread(str(tmp_path / "clips" / new[0]))
     assert crop is not None and crop.shape[0] > 8 and crop.shape[1] > 8
+    cfg.out, cfg.jobs = tmp_path / "one-process", 1  # the clips render in parallel: same bytes in one process
+    synthesize(cfg)
+    assert _hashes(tmp_path / "one-process") == after
 
 
 def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:
