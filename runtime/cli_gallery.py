@@ -247,7 +247,7 @@ def _tune(args: argparse.Namespace) -> int:
         tune,
         tune_tracking,
     )
-    from finprint.runtime.score import open_pipeline_and_gallery, replay_outcomes, run_chain
+    from finprint.runtime.score import detection_report, open_pipeline_and_gallery, replay_outcomes, run_chain
 
     for video in args.videos:
         if not video.is_file():
@@ -263,6 +263,7 @@ def _tune(args: argparse.Namespace) -> int:
     finally:
         pipeline.close()
     outcomes = [o for chain in chains for o in replay_outcomes(chain, gallery, tracking)[0]]
+    per_box = detection_report(chains, gallery)
     k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
     if args.keep_tracking:  # the tracker as the daemon would run it (config, else the gallery's tuned, else defaults)
         try:
@@ -291,6 +292,7 @@ def _tune(args: argparse.Namespace) -> int:
                     "margin": t.tuned.margin, "known_accuracy": t.tuned.known_accuracy,
                     "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
         "videos": [str(v) for v in args.videos],
+        "per_detection": per_box.to_json(),
     }
     print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
           f"({len(args.videos)} video(s), {len(trials)} tracker setting(s) tried):")
@@ -299,6 +301,7 @@ def _tune(args: argparse.Namespace) -> int:
           f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
     print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
+    print(f"  {per_box.report()}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.dry_run:

@@ -114,6 +114,8 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     report = json.loads((tmp_path / "tuned.json").read_text())
     assert report["known_accuracy"] == 1.0 and report["unknown_flag_rate"] == 1.0
     assert report["before"]["known_accuracy"] == 0.0  # the manifest's threshold
+    per_box = report["per_detection"]  # the embedder alone, box by box: the one toy fish is always named right
+    assert per_box["known_boxes"] > 0 and per_box["rank1"] == 1.0
     stored = Store(gallery).open_set()
     assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
     capsys.readouterr()

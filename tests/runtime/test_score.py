@@ -2,9 +2,10 @@ import json
 
 import cv2
 import numpy as np
+from finprint.runtime.identity import Gallery
 from finprint.runtime.open_set import TrackOutcome
 from finprint.runtime.pipeline import Pipeline
-from finprint.runtime.score import main, score_outcomes
+from finprint.runtime.score import ChainFrame, LabelledVideo, detection_report, main, score_outcomes
 from finprint.runtime.store import Store
 from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
 
@@ -49,3 +50,24 @@ def test_score_a_video_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "100.0% (1/1)" in out and "unknown: 100.0% (1/1)" in out
     assert code == 0
+
+
+def test_detection_report_scores_each_matched_box_by_visibility_and_strangers_by_auroc() -> None:
+    a, b, c = np.eye(3, dtype=np.float32)
+    gallery = Gallery(["fishA", "fishB"], np.stack([a, b]))
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10], [80, 0, 90, 10]], np.float32)
+    # fishA in clear view, named right; fishB half hidden, taken for fishA; a stranger closer to nobody; a
+    # box on no fish at all; fishB in clear view, named right.
+    embeddings = np.stack([a, 0.9 * a + 0.1 * b, 0.5 * a + 0.5 * c, a, b]).astype(np.float32)
+    truth = [
+        {"individual_id": "fishA", "unknown": False, "visible_fraction": 1.0, "box_xyxy": [0, 0, 10, 10]},
+        {"individual_id": "fishB", "unknown": False, "visible_fraction": 0.5, "box_xyxy": [20, 0, 30, 10]},
+        {"individual_id": "str000", "unknown": True, "visible_fraction": 1.0, "box_xyxy": [40, 0, 50, 10]},
+        {"individual_id": "fishB", "unknown": False, "visible_fraction": 0.95, "box_xyxy": [80, 0, 90, 10]},
+    ]
+    video = LabelledVideo("v.mp4", "1", 10.0, 1.0, [ChainFrame(boxes, np.ones(5, np.float32), embeddings)], {0: truth})
+    report = detection_report([video], gallery)
+    assert (report.known_boxes, report.known_right, report.clear_boxes, report.clear_right) == (3, 2, 2, 2)
+    assert report.clear_rank1 == 1.0 and report.hidden_rank1 == 0.0
+    assert report.stranger_boxes == 1 and report.auroc == 1.0  # the stranger's 0.71 is below both right names' 1.0
+    assert "66.7%" in report.report() and report.to_json()["stranger_auroc"] == 1.0
