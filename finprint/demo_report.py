@@ -17,6 +17,16 @@ EMBED_COLUMNS = ("rank1", "rank5", "map", "auroc", "fpr95")
 ROLES = {"teacher": "teacher", "student-kd": "student + KD", "student-nokd": "student, no KD"}
 
 
+def _per_detection_sentence(per_box: dict | None) -> str:
+    """The embedder alone on the tuning videos, box by box (runtime/score.py DetectionReport)."""
+    if not per_box or not per_box.get("known_boxes"):
+        return ""
+    return (f" The embedder alone on those videos, box by box (no tracker, no voting): the closest enrolled fish is "
+            f"right for {100 * per_box['rank1']:.1f}% of {per_box['known_boxes']} boxes of enrolled fish (in clear view "
+            f"{100 * per_box['clear_view_rank1']:.1f}%, partly hidden {100 * per_box['partly_hidden_rank1']:.1f}%); a "
+            f"stranger's box vs a rightly named one: AUROC {per_box['stranger_auroc']:.3f}.")
+
+
 def open_set_sentence(daemon: dict) -> str:
     """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
@@ -36,6 +46,7 @@ def open_set_sentence(daemon: dict) -> str:
             f"flagged (with the embedder manifest's threshold{' and the default tracker' if tracker else ''}: "
             f"{100 * tuned['before']['known_accuracy']:.1f}% and {100 * tuned['before']['unknown_flag_rate']:.1f}%). "
             "The scored videos below played no part in choosing them."
+            + _per_detection_sentence(tuned.get("per_detection"))
         )
     return f"Open set: the embedder manifest's threshold and margin {tuned.get('margin', daemon.get('open_set_margin', 0))} (not tuned)."
 
