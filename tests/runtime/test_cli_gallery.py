@@ -48,5 +48,28 @@ def test_enroll_list_forget(tmp_path, capsys):
     assert main(["individuals", "--gallery", str(tmp_path / "missing.db")]) == 2
 
 
+def test_enroll_video_keeps_boxes_down_to_the_detectors_threshold(tmp_path, capsys):
+    """A half-hidden fish scores low; the gallery needs its views, so a video is enrolled down to the detector's
+    own score threshold (0.25 in the toy manifest), not a fixed 0.5."""
+    emb = make_toy_embedder(tmp_path / "emb.onnx")
+    det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 30]], fish_scores=[0.4])
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+    for _ in range(5):
+        writer.write(np.full((96, 128, 3), 60, np.uint8))
+    writer.release()
+    gallery = tmp_path / "g.db"
+    common = ["--gallery", str(gallery), "--embedder", str(emb), "--detector", str(det), "--backend", "cpu", str(video)]
+    assert main(["enroll", "--id", "fish001", *common]) == 0
+    assert "fish001: enrolled 5 embeddings" in capsys.readouterr().out
+    assert main(["enroll", "--id", "fish002", "--min-score", "0.5", *common]) == 2
+    assert "no fish found with a detection score of at least 0.5" in capsys.readouterr().err
+    assert main(["enroll", "--id", "fish003", "--min-score", "1.5", *common]) == 2
+    assert "--min-score must lie in [0, 1], got 1.5" in capsys.readouterr().err
+    store = Store(gallery)
+    assert store.load_gallery(0.5).individuals == ["fish001"]
+    store.close()
+
+
 def test_size_trend():
     assert size_trend([]) == "-" and size_trend([18.0]) == "18.0 cm"
