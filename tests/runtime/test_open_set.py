@@ -116,6 +116,9 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert report["before"]["known_accuracy"] == 0.0  # the manifest's threshold
     per_box = report["per_detection"]  # the embedder alone, box by box: the one toy fish is always named right
     assert per_box["known_boxes"] > 0 and per_box["rank1"] == 1.0
+    by_length = report["by_track_length"]  # the same tracks, split at 1 s: the toy video's two tracks are long
+    assert by_length["long"]["known_tracks"] == 1 and by_length["long"]["known_accuracy"] == 1.0
+    assert by_length["short"]["known_tracks"] == 0
     stored = Store(gallery).open_set()
     assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
     capsys.readouterr()

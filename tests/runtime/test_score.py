@@ -5,9 +5,34 @@ import numpy as np
 from finprint.runtime.identity import Gallery
 from finprint.runtime.open_set import TrackOutcome
 from finprint.runtime.pipeline import Pipeline
-from finprint.runtime.score import ChainFrame, LabelledVideo, detection_report, main, score_outcomes
+from finprint.runtime.score import (
+    ChainFrame,
+    LabelledVideo,
+    detection_report,
+    length_split,
+    main,
+    score_outcomes,
+)
 from finprint.runtime.store import Store
 from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
+
+
+def test_length_split_counts_tracks_under_and_over_the_split_by_each_videos_fps():
+    at_10_fps = [
+        TrackOutcome("fish000", False, "fish000", 0.9, 0.3, 4),  # 0.4 s, named right
+        TrackOutcome("fish001", False, "fish001", 0.6, 0.3, 9),  # 0.9 s, below the threshold: called unknown
+        TrackOutcome("fish000", False, "fish000", 0.9, 0.3, 10),  # 1.0 s: long, named right
+        TrackOutcome("unk000", True, "fish000", 0.9, 0.01, 5),  # short stranger, lead below the margin: flagged
+        TrackOutcome("unk001", True, "fish001", 0.9, 0.3, 40),  # long confident stranger: missed
+    ]
+    at_25_fps = [TrackOutcome("fish001", False, "fish000", 0.9, 0.3, 20)]  # 0.8 s, misnamed
+    split = length_split([(10.0, at_10_fps), (25.0, at_25_fps)], threshold=0.7, margin=0.05, seconds=1.0)
+    assert (split.short_known, split.short_known_right, split.short_strangers, split.short_strangers_flagged) == (3, 1, 1, 1)
+    assert (split.long_known, split.long_known_right, split.long_strangers, split.long_strangers_flagged) == (1, 1, 1, 0)
+    assert split.report() == ("by track length: under 1 s known named right 33.3% of 3, strangers flagged 100.0% of 1; "
+                              "1 s or longer 100.0% of 1 and 0.0% of 1")
+    assert split.to_json()["short"]["known_accuracy"] == 1 / 3 and split.to_json()["long"]["unknown_flag_rate"] == 0.0
+    assert "none" in length_split([], 0.7, 0.05).report()
 
 
 def test_score_outcomes_counts_known_unknown_and_unmatched():
