@@ -27,6 +27,20 @@ def _per_detection_sentence(per_box: dict | None) -> str:
             f"stranger's box vs a rightly named one: AUROC {per_box['stranger_auroc']:.3f}.")
 
 
+def _by_length_sentence(split: dict | None) -> str:
+    """The tuned setting's tracks split by how long they were followed (runtime/score.py LengthSplit)."""
+    if not split:
+        return ""
+
+    def part(side: dict) -> str:
+        known = f"{100 * side['known_accuracy']:.1f}% of {side['known_tracks']}" if side["known_tracks"] else "none"
+        strangers = f"{100 * side['unknown_flag_rate']:.1f}% of {side['unknown_tracks']}" if side["unknown_tracks"] else "none"
+        return f"known named right {known}, strangers flagged {strangers}"
+
+    return (f" By track length: under {split['seconds']:g} s {part(split['short'])}; {split['seconds']:g} s or longer "
+            f"{part(split['long'])}.")
+
+
 def open_set_sentence(daemon: dict) -> str:
     """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
@@ -46,6 +60,7 @@ def open_set_sentence(daemon: dict) -> str:
             f"flagged (with the embedder manifest's threshold{' and the default tracker' if tracker else ''}: "
             f"{100 * tuned['before']['known_accuracy']:.1f}% and {100 * tuned['before']['unknown_flag_rate']:.1f}%). "
             "The scored videos below played no part in choosing them."
+            + _by_length_sentence(tuned.get("by_track_length"))
             + _per_detection_sentence(tuned.get("per_detection"))
         )
     return f"Open set: the embedder manifest's threshold and margin {tuned.get('margin', daemon.get('open_set_margin', 0))} (not tuned)."

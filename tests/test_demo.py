@@ -41,6 +41,13 @@ def test_the_report_says_how_the_open_set_was_set():
                               "stranger_boxes": 1881, "stranger_auroc": 0.93}
     text = open_set_sentence({"open_set": tuned})
     assert "right for 88.8% of 4088 boxes" in text and "partly hidden 80.6%" in text and "AUROC 0.930" in text
+    assert "By track length" not in text
+    tuned["by_track_length"] = {"seconds": 1.0,
+                                "short": {"known_tracks": 40, "known_accuracy": 0.8, "unknown_tracks": 0, "unknown_flag_rate": None},
+                                "long": {"known_tracks": 60, "known_accuracy": 0.95, "unknown_tracks": 30, "unknown_flag_rate": 0.9}}
+    text = open_set_sentence({"open_set": tuned})
+    assert ("By track length: under 1 s known named right 80.0% of 40, strangers flagged none; 1 s or longer known named "
+            "right 95.0% of 60, strangers flagged 90.0% of 30.") in text
 
 
 def test_concurrent_steps_run_as_processes_and_name_the_failed_run(tmp_path):
