@@ -279,7 +279,8 @@ def _tune(args: argparse.Namespace) -> int:
         chains = [run_chain(video, video.with_suffix(".json"), pipeline) for video in args.videos]
     finally:
         pipeline.close()
-    outcomes = [o for chain in chains for o in replay_outcomes(chain, gallery, tracking)[0]]
+    per_video = [(chain.fps, replay_outcomes(chain, gallery, tracking)[0]) for chain in chains]
+    outcomes = [o for _, video_outcomes in per_video for o in video_outcomes]
     per_box = detection_report(chains, gallery)
     k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
     if args.keep_tracking:  # the tracker as the daemon would run it (config, else the gallery's tuned, else defaults)
@@ -297,10 +298,10 @@ def _tune(args: argparse.Namespace) -> int:
                                 "enrolled fish and strangers; are the videos' fish enrolled, and are there strangers in them?")
     best = trials[0]
     tuned = best.tuned
-    best_tracking = tracking if args.keep_tracking else TrackingConfig().model_copy(
-        update={"high_score": best.high_score, "appearance_gate": best.appearance_gate})
-    by_length = length_split([(chain.fps, replay_outcomes(chain, gallery, best_tracking)[0]) for chain in chains],
-                             tuned.threshold, tuned.margin)
+    if not args.keep_tracking:  # the best setting's tracks, replayed once more (the sweep keeps only their rates)
+        best_tracking = TrackingConfig().model_copy(update={"high_score": best.high_score, "appearance_gate": best.appearance_gate})
+        per_video = [(chain.fps, replay_outcomes(chain, gallery, best_tracking)[0]) for chain in chains]
+    by_length = length_split(per_video, tuned.threshold, tuned.margin)
     report = {
         "threshold": tuned.threshold, "margin": tuned.margin,
         "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,

@@ -177,52 +177,32 @@ class LengthSplit:
     continuity through crossings limits identity, not the open-set rule."""
 
     seconds: float
-    short_known: int
-    short_known_right: int
-    short_strangers: int
-    short_strangers_flagged: int
-    long_known: int
-    long_known_right: int
-    long_strangers: int
-    long_strangers_flagged: int
+    short: ScoreResult
+    long: ScoreResult
 
     def to_json(self) -> dict:
-        def rate(part: int, whole: int) -> float:
-            return part / whole if whole else float("nan")
+        def side(r: ScoreResult) -> dict:
+            return {"known_tracks": r.known_tracks, "known_accuracy": r.known_accuracy,
+                    "unknown_tracks": r.unknown_tracks, "unknown_flag_rate": r.unknown_flag_rate}
 
-        return {"seconds": self.seconds,
-                "short": {"known_tracks": self.short_known, "known_accuracy": rate(self.short_known_right, self.short_known),
-                          "unknown_tracks": self.short_strangers,
-                          "unknown_flag_rate": rate(self.short_strangers_flagged, self.short_strangers)},
-                "long": {"known_tracks": self.long_known, "known_accuracy": rate(self.long_known_right, self.long_known),
-                         "unknown_tracks": self.long_strangers,
-                         "unknown_flag_rate": rate(self.long_strangers_flagged, self.long_strangers)}}
+        return {"seconds": self.seconds, "short": side(self.short), "long": side(self.long)}
 
     def report(self) -> str:
         def part(right: int, n: int) -> str:
             return f"{100 * right / n:.1f}% of {n}" if n else "none"
 
-        return (f"by track length: under {self.seconds:g} s known named right {part(self.short_known_right, self.short_known)}, "
-                f"strangers flagged {part(self.short_strangers_flagged, self.short_strangers)}; {self.seconds:g} s or longer "
-                f"{part(self.long_known_right, self.long_known)} and {part(self.long_strangers_flagged, self.long_strangers)}")
+        s, lg = self.short, self.long
+        return (f"by track length: under {self.seconds:g} s known named right {part(s.known_correct, s.known_tracks)}, "
+                f"strangers flagged {part(s.unknown_flagged, s.unknown_tracks)}; {self.seconds:g} s or longer "
+                f"{part(lg.known_correct, lg.known_tracks)} and {part(lg.unknown_flagged, lg.unknown_tracks)}")
 
 
 def length_split(per_video: list[tuple[float, list[TrackOutcome]]], threshold: float, margin: float,
                  seconds: float = 1.0) -> LengthSplit:
     """(fps, that video's track outcomes) pairs -> LengthSplit at the open-set rule (threshold, margin)."""
-    counts = dict.fromkeys(("sk", "skr", "ss", "ssf", "lk", "lkr", "ls", "lsf"), 0)
-    for fps, outcomes in per_video:
-        for o in outcomes:
-            side = "s" if o.frames < seconds * fps else "l"
-            said = o.predicted(threshold, margin)
-            if o.truth_unknown:
-                counts[side + "s"] += 1
-                counts[side + "sf"] += said == UNKNOWN
-            else:
-                counts[side + "k"] += 1
-                counts[side + "kr"] += said == o.truth
-    c = counts
-    return LengthSplit(seconds, c["sk"], c["skr"], c["ss"], c["ssf"], c["lk"], c["lkr"], c["ls"], c["lsf"])
+    short = [o for fps, outcomes in per_video for o in outcomes if o.frames < seconds * fps]
+    long = [o for fps, outcomes in per_video for o in outcomes if o.frames >= seconds * fps]
+    return LengthSplit(seconds, score_outcomes(short, threshold, margin), score_outcomes(long, threshold, margin))
 
 
 def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVideo:

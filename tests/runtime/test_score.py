@@ -27,8 +27,9 @@ def test_length_split_counts_tracks_under_and_over_the_split_by_each_videos_fps(
     ]
     at_25_fps = [TrackOutcome("fish001", False, "fish000", 0.9, 0.3, 20)]  # 0.8 s, misnamed
     split = length_split([(10.0, at_10_fps), (25.0, at_25_fps)], threshold=0.7, margin=0.05, seconds=1.0)
-    assert (split.short_known, split.short_known_right, split.short_strangers, split.short_strangers_flagged) == (3, 1, 1, 1)
-    assert (split.long_known, split.long_known_right, split.long_strangers, split.long_strangers_flagged) == (1, 1, 1, 0)
+    short, long = split.short, split.long
+    assert (short.known_tracks, short.known_correct, short.unknown_tracks, short.unknown_flagged) == (3, 1, 1, 1)
+    assert (long.known_tracks, long.known_correct, long.unknown_tracks, long.unknown_flagged) == (1, 1, 1, 0)
     assert split.report() == ("by track length: under 1 s known named right 33.3% of 3, strangers flagged 100.0% of 1; "
                               "1 s or longer 100.0% of 1 and 0.0% of 1")
     assert split.to_json()["short"]["known_accuracy"] == 1 / 3 and split.to_json()["long"]["unknown_flag_rate"] == 0.0
