@@ -15,13 +15,16 @@ every fish over all of the track's frames (the rule before this one) let the sec
 the runner-up's score, so the lead collapsed and a track that was mostly one known fish was called
 unknown. Judged on its own frames, the majority fish keeps its lead, and the track is named after the
 fish it showed most, as the sighting record and the scorer (docs/CONTRACTS.md) count it. Measured on
-the results farm (`finprint.runtime.score` replays of the daemon's tracker at the tuned setting over
-the cached chain outputs, threshold and margin tuned per rule on the 60 s tuning videos; a scratch
-comparison, not a repo command): known tracks named right / strangers flagged 91.5 % / 88.9 % -> 93.2 %
-/ 88.9 % on the tuning videos, 84.4 % / 80.7 % -> 86.9 % / 83.4 % on three minutes per camera of the
-same farm (504 tracks, each rule at its own best pair), 96.8 % / 85.7 % -> 96.8 % / 92.9 % on the
-scored videos. Votes weighted by each frame's lead or similarity, and other fractions than the better
-half, were within a point of the plain count.
+the results farm (known tracks named right / strangers flagged; before -> after, same models and
+gallery, each rule with its own tuned tracker setting, threshold and margin): the tuning videos
+(`finprint tune-open-set`, docs/RESULTS.md) 91.5 % / 88.9 % -> 94.9 % / 91.7 %; the scored 8 s videos
+(RESULTS) 96.8 % / 85.7 % -> 96.8 % / 92.9 %; two minutes per camera of new scored video of the same
+farm (`finprint data synth` with the results farm's options and `--video-seconds 120`, then
+`python -m finprint.runtime.score`; 313 tracks) 90.7 % / 87.0 % -> 90.3 % / 89.6 %; three minutes per
+camera of tuning video (the tracker and rule replayed as tune-open-set does, each rule at its best pair;
+504 tracks) 84.4 % / 80.7 % -> 86.1 % / 82.1 %. So: strangers gain two to seven points; known fish on
+long video move by under two. Votes weighted by each frame's lead or similarity, and other fractions than the
+better half, were within a point of the plain count (scratch replays).
 
 Per track and fish the votes are counted and the similarities and leads of its frames are kept as
 histograms of 0.01-wide bins, so a track's state stays bounded however long the fish stays in view.
