@@ -169,3 +169,45 @@ def test_one_enrolled_fish_needs_no_margin():
     resolver.observe("cam", 0.0, [1], np.array([[0, 0, 10, 10]], np.float32), _unit([0.9, 0.1, 0.1])[None], [None])
     (end,) = resolver.end_all(1.0)
     assert end["individual_id"] == "fish000" and end["lead"] is None
+
+
+def _two_fish():
+    gallery = Gallery(["fish000", "fish001"], np.eye(3, dtype=np.float32)[:2], threshold=0.5)
+    clear = {"fish000": _unit([0.9, 0.1, np.sqrt(1 - 0.82)]), "fish001": _unit([0.1, 0.9, np.sqrt(1 - 0.82)])}
+    return gallery, clear
+
+
+def test_a_track_that_clearly_shows_another_fish_for_long_enough_is_split_into_two_records():
+    gallery, clear = _two_fish()
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=3, split_frames=12)
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    events = []
+    for f in range(30):  # 15 frames of fish001, then the tracker followed fish000 for 15
+        events += resolver.observe("cam", float(f), [4], box, clear["fish001" if f < 15 else "fish000"][None], [None])
+    (split,) = [e for e in events if e["type"] == "track_end"]
+    assert split["split"] is True and split["individual_id"] == "fish001" and split["segment"] == 0
+    assert split["frames"] == 15 and split["last_ts"] == 15.0  # the 12 frames of the run moved on
+    track = resolver.track("cam", 4)
+    assert track is not None and track.segment == 1 and track.frames == 15 and track.identity == "fish000"
+    assert track.first_ts == 15.0
+    (end,) = resolver.end_all(30.0)
+    assert end["individual_id"] == "fish000" and end["segment"] == 1 and "split" not in end
+
+
+def test_no_split_for_a_short_or_ambiguous_run_or_when_splitting_is_off():
+    gallery, clear = _two_fish()
+    ambiguous_000 = _unit([0.6, 0.55, np.sqrt(1 - 0.6**2 - 0.55**2)])  # closest to fish000 by 0.05 only
+    box = np.array([[0, 0, 10, 10]], np.float32)
+    runs = {
+        "short runs": [clear["fish001"]] * 15 + ([clear["fish000"]] * 11 + [clear["fish001"]]) * 2,
+        "ambiguous": [clear["fish001"]] * 15 + [ambiguous_000] * 20,
+    }
+    for what, frames in runs.items():
+        resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=3, split_frames=12)
+        events = [e for f, emb in enumerate(frames) for e in resolver.observe("cam", float(f), [1], box, emb[None], [None])]
+        assert not [e for e in events if e["type"] == "track_end"], what
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=3, split_frames=0)
+    for f in range(40):
+        resolver.observe("cam", float(f), [1], box, clear["fish001" if f < 15 else "fish000"][None], [None])
+    (end,) = resolver.end_all(40.0)
+    assert end["segment"] == 0 and end["frames"] == 40 and end["closest_id"] == "fish000"
