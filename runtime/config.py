@@ -97,9 +97,6 @@ class TrackingConfig(_Strict):
     match_iou: float = Field(default=0.3, ge=0, le=1)
     max_lost_frames: int = Field(default=30, ge=1)
     min_hits: int = Field(default=3, ge=1)  # frames before a track is reported
-    # A track's identity record is split when this many frames in a row clearly show another fish
-    # (runtime/identity.py, IdentityResolver); 0 = never.
-    identity_split_frames: int = Field(default=12, ge=0)
     # Appearance in association (runtime/tracker.py): a detection whose embedding's cosine similarity to
     # a track's running mean is below the gate never continues that track; null = boxes only.
     appearance_gate: float | None = Field(default=0.3, ge=-1, le=1)

@@ -144,7 +144,6 @@ class Daemon:
         self.trackers = {c.id: tracking.make_tracker() for c in self.cfg.cameras}
         self.resolver = IdentityResolver(
             gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits, margin=rule.margin,
-            split_frames=self.cfg.tracking.identity_split_frames,
         )
 
     def _stop_store(self) -> None:

@@ -144,13 +144,6 @@ def decide_identity(closest: str | None, score: float, lead: float, threshold: f
     return closest
 
 
-def frame_vote(sims: np.ndarray) -> tuple[int, float]:
-    """One frame's similarities to the known fish -> (the closest fish's column, its lead over the next; inf
-    with one fish)."""
-    best = int(sims.argmax())
-    return best, float(sims[best] - np.partition(sims, -2)[-2]) if len(sims) > 1 else float("inf")
-
-
 SIMILARITY_BINS = 200  # histogram bins over cosine similarity [-1, 1]: 0.01 wide
 _BIN_CENTRES = -1.0 + (np.arange(SIMILARITY_BINS) + 0.5) * (2.0 / SIMILARITY_BINS)
 
@@ -194,9 +187,6 @@ class TrackIdentity:
     path_cm: float = 0.0  # distance the box centre travelled
     last_centre_px: tuple[float, float] | None = None
     announced_as: str | None = None  # identity last reported in an event
-    segment: int = 0  # how many times this tracker track's record was split (IdentityResolver, split_frames)
-    challenger: str | None = None  # another fish the latest frames clearly show
-    run: list[tuple[list[str], np.ndarray, float]] = field(default_factory=list, repr=False)  # (names, sims, ts) of them
     _decision: tuple[str | None, float, float] | None = field(default=None, repr=False)  # cache, cleared by add()
 
     def add(self, names: list[str], sims: np.ndarray) -> None:
@@ -209,24 +199,18 @@ class TrackIdentity:
             self.votes = np.concatenate([self.votes, np.zeros(k - len(self.votes), np.int64)])
             self.similarity_hist = _grow(self.similarity_hist, k)
             self.lead_hist = _grow(self.lead_hist, k)
-        self._count(names, sims, +1)
-
-    def remove(self, names: list[str], sims: np.ndarray) -> None:
-        """Take back a frame added before (its vote and its place in the histograms)."""
-        self._count(names, sims, -1)
-
-    def _count(self, names: list[str], sims: np.ndarray, sign: int) -> None:
-        self.frames += sign
+        self.frames += 1
         self._decision = None
         if not names:
             return
         sims = np.asarray(sims, np.float64).reshape(-1)
-        best, lead = frame_vote(sims)
+        best = int(sims.argmax())
         row = self.fish[names[best]]
-        self.votes[row] += sign
-        self.similarity_hist[row, _similarity_bin(sims[best])] += sign
-        if lead != float("inf"):
-            self.lead_hist[row, _similarity_bin(lead)] += sign
+        self.votes[row] += 1
+        self.similarity_hist[row, _similarity_bin(sims[best])] += 1
+        if len(sims) > 1:
+            lead = sims[best] - np.partition(sims, -2)[-2]
+            self.lead_hist[row, _similarity_bin(lead)] += 1
 
     def _decide(self) -> tuple[str | None, float, float]:
         """(closest fish, its score, its lead): the most-voted fish, judged on the frames that voted for it."""
@@ -279,7 +263,6 @@ class TrackIdentity:
             "track_id": self.track_id,
             "individual_id": None if self.unknown else self.identity,
             "unknown": self.unknown,
-            "segment": self.segment,
             "closest_id": self.closest,  # the best-matching enrolled fish, named or not
             "votes": int(self.votes.max()) if len(self.votes) else 0,  # frames that voted for closest_id
             "similarity": round(self.similarity, 4),
@@ -292,39 +275,17 @@ class TrackIdentity:
         }
 
 
-# A track's record is split when this many frames in a row clearly show another fish (each leads its
-# runner-up by at least SPLIT_LEAD): the tracker followed the wrong fish out of a crossing. See IdentityResolver.
-SPLIT_FRAMES = 12
-SPLIT_LEAD = 0.1
-
-
 class IdentityResolver:
     """Per camera: feed each frame's tracked detections; get events when a track's identity settles,
-    changes, or the track ends. State is bounded by the tracker's live tracks.
-
-    A tracker track can leave one fish for another where fish cross; after that, its frames vote for the
-    second fish. When `split_frames` frames in a row vote for another fish than the track's, each clearly
-    (a lead of `split_lead`), and the track's own fish has at least as many votes, the record is split:
-    the part before ends with a `track_end` event (`"split": true`), and a new record (`segment` + 1, same
-    `track_id`) starts with those frames. Each fish then gets its own sighting instead of one record
-    holding two. Measured on the results farm (`finprint.runtime.score.replay_outcomes` over the cached
-    chain outputs at the tuned tracker setting, threshold and margin tuned on the 60 s tuning videos as
-    tune-open-set does; known named right / strangers flagged; scratch): two minutes per camera of scored
-    video 90.3 % / 89.6 % -> 93.5 % / 89.7 % (313 -> 338 records), three minutes of tuning video 83.8 % /
-    84.1 % -> 86.3 % / 83.7 %, the 60 s tuning videos themselves 94.9 % / 91.7 % -> 94.4 % / 90.4 %; runs of
-    8-15 frames and leads of 0.05-0.15 were
-    within a point of that. 0 = never split."""
+    changes, or the track ends. State is bounded by the tracker's live tracks."""
 
     def __init__(
-        self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN,
-        split_frames: int = SPLIT_FRAMES, split_lead: float = SPLIT_LEAD,
+        self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN
     ) -> None:
         self.gallery = gallery
         self.margin = margin
         self.px_per_cm = px_per_cm
         self.min_frames = min_frames
-        self.split_frames = split_frames
-        self.split_lead = split_lead
         self._tracks: dict[tuple[str, int], TrackIdentity] = {}
 
     def observe(
@@ -336,8 +297,7 @@ class IdentityResolver:
         embeddings: np.ndarray,
         masks: list[np.ndarray | None],
     ) -> list[dict]:
-        """One frame's tracked fish (rows aligned) -> events ("identified" / "reidentified", and "track_end"
-        for the part of a track that showed another fish before a split)."""
+        """One frame's tracked fish (rows aligned) -> events ("identified" / "reidentified")."""
         events: list[dict] = []
         names, sims = self.gallery.similarities(embeddings) if len(track_ids) else ([], None)
         scale = self.px_per_cm.get(camera, 1.0)
@@ -346,12 +306,8 @@ class IdentityResolver:
             rec = self._tracks.get(key)
             if rec is None:
                 rec = self._tracks[key] = TrackIdentity(camera, tid, ts, ts, self.gallery.threshold, self.margin)
-            before = rec.closest
             rec.add(names, sims[i])  # type: ignore[index]
             rec.last_ts = ts
-            if self.split_frames and before is not None and names:
-                rec, ended = self._follow_challenger(rec, before, names, sims[i], ts)  # type: ignore[index]
-                events += ended
             box = boxes_xyxy[i]
             centre = (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2)
             if rec.last_centre_px is not None:
@@ -367,31 +323,6 @@ class IdentityResolver:
                 rec.announced_as = identity
                 events.append({"type": kind, "ts": ts, **rec.summary()})
         return events
-
-    def _follow_challenger(
-        self, rec: TrackIdentity, own: str, names: list[str], sims: np.ndarray, ts: float,
-    ) -> tuple[TrackIdentity, list[dict]]:
-        """Count the frames in a row that clearly show another fish than `own`; split when there are enough."""
-        best, lead = frame_vote(np.asarray(sims, np.float64))
-        if names[best] == own or lead < self.split_lead:
-            rec.challenger, rec.run = None, []
-            return rec, []
-        if rec.challenger != names[best]:
-            rec.challenger, rec.run = names[best], []
-        rec.run.append((names, np.array(sims, np.float32), ts))
-        if len(rec.run) < self.split_frames or rec.votes[rec.fish[own]] < self.split_frames:
-            return rec, []
-        run, rec.challenger, rec.run = rec.run, None, []
-        for frame_names, frame_sims, _ in run:
-            rec.remove(frame_names, frame_sims)
-        rec.last_ts = run[0][2]
-        ended = [{"type": "track_end", "ts": ts, "split": True, **rec.summary()}] if rec.frames >= self.min_frames else []
-        new = TrackIdentity(rec.camera, rec.track_id, run[0][2], ts, rec.threshold, rec.margin, segment=rec.segment + 1,
-                            last_centre_px=rec.last_centre_px)
-        for frame_names, frame_sims, _ in run:
-            new.add(frame_names, frame_sims)
-        self._tracks[(rec.camera, rec.track_id)] = new
-        return new, ended
 
     def end(self, camera: str, track_ids: list[int], ts: float) -> list[dict]:
         """Tracks the tracker forgot -> "track_end" events with the track's final summary."""

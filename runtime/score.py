@@ -17,7 +17,7 @@ import argparse
 import json
 import logging
 import sys
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -221,18 +221,14 @@ def replay_outcomes(
     from finprint.runtime.identity import IdentityResolver
 
     tr = tracking or TrackingConfig()
-    resolver = IdentityResolver(gallery, {video.camera: video.px_per_cm}, min_frames=tr.min_hits, margin=0.0,
-                                split_frames=tr.identity_split_frames)
+    resolver = IdentityResolver(gallery, {video.camera: video.px_per_cm}, min_frames=tr.min_hits, margin=0.0)
     tracker = tr.make_tracker()
-    # Outcomes are per identity record: (track_id, segment); a split record's last split_frames frames move on.
-    gt_votes: dict[tuple[int, int], Counter] = defaultdict(Counter)
-    recent: dict[int, deque] = {}
-    segment_of: dict[int, int] = {}
+    gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
-    ended: dict[tuple[int, int], dict] = {}
+    ended: dict[int, dict] = {}
 
     def collect(events: list[dict]) -> None:
-        ended.update(((ev["track_id"], ev["segment"]), ev) for ev in events if ev["type"] == "track_end")
+        ended.update((ev["track_id"], ev) for ev in events if ev["type"] == "track_end")
 
     for index, frame in enumerate(video.frames):
         ts = index / video.fps
@@ -243,31 +239,19 @@ def replay_outcomes(
                                  frame.embeddings[idx], [None] * len(idx)))
         collect(resolver.end(video.camera, [t.track_id for t in tracker.ended], ts))
         instances = video.truth.get(index, [])
-        gt_boxes = np.array([inst["box_xyxy"] for inst in instances], np.float32).reshape(-1, 4)
-        ious = iou_matrix(frame.boxes_xyxy[idx], gt_boxes) if tracks else None
-        for row, t in enumerate(tracks):
-            rec = resolver.track(video.camera, t.track_id)
-            segment = rec.segment if rec is not None else 0
-            past = recent.setdefault(t.track_id, deque(maxlen=max(tr.identity_split_frames, 1)))
-            if segment != segment_of.get(t.track_id, 0):  # split this frame: the run's earlier frames move with it
-                old, new = (t.track_id, segment_of.get(t.track_id, 0)), (t.track_id, segment)
-                for gid in list(past)[-(tr.identity_split_frames - 1):] if tr.identity_split_frames > 1 else []:
-                    if gid is not None:
-                        gt_votes[old][gid] -= 1
-                        gt_votes[new][gid] += 1
-                segment_of[t.track_id] = segment
-            gid = None
-            if len(gt_boxes) and ious is not None:
+        if tracks and instances:
+            gt_boxes = np.array([inst["box_xyxy"] for inst in instances], np.float32)
+            ious = iou_matrix(frame.boxes_xyxy[idx], gt_boxes)
+            for row, t in enumerate(tracks):
                 j = int(ious[row].argmax())
                 if ious[row, j] >= match_iou:
                     gid = str(instances[j]["individual_id"])
+                    gt_votes[t.track_id][gid] += 1
                     gt_unknown[gid] = bool(instances[j]["unknown"])
-                    gt_votes[(t.track_id, segment)][gid] += 1
-            past.append(gid)
     collect(resolver.end_all(len(video.frames) / video.fps))
     outcomes, unmatched = [], 0
-    for key, ev in sorted(ended.items()):
-        votes = +gt_votes.get(key, Counter())
+    for track_id, ev in sorted(ended.items()):
+        votes = gt_votes.get(track_id)
         if not votes:
             unmatched += 1
             continue

@@ -97,27 +97,3 @@ def test_detection_report_scores_each_matched_box_by_visibility_and_strangers_by
     assert report.clear_rank1 == 1.0 and report.hidden_rank1 == 0.0
     assert report.stranger_boxes == 1 and report.auroc == 1.0  # the stranger's 0.71 is below both right names' 1.0
     assert "66.7%" in report.report() and report.to_json()["stranger_auroc"] == 1.0
-
-
-def test_replay_scores_each_record_of_a_split_track_against_the_fish_it_showed() -> None:
-    # One tracker track: 20 frames on fish001, then 20 on fish000 (the tracker followed the wrong fish out of
-    # a crossing). Its identity record is split; each part is scored against its own fish and named right.
-    from finprint.runtime.config import TrackingConfig
-    from finprint.runtime.identity import Gallery
-    from finprint.runtime.score import replay_outcomes
-
-    gallery = Gallery(["fish000", "fish001"], np.eye(3, dtype=np.float32)[:2], threshold=0.5)
-    look = {"fish000": [0.9, 0.1, 0.42], "fish001": [0.1, 0.9, 0.42]}
-    box = np.array([[10, 10, 60, 40]], np.float32)
-    frames, truth = [], {}
-    for f in range(40):
-        fish = "fish001" if f < 20 else "fish000"
-        frames.append(ChainFrame(box, np.ones(1, np.float32), np.array([look[fish]], np.float32)))
-        truth[f] = [{"box_xyxy": box[0].tolist(), "individual_id": fish, "unknown": False, "visible_fraction": 1.0}]
-    video = LabelledVideo("v.mp4", "1", 10.0, 1.0, frames, truth)
-    outcomes, unmatched = replay_outcomes(video, gallery, TrackingConfig(appearance_gate=None))
-    assert unmatched == 0
-    assert [(o.truth, o.closest, o.frames) for o in outcomes] == [("fish001", "fish001", 18), ("fish000", "fish000", 20)]
-    outcomes, _ = replay_outcomes(video, gallery, TrackingConfig(appearance_gate=None, identity_split_frames=0))
-    # Unsplit: one record holding both fish (18 frames of fish001, 20 of fish000): fish001's sighting is lost.
-    assert [(o.truth, o.closest, o.frames) for o in outcomes] == [("fish000", "fish000", 38)]
