@@ -153,6 +153,22 @@ def _trained_elsewhere(farm_dir: Path, model: str) -> list[str]:
     ]
 
 
+def _scored_videos(farm_dir: Path) -> str:
+    """What the daemon was scored on, from the farm's own farm.json: how many camera videos, how long."""
+    record = farm_dir / "farm" / "farm.json"
+    if not record.is_file():
+        return ""
+    doc = json.loads(record.read_text())
+    videos = doc.get("counts", {}).get("videos", [])
+    fps = float(doc.get("config", {}).get("fps") or 0)
+    if not videos or fps <= 0:
+        return ""
+    seconds = sorted({round(v["frames"] / fps, 1) for v in videos})
+    length = " / ".join(f"{x:g}" for x in seconds)
+    return (f"Scored on the farm's {len(videos)} camera video(s) (videos/, {length} s each at {fps:g} fps, "
+            f"{sum(v['instances'] for v in videos)} fish instances in their ground truth).")
+
+
 def _gpu_check(log: Path) -> list[str]:
     """scripts/gpu-check's captured output (docs/gpu-check.log), as it printed it on the CUDA machine."""
     if not log.is_file():
@@ -228,6 +244,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             "",
             f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}. {open_set_sentence(daemon)}",
             "",
+            *([_scored_videos(farm_dir), ""] if _scored_videos(farm_dir) else []),
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "

@@ -84,3 +84,15 @@ def test_results_name_the_machine_that_trained_the_embedder(tmp_path):
                   "a": {"seconds": 109.0, "concurrent": True}, "b": {"seconds": 121.0, "concurrent": True}}}))
     text = "\n".join(_trained_elsewhere(tmp_path, "embedder"))
     assert "NVIDIA H200" in text and "211 s wall" in text
+
+
+def test_results_say_how_long_the_scored_videos_are(tmp_path):
+    from finprint.results import _scored_videos
+
+    assert _scored_videos(tmp_path) == ""
+    (tmp_path / "farm").mkdir()
+    (tmp_path / "farm" / "farm.json").write_text(json.dumps({
+        "config": {"fps": 10}, "counts": {"videos": [{"frames": 1200, "instances": 6705, "video": "cam1.mp4"},
+                                                    {"frames": 1200, "instances": 6340, "video": "cam2.mp4"}]}}))
+    assert _scored_videos(tmp_path) == ("Scored on the farm's 2 camera video(s) (videos/, 120 s each at 10 fps, "
+                                        "13045 fish instances in their ground truth).")
