@@ -239,12 +239,13 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
     ]
     daemon = farm.get("daemon")
     if daemon:
+        scored_on = _scored_videos(farm_dir)
         lines += [
             "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)",
             "",
             f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}. {open_set_sentence(daemon)}",
             "",
-            *([_scored_videos(farm_dir), ""] if _scored_videos(farm_dir) else []),
+            *([scored_on, ""] if scored_on else []),
             f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
             f"({daemon['known_correct']}/{daemon['known_tracks']})",
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "

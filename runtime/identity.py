@@ -218,12 +218,13 @@ class TrackIdentity:
             if not self.frames or not self.votes.any():
                 self._decision = (None, 0.0, float("inf"))
             else:
-                scores = better_half_mean(self.similarity_hist)
-                # Most votes; a tie goes to the better-scoring fish.
-                row = int(np.lexsort((scores, self.votes))[-1])
+                # Most votes; a tie goes to the better-scoring fish (only the tied fish are scored).
+                tied = np.flatnonzero(self.votes == self.votes.max())
+                scores = better_half_mean(self.similarity_hist[tied])
+                row = int(tied[np.flatnonzero(scores == scores.max())[-1]])  # as before: the last of equals
                 name = next(n for n, r in self.fish.items() if r == row)
                 lead = float(better_half_mean(self.lead_hist[row])[0]) if len(self.fish) > 1 else float("inf")
-                self._decision = (name, float(scores[row]), lead)
+                self._decision = (name, float(scores.max()), lead)
         return self._decision
 
     @property
