@@ -26,7 +26,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-groups", default=None, help="comma-separated groups (e.g. DeepFish habitats) held out for validation")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="task option into config.extra (e.g. aug_variants=4, val_max=100, workers=2, no_augment=1)",
+        help="task option into config.extra (e.g. aug_variants=4, aug_scale=[0.7,1.8] (detector zoom range), val_max=100, workers=2, no_augment=1)",
     )
 
 

@@ -34,7 +34,7 @@ from finprint.runtime.preprocess import preprocess_batch
 from torch import nn
 
 from finprint.data.types import Frame
-from finprint.errors import DataError
+from finprint.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,24 @@ def predict_frames(
     return out
 
 
+def train_augment(extra: dict) -> Augment:
+    """The training augmentation from `--set` options (checked before a run writes anything)."""
+    if extra.get("no_augment"):
+        return Augment.off()
+    return Augment(scale=_scale_range(extra.get("aug_scale", Augment.scale)))
+
+
+def _scale_range(value: Any) -> tuple[float, float]:
+    """`--set aug_scale=[LO,HI]`: the zoom range of the training augmentation (1 = as filmed)."""
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"aug_scale: expected two numbers like [0.7,1.3], got {value!r}") from None
+    if not 0 < lo <= hi:
+        raise ConfigError(f"aug_scale: need 0 < low <= high, got [{lo}, {hi}]")
+    return lo, hi
+
+
 class DetectTask:
     name = "detect"
     main_metric = "map"  # mean of box mAP50-95 and (where the data has masks) mask mAP50-95
@@ -101,7 +119,7 @@ class DetectTask:
         train_max = int(cfg.extra.get("train_max", 0))
         if 0 < train_max < len(train):  # a fixed, evenly spread subset: CPU budgets on large sets like DeepFish
             train = [train[i] for i in np.linspace(0, len(train) - 1, train_max).astype(int)]
-        aug = Augment.off() if cfg.extra.get("no_augment") else Augment()
+        aug = train_augment(cfg.extra)
         dataset = DetectionDataset(train, cfg.imgsz, aug, seed=cfg.seed, aug_variants=int(cfg.extra.get("aug_variants", 4)))
         log.info("detect data: %d train frames, %d validation frames", len(train), len(val))
         self._train_data = dataset

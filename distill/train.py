@@ -168,6 +168,10 @@ def check_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if cfg.task == "detect" and cfg.imgsz % 32:
         raise ConfigError(f"imgsz must be a multiple of 32 for the detector, got {cfg.imgsz}")
+    if cfg.task == "detect":
+        from finprint.distill.detect_task import train_augment
+
+        train_augment(cfg.extra)
     if cfg.teacher is not None:
         tdir = Path(cfg.teacher)
         if not tdir.is_dir():

@@ -27,6 +27,16 @@ def _per_detection_sentence(per_box: dict | None) -> str:
             f"stranger's box vs a rightly named one: AUROC {per_box['stranger_auroc']:.3f}.")
 
 
+def _detector_sentence(found: dict | None) -> str:
+    """The detector alone on the tuning videos (runtime/score.py DetectorRecall)."""
+    if not found or not found.get("clear_view_fish"):
+        return ""
+    bands = ", ".join(f"{b['band']} {100 * b['found']:.1f}%" for b in found["by_length"] if b["fish"])
+    return (f" The detector alone: {100 * found['clear_view_found']:.1f}% of {found['clear_view_fish']} fish in clear view "
+            f"found as one box (IoU >= 0.5; by length {bands}), {found['stray_boxes_per_frame']:.2f} boxes per frame "
+            "matching no fish.")
+
+
 def _by_length_sentence(split: dict | None) -> str:
     """The tuned setting's tracks split by how long they were followed (runtime/score.py LengthSplit)."""
     if not split:
@@ -62,6 +72,7 @@ def open_set_sentence(daemon: dict) -> str:
             "The scored videos below played no part in choosing them."
             + _by_length_sentence(tuned.get("by_track_length"))
             + _per_detection_sentence(tuned.get("per_detection"))
+            + _detector_sentence(tuned.get("detector"))
         )
     return f"Open set: the embedder manifest's threshold and margin {tuned.get('margin', daemon.get('open_set_margin', 0))} (not tuned)."
 

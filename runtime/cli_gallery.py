@@ -260,6 +260,7 @@ def _tune(args: argparse.Namespace) -> int:
     )
     from finprint.runtime.score import (
         detection_report,
+        detector_recall,
         length_split,
         open_pipeline_and_gallery,
         replay_outcomes,
@@ -282,6 +283,7 @@ def _tune(args: argparse.Namespace) -> int:
     per_video = [(chain.fps, replay_outcomes(chain, gallery, tracking)[0]) for chain in chains]
     outcomes = [o for _, video_outcomes in per_video for o in video_outcomes]
     per_box = detection_report(chains, gallery)
+    found = detector_recall(chains)
     k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
     if args.keep_tracking:  # the tracker as the daemon would run it (config, else the gallery's tuned, else defaults)
         try:
@@ -315,6 +317,7 @@ def _tune(args: argparse.Namespace) -> int:
                     "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
         "videos": [str(v) for v in args.videos],
         "per_detection": per_box.to_json(),
+        "detector": found.to_json(),
         "by_track_length": by_length.to_json(),
     }
     print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
@@ -326,6 +329,7 @@ def _tune(args: argparse.Namespace) -> int:
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
     print(f"  {per_box.report()}")
+    print(f"  {found.report()}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.dry_run:

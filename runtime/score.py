@@ -169,6 +169,71 @@ def detection_report(videos: list[LabelledVideo], gallery: Gallery, match_iou: f
     return DetectionReport(known, right, clear, clear_right, len(stranger_sims), auroc)
 
 
+LENGTH_BANDS_PX = (90, 160)  # long side of a fish's box: small / middle / large on the farm's cameras
+
+
+@dataclass(frozen=True)
+class DetectorRecall:
+    """The detector alone on labelled video (no tracker): how often a fish in clear view is found as one box
+    (IoU >= 0.5 with its ground truth), by its length in pixels, and how many boxes per frame match no fish.
+    A detector that cuts a large fish into pieces shows here as a low rate for large fish and many stray boxes;
+    each piece becomes a track of its own."""
+
+    frames: int
+    stray_boxes: int
+    fish: tuple[int, ...]  # fish in clear view per length band (LENGTH_BANDS_PX)
+    found: tuple[int, ...]
+
+    @property
+    def recall(self) -> float:
+        return sum(self.found) / sum(self.fish) if sum(self.fish) else float("nan")
+
+    @property
+    def stray_per_frame(self) -> float:
+        return self.stray_boxes / self.frames if self.frames else float("nan")
+
+    def _bands(self) -> list[str]:
+        edges = LENGTH_BANDS_PX
+        return [f"<{edges[0]} px", *(f"{a}-{b} px" for a, b in zip(edges, edges[1:], strict=False)), f">={edges[-1]} px"]
+
+    def to_json(self) -> dict:
+        return {"frames": self.frames, "stray_boxes_per_frame": self.stray_per_frame, "clear_view_fish": sum(self.fish),
+                "clear_view_found": self.recall,
+                "by_length": [{"band": band, "fish": n, "found": f / n if n else None}
+                              for band, n, f in zip(self._bands(), self.fish, self.found, strict=True)]}
+
+    def report(self) -> str:
+        bands = ", ".join(f"{band} {100 * f / n:.1f}%" for band, n, f in zip(self._bands(), self.fish, self.found, strict=True) if n)
+        return (f"detector alone: {100 * self.recall:.1f}% of {sum(self.fish)} fish in clear view found as one box "
+                f"(IoU >= 0.5; {bands}); {self.stray_per_frame:.2f} boxes per frame match no fish")
+
+
+def detector_recall(videos: list[LabelledVideo], match_iou: float = 0.5) -> DetectorRecall:
+    """See DetectorRecall; the boxes are the chain's (the daemon's score threshold and NMS)."""
+    bands = len(LENGTH_BANDS_PX) + 1
+    fish, found = [0] * bands, [0] * bands
+    frames = stray = 0
+    for video in videos:
+        for index, frame in enumerate(video.frames):
+            frames += 1
+            truth = video.truth.get(index, [])
+            boxes = frame.boxes_xyxy
+            if not truth:
+                stray += len(boxes)
+                continue
+            gt = np.array([t["box_xyxy"] for t in truth], np.float32).reshape(-1, 4)
+            overlap = iou_matrix(gt, boxes) if len(boxes) else np.zeros((len(gt), 0), np.float32)
+            if len(boxes):
+                stray += int((overlap.max(axis=0) < match_iou).sum())
+            for row, inst in enumerate(truth):
+                if inst.get("visible_fraction", 1.0) < CLEAR_VIEW:
+                    continue
+                band = int(np.searchsorted(LENGTH_BANDS_PX, max(gt[row, 2] - gt[row, 0], gt[row, 3] - gt[row, 1]), side="right"))
+                fish[band] += 1
+                found[band] += bool(overlap.shape[1]) and float(overlap[row].max()) >= match_iou
+    return DetectorRecall(frames, stray, tuple(fish), tuple(found))
+
+
 @dataclass(frozen=True)
 class LengthSplit:
     """The tracks at one setting, split by how long each was followed: fragments under `seconds` (a fish

@@ -48,6 +48,13 @@ def test_the_report_says_how_the_open_set_was_set():
     text = open_set_sentence({"open_set": tuned})
     assert ("By track length: under 1 s known named right 80.0% of 40, strangers flagged none; 1 s or longer known named "
             "right 95.0% of 60, strangers flagged 90.0% of 30.") in text
+    assert "detector alone" not in text.lower()
+    tuned["detector"] = {"frames": 1200, "stray_boxes_per_frame": 3.61, "clear_view_fish": 3261, "clear_view_found": 0.795,
+                         "by_length": [{"band": "<90 px", "fish": 1400, "found": 0.837}, {"band": "90-160 px", "fish": 0, "found": None},
+                                       {"band": ">=160 px", "fish": 560, "found": 0.558}]}
+    text = open_set_sentence({"open_set": tuned})
+    assert ("79.5% of 3261 fish in clear view found as one box (IoU >= 0.5; by length <90 px 83.7%, >=160 px 55.8%), "
+            "3.61 boxes per frame") in text
 
 
 def test_concurrent_steps_run_as_processes_and_name_the_failed_run(tmp_path):
@@ -96,3 +103,22 @@ def test_results_say_how_long_the_scored_videos_are(tmp_path):
                                                     {"frames": 1200, "instances": 6340, "video": "cam2.mp4"}]}}))
     assert _scored_videos(tmp_path) == ("Scored on the farm's 2 camera video(s) (videos/, 120 s each at 10 fps, "
                                         "13045 fish instances in their ground truth).")
+
+
+def test_detector_options_reach_every_detector_run_and_no_embedder_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    from finprint.demo import PRESETS, Demo
+
+    preset = dataclasses.replace(PRESETS["smoke"], det_extra=("aug_scale=[0.7,1.8]",), emb_extra=("repeats=2",), qat_epochs=1)
+    demo = Demo(tmp_path, preset, 0, "cpu", extra_seeds=(1,))
+    calls: list[list[str]] = []
+    monkeypatch.setattr(demo, "_finprint", lambda *argv, **kw: calls.append(list(argv)) or 0)
+    teacher, kd, _ = demo.detector_runs(tmp_path / "farm", seeds=(1,))
+    demo._qat_run(teacher, kd)
+    demo.embedder_runs()
+    detector = [c for c in calls if "--imgsz" in c]
+    embedder = [c for c in calls if "--imgsz" not in c]
+    assert len(detector) == 6 and len(embedder) == 5  # teacher, KD, no KD, a seed's pair, QAT; the embedder's five
+    assert all("aug_scale=[0.7,1.8]" in c and "repeats=2" not in c for c in detector)
+    assert all("repeats=2" in c and "aug_scale=[0.7,1.8]" not in c for c in embedder)

@@ -229,3 +229,22 @@ def test_cli_resume_needs_only_the_run_folder(tiny_data, tmp_path, capsys):
     assert "--task, --model, --data required" in capsys.readouterr().err
     assert main(["distill", "--out", str(tmp_path / "new"), "--data", str(tiny_data)]) == 2
     assert "--teacher, --student required" in capsys.readouterr().err
+
+
+def test_zoom_range_reaches_the_training_data(tiny_data, tmp_path):
+    from finprint.distill.detect_task import DetectTask
+
+    dataset, _ = DetectTask().build_data(_cfg(tiny_data, tmp_path / "out", extra={"aug_scale": [0.6, 1.8]}))
+    assert dataset.augment is not None and dataset.augment.scale == (0.6, 1.8)
+    default, _ = DetectTask().build_data(_cfg(tiny_data, tmp_path / "out"))
+    assert default.augment is not None and default.augment.scale == (0.7, 1.3)
+
+
+@pytest.mark.parametrize("value", ["[1.5,0.5]", "1.2", "[0,1]", "[a,b]"])
+def test_bad_zoom_range_is_one_line_and_writes_nothing(tiny_data, tmp_path, capsys, value):
+    out = tmp_path / "out"
+    argv = ["train", "--task", "detect", "--model", "fishseg-student", "--data", str(tiny_data), "--out", str(out), "--set", f"aug_scale={value}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "aug_scale" in err and len(err.splitlines()) == 1
+    assert not out.exists()

@@ -9,6 +9,7 @@ from finprint.runtime.score import (
     ChainFrame,
     LabelledVideo,
     detection_report,
+    detector_recall,
     length_split,
     main,
     score_outcomes,
@@ -97,3 +98,23 @@ def test_detection_report_scores_each_matched_box_by_visibility_and_strangers_by
     assert report.clear_rank1 == 1.0 and report.hidden_rank1 == 0.0
     assert report.stranger_boxes == 1 and report.auroc == 1.0  # the stranger's 0.71 is below both right names' 1.0
     assert "66.7%" in report.report() and report.to_json()["stranger_auroc"] == 1.0
+
+
+def test_detector_recall_counts_whole_boxes_by_fish_length_and_boxes_on_no_fish() -> None:
+    # Frame 0: a small fish found whole; a 200 px fish cut into three pieces (none overlaps it at IoU 0.5);
+    # a partly hidden fish (not counted either way). Frame 1: a 200 px fish found whole. Frame 2: no fish, a box.
+    small = {"individual_id": "a", "unknown": False, "visible_fraction": 1.0, "box_xyxy": [0, 0, 60, 20]}
+    large = {"individual_id": "b", "unknown": False, "visible_fraction": 0.95, "box_xyxy": [0, 100, 200, 160]}
+    hidden = {"individual_id": "c", "unknown": True, "visible_fraction": 0.4, "box_xyxy": [300, 0, 400, 50]}
+    frames = [
+        np.array([[0, 0, 60, 20], [0, 100, 70, 160], [70, 100, 140, 160], [140, 100, 200, 160]], np.float32),
+        np.array([[2, 102, 198, 158]], np.float32),
+        np.array([[10, 10, 50, 50]], np.float32),
+    ]
+    chain = [ChainFrame(b, np.ones(len(b), np.float32), np.zeros((len(b), 3), np.float32)) for b in frames]
+    video = LabelledVideo("v.mp4", "1", 10.0, 1.0, chain, {0: [small, large, hidden], 1: [large]})
+    found = detector_recall([video])
+    assert (found.fish, found.found) == ((1, 0, 2), (1, 0, 1))
+    assert found.frames == 3 and found.stray_boxes == 4  # the three pieces and the box on open water
+    assert "66.7% of 3 fish" in found.report() and ">=160 px 50.0%" in found.report()
+    assert found.to_json()["by_length"][1] == {"band": "90-160 px", "fish": 0, "found": None}
