@@ -122,11 +122,10 @@ PRESETS: dict[str, Preset] = {
     # "aug_scale=[0.7,1.8]", "aug_variants=8"; teacher 24 epochs, KD student 36): the INT8 student's test box
     # mAP50-95 34.1 -> 41.4 (mAP50 87.2 -> 85.1); on the tuning videos (tune-open-set's "detector alone" line)
     # fish in clear view found as one box 79.5 % -> 88.3 % (>= 160 px long 55.8 % -> 88.8 %), boxes per frame on
-    # no fish 3.61 -> 1.41. Yet the daemon's chain
-    # (own gallery, tune-open-set) went 94.9 % / 91.7 % -> 91.8 % / 89.2 % on the tuning videos and
-    # 90.3 % / 89.6 % -> 90.5 % / 61.4 % on the scored ones: it also finds fish under 30 % visible, whose crops
-    # are named right 58 % of the time, and the margin tuned on the tuning strangers (0.06) lets the scored
-    # ones through. The embedder (500 auxiliary fish) is trained on a GPU by
+    # no fish 3.61 -> 1.41. Yet the daemon's chain (own gallery, tune-open-set) went 94.9 % / 91.7 % -> 91.8 % /
+    # 89.2 % on the tuning videos and 90.3 % / 89.6 % -> 90.5 % / 61.4 % on the scored ones: it also finds fish
+    # under 30 % visible, whose crops are named right 58 % of the time, and the margin tuned on the tuning
+    # strangers (0.06) lets the scored ones through. The embedder (500 auxiliary fish) is trained on a GPU by
     # `scripts/gpu-train FARM embedder`; on 2 CPU cores its five runs take hours.
     # Scored videos: two minutes per camera (about 300 tracks). 8 s (45 tracks) could not tell 91 % from 86 %:
     # one track moved a rate by 3-7 points. Only videos/ changes with their length (the still images, re-ID
@@ -186,7 +185,7 @@ class Demo:
         if only not in (None, "detector", "embedder"):
             raise ValueError(f"only: expected detector or embedder, got {only!r}")
         self.only = only
-        self.results: dict = {"preset": preset.__dict__ | {k: list(getattr(preset, k)) for k in ("train_extra", "synth_extra", "emb_extra", "det_extra")},
+        self.results: dict = {"preset": preset.__dict__ | {k: list(v) for k, v in preset.__dict__.items() if isinstance(v, tuple)},
                               "steps": {}}
         self.farm = workdir / "farm"
         self.models = workdir / "models"

@@ -31,6 +31,8 @@ from finprint.runtime.tracker import iou_matrix
 from finprint.errors import FinprintError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from finprint.runtime.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,19 @@ class DetectionReport:
                 f"{100 * self.hidden_rank1:.1f}%); stranger vs named-right AUROC {self.auroc:.3f}")
 
 
+def _frames_against_truth(videos: list[LabelledVideo]) -> Iterator[tuple[ChainFrame, list[dict], np.ndarray]]:
+    """Every frame of the chains with its ground-truth fish and the IoU of each box (rows) with each fish."""
+    for video in videos:
+        for index, frame in enumerate(video.frames):
+            truth = video.truth.get(index, [])
+            boxes = frame.boxes_xyxy
+            if len(boxes) and truth:
+                overlap = iou_matrix(boxes, np.array([t["box_xyxy"] for t in truth], np.float32))
+            else:
+                overlap = np.zeros((len(boxes), len(truth)), np.float32)
+            yield frame, truth, overlap
+
+
 def detection_report(videos: list[LabelledVideo], gallery: Gallery, match_iou: float = 0.5) -> DetectionReport:
     """Per-box identity quality of the chain's embeddings against the gallery (see DetectionReport)."""
     from scipy.stats import mannwhitneyu
@@ -139,30 +154,27 @@ def detection_report(videos: list[LabelledVideo], gallery: Gallery, match_iou: f
     known = right = clear = clear_right = 0
     right_sims: list[float] = []
     stranger_sims: list[float] = []
-    for video in videos:
-        for index, frame in enumerate(video.frames):
-            truth = video.truth.get(index, [])
-            if not truth or not len(frame.boxes_xyxy):
+    for frame, truth, overlap in _frames_against_truth(videos):
+        if not overlap.size:
+            continue
+        names, sims = gallery.similarities(frame.embeddings)
+        for row in range(len(frame.boxes_xyxy)):
+            fish = int(overlap[row].argmax())
+            if overlap[row, fish] < match_iou or not names:
                 continue
-            overlap = iou_matrix(frame.boxes_xyxy, np.array([t["box_xyxy"] for t in truth], np.float32))
-            names, sims = gallery.similarities(frame.embeddings)
-            for row in range(len(frame.boxes_xyxy)):
-                fish = int(overlap[row].argmax())
-                if overlap[row, fish] < match_iou or not names:
-                    continue
-                best = int(sims[row].argmax())
-                inst = truth[fish]
-                if inst["unknown"]:
-                    stranger_sims.append(float(sims[row, best]))
-                    continue
-                ok = names[best] == inst["individual_id"]
-                in_clear = inst.get("visible_fraction", 1.0) >= CLEAR_VIEW
-                known += 1
-                right += ok
-                clear += in_clear
-                clear_right += ok and in_clear
-                if ok:
-                    right_sims.append(float(sims[row, best]))
+            best = int(sims[row].argmax())
+            inst = truth[fish]
+            if inst["unknown"]:
+                stranger_sims.append(float(sims[row, best]))
+                continue
+            ok = names[best] == inst["individual_id"]
+            in_clear = inst.get("visible_fraction", 1.0) >= CLEAR_VIEW
+            known += 1
+            right += ok
+            clear += in_clear
+            clear_right += ok and in_clear
+            if ok:
+                right_sims.append(float(sims[row, best]))
     auroc = float("nan")
     if right_sims and stranger_sims:
         auroc = float(mannwhitneyu(right_sims, stranger_sims).statistic) / (len(right_sims) * len(stranger_sims))
@@ -213,24 +225,16 @@ def detector_recall(videos: list[LabelledVideo], match_iou: float = 0.5) -> Dete
     bands = len(LENGTH_BANDS_PX) + 1
     fish, found = [0] * bands, [0] * bands
     frames = stray = 0
-    for video in videos:
-        for index, frame in enumerate(video.frames):
-            frames += 1
-            truth = video.truth.get(index, [])
-            boxes = frame.boxes_xyxy
-            if not truth:
-                stray += len(boxes)
+    for _, truth, overlap in _frames_against_truth(videos):
+        frames += 1
+        stray += int((overlap.max(axis=1, initial=0.0) < match_iou).sum())
+        for col, inst in enumerate(truth):
+            if inst.get("visible_fraction", 1.0) < CLEAR_VIEW:
                 continue
-            gt = np.array([t["box_xyxy"] for t in truth], np.float32).reshape(-1, 4)
-            overlap = iou_matrix(gt, boxes) if len(boxes) else np.zeros((len(gt), 0), np.float32)
-            if len(boxes):
-                stray += int((overlap.max(axis=0) < match_iou).sum())
-            for row, inst in enumerate(truth):
-                if inst.get("visible_fraction", 1.0) < CLEAR_VIEW:
-                    continue
-                band = int(np.searchsorted(LENGTH_BANDS_PX, max(gt[row, 2] - gt[row, 0], gt[row, 3] - gt[row, 1]), side="right"))
-                fish[band] += 1
-                found[band] += bool(overlap.shape[1]) and float(overlap[row].max()) >= match_iou
+            x0, y0, x1, y1 = inst["box_xyxy"]
+            band = int(np.searchsorted(LENGTH_BANDS_PX, max(x1 - x0, y1 - y0), side="right"))
+            fish[band] += 1
+            found[band] += float(overlap[:, col].max(initial=0.0)) >= match_iou
     return DetectorRecall(frames, stray, tuple(fish), tuple(found))
 
 
