@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aux-clip-fish", type=int, default=5, help="auxiliary fish per clip (default 5)")
     parser.add_argument("--aux-clip-crop-every", type=int, default=5, metavar="N",
                         help="every Nth auxiliary-clip frame gives each fish in it a crop (default 5)")
+    parser.add_argument("--reid-min-visible", type=float, default=0.6, metavar="FRACTION",
+                        help="a fish gives a re-ID crop only when at least this fraction of its body is visible "
+                             "(default 0.6); lower it to teach the embedder partly hidden fish")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing farm at --out")
 
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         aux_clip_seconds=args.aux_clips,
         aux_clip_fish=args.aux_clip_fish,
         aux_clip_crop_every=args.aux_clip_crop_every,
+        reid_min_visible=args.reid_min_visible,
         overwrite=args.overwrite,
     )
     if args.out.exists() and not args.out.is_dir():

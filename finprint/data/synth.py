@@ -153,6 +153,8 @@ class SynthConfig:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
         if self.aux_clip_seconds < 0 or self.aux_clip_fish < 1 or self.aux_clip_crop_every < 1:
             raise ConfigError("aux_clip_seconds must be >= 0, aux_clip_fish and aux_clip_crop_every >= 1")
+        if not 0 < self.reid_min_visible <= 1:
+            raise ConfigError(f"reid_min_visible must be in (0, 1], got {self.reid_min_visible}")
         if self.jobs < 0:
             raise ConfigError("jobs must be >= 0 (0 = one per CPU core)")
 

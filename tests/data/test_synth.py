@@ -171,7 +171,7 @@ def test_cli_defaults_are_the_config_defaults() -> None:
              "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
              "aux_clips": "aux_clip_seconds", "aux_clip_fish": "aux_clip_fish", "aux_clip_crop_every": "aux_clip_crop_every",
              "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
-             "enrol_clips_every_camera": "enrol_clip_every_camera"}
+             "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible"}
     for arg, field_name in pairs.items():
         assert getattr(args, arg) == getattr(cfg, field_name), arg
     assert args.size == (cfg.width, cfg.height)
@@ -235,6 +235,25 @@ def test_auxiliary_clips_add_video_crops_of_aux_fish_only_and_change_nothing_els
     cfg.out, cfg.jobs = tmp_path / "one-process", 1  # the clips render in parallel: same bytes in one process
     synthesize(cfg)
     assert _hashes(tmp_path / "one-process") == after
+
+
+def test_a_lower_reid_visibility_adds_partly_hidden_crops_and_changes_no_frame(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    base, summary = farm
+    cfg = _small(tmp_path / "farm")
+    cfg.reid_min_visible = 0.3
+    extra = synthesize(cfg)
+    hidden = [a for a in json.loads((base / "annotations" / "instances_train.json").read_text())["annotations"]
+              if 0.3 <= a["visible_fraction"] < 0.6]
+    assert hidden, "the small farm has no partly hidden fish in train/"
+    assert extra["reid"]["train"] == summary["reid"]["train"] + len(hidden)
+    assert extra["reid"]["query"] >= summary["reid"]["query"]
+    before, after = _hashes(base), _hashes(tmp_path / "farm")
+    for name in before:
+        if name.startswith(("images", "labels", "videos", "annotations")):
+            assert after[name] == before[name], name
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="reid_min_visible"):
+            synthesize(SynthConfig(tmp_path / "bad", reid_min_visible=bad))
 
 
 def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:
