@@ -117,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     from finprint.export.parity import check_parity
     from finprint.runtime.engines import OrtEngine
 
+    from finprint.data.synth import reid_crops_masked
+
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -124,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     student = load_run(args.run, args.which)
     kind, cfg = student.kind, student.config
     pre = default_preprocess(kind, int(cfg.get("imgsz", 320)))
+    if kind == "embedder" and reid_crops_masked(cfg.get("data")):
+        pre = pre.model_copy(update={"crop_mask": True})  # trained on masked crops: the daemon must mask too
     qat = is_qat(student.model)
     args.out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}

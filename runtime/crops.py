@@ -7,6 +7,7 @@ cut out at native resolution; stretching to the embedder's 64x128 input is the p
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from finprint.runtime.manifest import Preprocess
 
@@ -52,10 +53,34 @@ def expand_box(box_xyxy: np.ndarray, width: int, height: int, margin: float = 0.
     return ix0, iy0, min(ix1, width), min(iy1, height)
 
 
-def crop_fish(image_bgr: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1) -> np.ndarray:
-    """HxWx3 uint8 BGR frame + xyxy box in its pixels -> the fish crop (a contiguous copy, BGR)."""
+# Where a masked crop shows no fish: the embedder's mean colour, so it normalises to zero.
+MASK_FILL_BGR = tuple(round(255 * m) for m in reversed(IMAGENET_MEAN))
+MASK_DILATE_PX = 2  # a predicted mask is a little tight at the fins and tail
+
+
+def mask_background(crop_bgr: np.ndarray, mask: np.ndarray, dilate_px: int = MASK_DILATE_PX) -> np.ndarray:
+    """Set the crop's pixels outside the fish's (slightly grown) mask to MASK_FILL_BGR; mask has the crop's size."""
+    if mask.shape[:2] != crop_bgr.shape[:2]:
+        raise ValueError(f"mask {mask.shape[:2]} does not match the crop {crop_bgr.shape[:2]}")
+    keep = mask.astype(np.uint8)
+    if dilate_px > 0:
+        keep = cv2.dilate(keep, np.ones((2 * dilate_px + 1, 2 * dilate_px + 1), np.uint8))
+    out = crop_bgr.copy()
+    out[keep == 0] = MASK_FILL_BGR
+    return out
+
+
+def crop_fish(image_bgr: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1, mask: np.ndarray | None = None) -> np.ndarray:
+    """HxWx3 uint8 BGR frame + xyxy box in its pixels -> the fish crop (a contiguous copy, BGR).
+
+    With `mask` (the fish's HxW instance mask in the frame) the crop shows only that fish: another fish
+    in front of it or beside it is blanked out (`mask_background`), so its pattern does not vote."""
     if image_bgr is None or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 BGR image, got shape {getattr(image_bgr, 'shape', None)}")
     h, w = image_bgr.shape[:2]
     x0, y0, x1, y1 = expand_box(box_xyxy, w, h, margin)
+    if mask is not None:
+        if mask.shape[:2] != (h, w):
+            raise ValueError(f"mask {mask.shape[:2]} does not match the frame {(h, w)}")
+        return mask_background(image_bgr[y0:y1, x0:x1], mask[y0:y1, x0:x1])
     return np.ascontiguousarray(image_bgr[y0:y1, x0:x1])

@@ -31,6 +31,8 @@ class Preprocess(_Strict):
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     layout: Literal["NCHW"] = "NCHW"
+    # Embedder: the crop shows only the fish's own instance mask (runtime/crops.py mask_background).
+    crop_mask: bool = False
 
 
 class TensorSpec(_Strict):

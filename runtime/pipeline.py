@@ -134,10 +134,11 @@ class Pipeline:
                     )
                 )
         t = self._record("decode", t)
+        masked = self.emb_pre.crop_mask
         crops = [
-            preprocess_image(crop_fish(img, box), self.emb_pre)[0]
+            preprocess_image(crop_fish(img, box, mask=det.masks[k] if masked and det.masks is not None else None), self.emb_pre)[0]
             for img, det in zip(images_bgr, detections, strict=True)
-            for box in det.boxes_xyxy
+            for k, box in enumerate(det.boxes_xyxy)
         ]
         t = self._record("crops", t)
         embeddings = self._embed(crops)

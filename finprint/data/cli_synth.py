@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reid-min-visible", type=float, default=0.6, metavar="FRACTION",
                         help="a fish gives a re-ID crop only when at least this fraction of its body is visible "
                              "(default 0.6); lower it to teach the embedder partly hidden fish")
+    parser.add_argument("--reid-masked", action="store_true",
+                        help="re-ID crops show only their fish: everything outside its mask is blanked (for an "
+                             "embedder that reads masked crops)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing farm at --out")
 
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         aux_clip_fish=args.aux_clip_fish,
         aux_clip_crop_every=args.aux_clip_crop_every,
         reid_min_visible=args.reid_min_visible,
+        reid_masked=args.reid_masked,
         overwrite=args.overwrite,
     )
     if args.out.exists() and not args.out.is_dir():

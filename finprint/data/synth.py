@@ -86,6 +86,9 @@ class SynthConfig:
     min_visible_fraction: float = 0.15
     min_visible_px: int = 60
     reid_min_visible: float = 0.6
+    # Re-ID crops show only their fish (runtime/crops.py mask_background, from the ground-truth mask): for
+    # an embedder whose manifest sets preprocess.crop_mask, which the daemon feeds the detector's masks.
+    reid_masked: bool = False
     video_fish: int = 6  # fish per video (known), plus up to 2 unknown
     jpeg_quality: int = 92
     # Enrolment photos: extra views of every known fish (fresh pose, its camera's water, sometimes
@@ -210,10 +213,11 @@ def _write_extra_views(
                 camera = cameras[int(rng.integers(len(cameras)))]
                 style = sample_view_style(rng) if foreign else jitter_style(camera["water"], rng, amount=0.6)
                 length_px = ind.length_cm * camera["px_per_cm"] * float(rng.uniform(0.9, 1.1))
-                image, box = render_view(texture, others, style, length_px, rng)
+                image, box, mask = render_view(texture, others, style, length_px, rng)
                 n = counters.get(("train", ind.id), 0)
                 counters[("train", ind.id)] = n + 1
-                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box), cfg.jpeg_quality)
+                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box, mask=mask if cfg.reid_masked else None),
+                            cfg.jpeg_quality)
                 written += 1
                 progress.update(1)
     return written, aux_cast
@@ -287,13 +291,31 @@ def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[
                     ident = inst["individual_id"]
                     n = reid_next.get(("train", ident), 0)
                     reid_next[("train", ident)] = n + 1
-                    crop = crop_fish(image, np.asarray(inst["box_xyxy"], np.float32))
+                    mask = _polygon_mask([np.asarray(inst["polygon"])], image.shape) if cfg.reid_masked else None
+                    crop = crop_fish(image, np.asarray(inst["box_xyxy"], np.float32), mask=mask)
                     _write_jpeg(reid_train / f"{ident}_c{truth['camera']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                     written += 1
             index += 1
     finally:
         cap.release()
     return written
+
+
+def reid_crops_masked(data: str | Path | None) -> bool:
+    """Whether a farm's re-ID crops were written masked (`--reid-masked`): an embedder trained on them
+    must be fed masked crops, so its export says so in the manifest. A plain crop folder: no."""
+    if data is None:
+        return False
+    root = Path(data)
+    farm_json = next((p / "farm.json" for p in (root, root.parent) if (p / "farm.json").is_file()), None)
+    return bool(farm_json and json.loads(farm_json.read_text()).get("config", {}).get("reid_masked", False))
+
+
+def _polygon_mask(polygons: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """A fish's visible parts (pixel polygons) -> its HxW mask, for a masked re-ID crop."""
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(p).astype(np.int32).reshape(-1, 1, 2) for p in polygons], 1)
+    return mask.astype(bool)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -459,7 +481,7 @@ def synthesize(cfg: SynthConfig) -> dict:
                     subset = "gallery" if side == 0 else "query"
                 n = reid_next.get((subset, ident), 0)
                 reid_next[(subset, ident)] = n + 1
-                crop = crop_fish(image, a.box_xyxy)
+                crop = crop_fish(image, a.box_xyxy, mask=_polygon_mask(a.polygons, image.shape) if cfg.reid_masked else None)
                 _write_jpeg(out / "reid" / subset / f"{ident}_c{camera['id']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                 reid_counts[subset] += 1
             image_id += 1

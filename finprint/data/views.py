@@ -57,8 +57,9 @@ def render_view(
     length_px: float,
     rng: np.random.Generator,
     scene: tuple[int, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One fish in a small scene of its own (sometimes behind one of `occluders`) -> (image, its box xyxy).
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fish in a small scene of its own (sometimes behind one of `occluders`) -> (image, its box xyxy,
+    its visible mask).
 
     `scene` (width, height) defaults to a size proportional to the fish, framed as VIEW_W x VIEW_H
     frames a 147 px fish.
@@ -79,7 +80,7 @@ def render_view(
     if tgt.mask.sum() < MIN_VISIBLE * tgt.full_area and len(placements) > 1:
         image, visible = render_frame([target], style, width, height, rng)
         tgt = visible[0]
-    return image, mask_box_xyxy(tgt.mask)
+    return image, mask_box_xyxy(tgt.mask), tgt.mask
 
 
 def render_reid_views(
@@ -95,7 +96,7 @@ def render_reid_views(
         for k in range(views_per_individual):
             style = sample_view_style(rng)
             length = float(rng.uniform(120, 175))
-            image, box = render_view(textures[i], others, style, length, rng, scene=(VIEW_W, VIEW_H))
+            image, box, _ = render_view(textures[i], others, style, length, rng, scene=(VIEW_W, VIEW_H))
             crops.append(crop_and_stretch(image, box, size))
             labels.append(i)
             index.append(k)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from finprint.data import cli_synth
-from finprint.data.synth import SynthConfig, synthesize
+from finprint.data.synth import SynthConfig, reid_crops_masked, synthesize
 from finprint.data.views import render_reid_views
 from finprint.errors import ConfigError
 
@@ -171,7 +171,8 @@ def test_cli_defaults_are_the_config_defaults() -> None:
              "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
              "aux_clips": "aux_clip_seconds", "aux_clip_fish": "aux_clip_fish", "aux_clip_crop_every": "aux_clip_crop_every",
              "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
-             "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible"}
+             "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible",
+             "reid_masked": "reid_masked"}
     for arg, field_name in pairs.items():
         assert getattr(args, arg) == getattr(cfg, field_name), arg
     assert args.size == (cfg.width, cfg.height)
@@ -254,6 +255,30 @@ def test_a_lower_reid_visibility_adds_partly_hidden_crops_and_changes_no_frame(f
     for bad in (0.0, 1.5):
         with pytest.raises(ConfigError, match="reid_min_visible"):
             synthesize(SynthConfig(tmp_path / "bad", reid_min_visible=bad))
+
+
+def test_masked_reid_crops_show_only_their_fish_and_change_no_frame(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    from finprint.runtime.crops import MASK_FILL_BGR
+
+    base, summary = farm
+    cfg = _small(tmp_path / "farm")
+    cfg.reid_masked, cfg.enrol_views, cfg.aux_individuals, cfg.aux_views, cfg.aux_clip_seconds = True, 1, 2, 1, 1.0
+    extra = synthesize(cfg)
+    assert reid_crops_masked(tmp_path / "farm") and reid_crops_masked(tmp_path / "farm" / "reid")
+    assert not reid_crops_masked(base) and not reid_crops_masked(None)
+    assert extra["reid"]["gallery"] == summary["reid"]["gallery"] and extra["reid"]["query"] == summary["reid"]["query"]
+    crops = sorted((tmp_path / "farm" / "reid").rglob("*.jpg"))
+    kinds = {p.name[:3] for p in crops}
+    assert {"fis", "aux", "unk"} <= kinds, kinds  # frames, views and clips all masked below
+    for path in crops:
+        crop = cv2.imread(str(path)).astype(np.int16)
+        corners = np.concatenate([crop[:2, :2].reshape(-1, 3), crop[-2:, -2:].reshape(-1, 3)])
+        # A corner of the grown box is open water or another fish, never this one: now the fill (JPEG-near).
+        assert (np.abs(corners - MASK_FILL_BGR).max(axis=1) < 24).mean() >= 0.5, path.name
+    before, after = _hashes(base), _hashes(tmp_path / "farm")
+    for name in before:
+        if name.startswith(("images", "labels", "videos", "annotations")):
+            assert after[name] == before[name], name
 
 
 def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from finprint.runtime.crops import crop_fish, embedder_preprocess, expand_box
+from finprint.runtime.crops import MASK_FILL_BGR, crop_fish, embedder_preprocess, expand_box, mask_background
 from finprint.runtime.preprocess import preprocess_image
 
 
@@ -45,3 +45,29 @@ def test_crop_preprocesses_to_the_embedder_input() -> None:
     tensor, _ = preprocess_image(crop_fish(_frame(), np.array([50, 20, 150, 70])), pre)
     assert tensor.shape == (3, 64, 128) and tensor.dtype == np.float32
 
+
+
+def test_a_mask_blanks_everything_but_its_fish() -> None:
+    frame = np.full((100, 200, 3), 50, np.uint8)
+    frame[30:60, 60:140] = (0, 0, 255)  # the fish
+    frame[30:60, 140:180] = (0, 255, 0)  # the fish in front of it, inside the grown box
+    mask = np.zeros((100, 200), bool)
+    mask[30:60, 60:140] = True
+    plain = crop_fish(frame, np.array([60, 30, 170, 60]))
+    masked = crop_fish(frame, np.array([60, 30, 170, 60]), mask=mask)
+    assert masked.shape == plain.shape
+    green = (plain == (0, 255, 0)).all(axis=2).sum()
+    # The mask grows by two pixels (a predicted mask is a little tight at the fins): two columns of the
+    # other fish stay, the rest of it is blanked.
+    assert green > 20 * 30 and (masked == (0, 255, 0)).all(axis=2).sum() == 2 * 30
+    assert (masked == (0, 0, 255)).all(axis=2).sum() == 30 * 80  # every pixel of the fish kept
+    assert (masked == MASK_FILL_BGR).all(axis=2).sum() == 34 * 122 - 34 * 84  # the crop less the grown fish
+    exact = mask_background(plain, mask[28:62, 54:176], dilate_px=0)
+    assert not (exact == (0, 255, 0)).all(axis=2).any()
+
+
+def test_a_mask_of_another_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="mask"):
+        crop_fish(_frame(), np.array([50, 20, 150, 70]), mask=np.ones((10, 10), bool))
+    with pytest.raises(ValueError, match="mask"):
+        mask_background(np.zeros((8, 8, 3), np.uint8), np.ones((4, 4), bool))
