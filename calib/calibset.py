@@ -243,8 +243,9 @@ def load_calibset(path: str | Path, expect: Preprocess | None = None) -> CalibSe
     if _set_hash([it["tensor_sha256"] for it in items], pre) != manifest["set_sha256"]:
         raise FinprintError(f"{root}: set hash does not match its items; rebuild the set")
     if expect is not None and expect != pre:
-        raise FinprintError(
-            f"{root}: calibrated with preprocessing {pre.width}x{pre.height} {pre.resize} mean={pre.mean}, "
-            f"but the model expects {expect.width}x{expect.height} {expect.resize} mean={expect.mean}; rebuild with matching --imgsz/--kind"
-        )
+        def said(p: Preprocess) -> str:
+            return f"{p.width}x{p.height} {p.resize} mean={p.mean}" + (" masked crops" if p.crop_mask else "")
+
+        raise FinprintError(f"{root}: calibrated with preprocessing {said(pre)}, but the model expects {said(expect)}; "
+                            "rebuild with matching --imgsz/--kind (and crops as the model was trained on)")
     return CalibSet(root, tensors, pre, manifest["set_sha256"], items)

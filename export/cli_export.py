@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     teacher_path = None
     if teacher_run is not None:
         teacher, tcfg = load_teacher(teacher_run, cfg["task"])
-        teacher_path = export_onnx(teacher, kind, args.out / f"teacher-{tcfg['model']}.fp32.onnx", pre, args.opset)
+        teacher_pre = pre.model_copy(update={"crop_mask": reid_crops_masked(tcfg.get("data"))}) if kind == "embedder" else pre
+        teacher_path = export_onnx(teacher, kind, args.out / f"teacher-{tcfg['model']}.fp32.onnx", teacher_pre, args.opset)
         stages.append(Stage("teacher fp32", "fp32", TorchEngine(teacher, "cpu")))
 
     evaluate, samples = (None, None) if args.no_gate else _evaluator(kind, pre, args, cfg)

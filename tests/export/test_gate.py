@@ -106,3 +106,26 @@ def test_sensitivity_keeps_the_clipped_layer_in_fp32(tmp_path, embed_run, make_r
     assert "/stem/stem.0/Conv" in kept, kept  # the clipped first layer (its ReLU is folded into it)
     manifest = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json")
     assert manifest.extra["fp32_nodes"] and manifest.extra["gate"] == "passed"
+
+
+def test_an_embedder_trained_on_masked_crops_exports_crop_mask(tmp_path, make_reid, make_run, capsys):
+    import torch
+    from finprint.distill import registry
+
+    farm = tmp_path / "farm"
+    reid = make_reid(farm / "reid", identities=8, per_subset=3)
+    (farm / "farm.json").write_text(json.dumps({"config": {"reid_masked": True}}))  # as `data synth --reid-masked` writes
+    torch.manual_seed(0)
+    run = make_run(tmp_path / "run", registry.build("embed-student-s").eval(), "embed-student-s", "embed", farm)
+    assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "calib"), "--size", "8"]) == 0
+    assert json.loads((tmp_path / "calib" / "calib.json").read_text())["preprocess"]["crop_mask"] is True
+    code = _export(tmp_path, run, reid, tmp_path / "calib", tmp_path / "out", "--max-drop", "15")
+    assert code == 0, capsys.readouterr().out
+    assert load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json").preprocess.crop_mask
+    # A calibration set of unmasked crops does not fit it: one line that says so.
+    (farm / "farm.json").write_text(json.dumps({"config": {"reid_masked": False}}))
+    assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "plain"), "--size", "8"]) == 0
+    (farm / "farm.json").write_text(json.dumps({"config": {"reid_masked": True}}))
+    capsys.readouterr()
+    assert _export(tmp_path, run, reid, tmp_path / "plain", tmp_path / "out2") == 2
+    assert "masked crops" in capsys.readouterr().err
