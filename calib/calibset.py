@@ -131,7 +131,8 @@ def _hash_array(a: np.ndarray) -> str:
 
 
 def _set_hash(item_hashes: list[str], pre: Preprocess) -> str:
-    digest = hashlib.sha256(pre.model_dump_json().encode())
+    # crop_mask joined the preprocessing later: left out while off, so sets built before still verify.
+    digest = hashlib.sha256(pre.model_dump_json(exclude=None if pre.crop_mask else {"crop_mask"}).encode())
     for h in item_hashes:
         digest.update(h.encode())
     return digest.hexdigest()

@@ -126,8 +126,9 @@ def mask_loss(
     return (bce.sum((1, 2)) / in_box.sum((1, 2)).clamp(min=1.0)).mean()
 
 
-def detection_loss(out: dict, batch: dict) -> tuple[torch.Tensor, dict[str, float], Assignment]:
-    """out: a train-mode forward of FishDetector; batch: collate_detection's dict."""
+def detection_loss(out: dict, batch: dict, mask_weight: float = W_MASK) -> tuple[torch.Tensor, dict[str, float], Assignment]:
+    """out: a train-mode forward of FishDetector; batch: collate_detection's dict; mask_weight: the mask
+    loss's weight against box and score (the re-ID crops of a masked embedder depend on the masks)."""
     logits = out["logits"].float()
     asg = assign(out["boxes"].detach(), logits.detach().sigmoid(), out["points"], batch["boxes"], batch["valid"])
     norm = asg.score_target.sum().clamp(min=1.0)
@@ -139,5 +140,5 @@ def detection_loss(out: dict, batch: dict) -> tuple[torch.Tensor, dict[str, floa
     else:
         box = out["boxes"].sum() * 0.0
     msk = mask_loss(out["mask_coefs"], out["protos"], batch, asg)
-    total = W_BOX * box + W_CLS * cls + W_MASK * msk
+    total = W_BOX * box + W_CLS * cls + mask_weight * msk
     return total, {"box": float(box.detach()), "cls": float(cls.detach()), "mask": float(msk.detach())}, asg

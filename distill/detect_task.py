@@ -168,7 +168,7 @@ class DetectTask:
 
     def loss(self, model: nn.Module, batch: dict, teacher_out: dict | None, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(batch["images"])
-        total, parts, asg = detection_loss(out, batch)
+        total, parts, asg = detection_loss(out, batch, float(cfg.extra.get("mask_weight", W_MASK)))
         if teacher_out is not None:
             weights = tuple(float(cfg.extra.get(f"kd_{k}", d)) for k, d in (("score", W_SCORE), ("feat", W_FEAT), ("mask", W_MASK), ("box", W_BOX)))
             kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides, weights,

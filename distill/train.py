@@ -172,6 +172,9 @@ def check_config(cfg: TrainConfig) -> None:
         from finprint.distill.detect_task import train_augment
 
         train_augment(cfg.extra)
+        weight = cfg.extra.get("mask_weight", 0.0)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
+            raise ConfigError(f"mask_weight: expected a number >= 0 (the mask loss's weight; default 2), got {weight!r}")
     if cfg.teacher is not None:
         tdir = Path(cfg.teacher)
         if not tdir.is_dir():

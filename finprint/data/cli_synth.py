@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reid-masked", action="store_true",
                         help="re-ID crops show only their fish: everything outside its mask is blanked (for an "
                              "embedder that reads masked crops)")
+    parser.add_argument("--reid-mask-coarse", type=int, default=0, metavar="PX",
+                        help="with --reid-masked: cut with the mask at 1/PX resolution, smoothed back up, as coarse "
+                             "as the detector's (default 0: exact)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing farm at --out")
 
@@ -86,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         aux_clip_crop_every=args.aux_clip_crop_every,
         reid_min_visible=args.reid_min_visible,
         reid_masked=args.reid_masked,
+        reid_mask_coarse=args.reid_mask_coarse,
         overwrite=args.overwrite,
     )
     if args.out.exists() and not args.out.is_dir():

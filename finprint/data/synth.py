@@ -89,6 +89,9 @@ class SynthConfig:
     # Re-ID crops show only their fish (runtime/crops.py mask_background, from the ground-truth mask): for
     # an embedder whose manifest sets preprocess.crop_mask, which the daemon feeds the detector's masks.
     reid_masked: bool = False
+    # ... through a mask as coarse as the detector's (ground truth at 1/N resolution, smoothed back up;
+    # 0 = exact): the daemon's masks come from prototypes at stride 8 of the detector input.
+    reid_mask_coarse: int = 0
     video_fish: int = 6  # fish per video (known), plus up to 2 unknown
     jpeg_quality: int = 92
     # Enrolment photos: extra views of every known fish (fresh pose, its camera's water, sometimes
@@ -156,6 +159,8 @@ class SynthConfig:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
         if self.aux_clip_seconds < 0 or self.aux_clip_fish < 1 or self.aux_clip_crop_every < 1:
             raise ConfigError("aux_clip_seconds must be >= 0, aux_clip_fish and aux_clip_crop_every >= 1")
+        if self.reid_mask_coarse < 0:
+            raise ConfigError(f"reid_mask_coarse must be >= 0 pixels, got {self.reid_mask_coarse}")
         if not 0 < self.reid_min_visible <= 1:
             raise ConfigError(f"reid_min_visible must be in (0, 1], got {self.reid_min_visible}")
         if self.jobs < 0:
@@ -216,7 +221,7 @@ def _write_extra_views(
                 image, box, mask = render_view(texture, others, style, length_px, rng)
                 n = counters.get(("train", ind.id), 0)
                 counters[("train", ind.id)] = n + 1
-                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box, mask=mask if cfg.reid_masked else None),
+                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box, mask=_reid_mask(mask, cfg)),
                             cfg.jpeg_quality)
                 written += 1
                 progress.update(1)
@@ -291,7 +296,7 @@ def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[
                     ident = inst["individual_id"]
                     n = reid_next.get(("train", ident), 0)
                     reid_next[("train", ident)] = n + 1
-                    mask = _polygon_mask([np.asarray(inst["polygon"])], image.shape) if cfg.reid_masked else None
+                    mask = _reid_mask(_polygon_mask([np.asarray(inst["polygon"])], image.shape), cfg)
                     crop = crop_fish(image, np.asarray(inst["box_xyxy"], np.float32), mask=mask)
                     _write_jpeg(reid_train / f"{ident}_c{truth['camera']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                     written += 1
@@ -309,6 +314,18 @@ def reid_crops_masked(data: str | Path | None) -> bool:
     root = Path(data)
     farm_json = next((p / "farm.json" for p in (root, root.parent) if (p / "farm.json").is_file()), None)
     return bool(farm_json and json.loads(farm_json.read_text()).get("config", {}).get("reid_masked", False))
+
+
+def _reid_mask(mask: np.ndarray, cfg: SynthConfig) -> np.ndarray | None:
+    """The mask a re-ID crop is cut with: none, the exact one, or one as coarse as a detector's."""
+    if not cfg.reid_masked:
+        return None
+    k = cfg.reid_mask_coarse
+    if k <= 1:
+        return mask
+    h, w = mask.shape[:2]
+    small = cv2.resize(mask.astype(np.float32), (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
 
 
 def _polygon_mask(polygons: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
@@ -481,7 +498,7 @@ def synthesize(cfg: SynthConfig) -> dict:
                     subset = "gallery" if side == 0 else "query"
                 n = reid_next.get((subset, ident), 0)
                 reid_next[(subset, ident)] = n + 1
-                crop = crop_fish(image, a.box_xyxy, mask=_polygon_mask(a.polygons, image.shape) if cfg.reid_masked else None)
+                crop = crop_fish(image, a.box_xyxy, mask=_reid_mask(_polygon_mask(a.polygons, image.shape), cfg))
                 _write_jpeg(out / "reid" / subset / f"{ident}_c{camera['id']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                 reid_counts[subset] += 1
             image_id += 1

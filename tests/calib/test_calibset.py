@@ -69,6 +69,27 @@ def test_tampered_or_mismatched_set_is_refused(tmp_path):
         load_calibset(tmp_path / "nowhere")
 
 
+def test_a_set_built_before_crop_mask_existed_still_verifies(tmp_path):
+    """The set hash covers the preprocessing; crop_mask joined it later and is left out while off."""
+    import hashlib
+
+    data = _yolo_folder(tmp_path / "data")
+    calib = build_calibset(data, tmp_path / "calib", PRE, size=4)
+    manifest = json.loads((tmp_path / "calib" / "calib.json").read_text())
+    before = {k: v for k, v in manifest["preprocess"].items() if k != "crop_mask"}  # as an older build wrote it
+    digest = hashlib.sha256(Preprocess.model_validate(before).model_dump_json(exclude={"crop_mask"}).encode())
+    for item in manifest["items"]:
+        digest.update(item["tensor_sha256"].encode())
+    assert digest.hexdigest() == calib.set_sha256
+    manifest["preprocess"] = before
+    (tmp_path / "calib" / "calib.json").write_text(json.dumps(manifest))
+    assert load_calibset(tmp_path / "calib", expect=PRE).set_sha256 == calib.set_sha256
+    masked = build_calibset(data, tmp_path / "masked", PRE.model_copy(update={"crop_mask": True}), size=4)
+    assert masked.set_sha256 != calib.set_sha256  # on, it is part of what the set is
+    with pytest.raises(FinprintError, match="masked crops"):
+        load_calibset(tmp_path / "masked", expect=PRE)
+
+
 def test_cli_build(tmp_path, capsys):
     data = _yolo_folder(tmp_path / "data")
     code = main(["calib", "build", "--data", str(data), "--out", str(tmp_path / "c"), "--size", "5", "--imgsz", "64"])

@@ -172,7 +172,7 @@ def test_cli_defaults_are_the_config_defaults() -> None:
              "aux_clips": "aux_clip_seconds", "aux_clip_fish": "aux_clip_fish", "aux_clip_crop_every": "aux_clip_crop_every",
              "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
              "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible",
-             "reid_masked": "reid_masked"}
+             "reid_masked": "reid_masked", "reid_mask_coarse": "reid_mask_coarse"}
     for arg, field_name in pairs.items():
         assert getattr(args, arg) == getattr(cfg, field_name), arg
     assert args.size == (cfg.width, cfg.height)
@@ -279,6 +279,23 @@ def test_masked_reid_crops_show_only_their_fish_and_change_no_frame(farm: tuple[
     for name in before:
         if name.startswith(("images", "labels", "videos", "annotations")):
             assert after[name] == before[name], name
+
+
+def test_a_coarse_reid_mask_is_a_smoothed_ground_truth_mask() -> None:
+    from finprint.data.synth import _reid_mask
+
+    mask = np.zeros((120, 200), bool)
+    mask[40:80, 30:170] = True  # the body
+    mask[58:62, 170:190] = True  # a thin tail fin, thinner than the coarse grid
+    cfg = SynthConfig(Path("x"), reid_masked=True)
+    assert _reid_mask(mask, SynthConfig(Path("x"))) is None and _reid_mask(mask, cfg) is mask
+    cfg.reid_mask_coarse = 10
+    coarse = _reid_mask(mask, cfg)
+    assert coarse.shape == mask.shape and coarse.dtype == bool
+    assert coarse[45:75, 40:160].all() and not coarse[:30].any()  # the body stays, open water stays out
+    assert not coarse[58:62, 182:190].any()  # the thin fin is lost, as a stride-8 prototype loses it
+    with pytest.raises(ConfigError, match="reid_mask_coarse"):
+        SynthConfig(Path("x"), reid_masked=True, reid_mask_coarse=-1).validate()
 
 
 def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:

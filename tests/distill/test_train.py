@@ -248,3 +248,27 @@ def test_bad_zoom_range_is_one_line_and_writes_nothing(tiny_data, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert "aug_scale" in err and len(err.splitlines()) == 1
     assert not out.exists()
+
+
+def test_mask_weight_sets_the_mask_loss_share(tiny_data, tmp_path, capsys):
+    import torch
+    from finprint.distill import registry
+    from finprint.distill.detect_task import DetectTask
+
+    task = DetectTask()
+    dataset, _ = task.build_data(_cfg(tiny_data, tmp_path / "out", extra={"no_augment": 1}))
+    batch = task.collate([dataset[i] for i in range(2)])
+    torch.manual_seed(0)
+    model = registry.build("fishseg-student")
+    totals = {}
+    for weight in (0.0, 2.0, 8.0):
+        total, parts = task.loss(model, batch, None, _cfg(tiny_data, tmp_path / "out", extra={"mask_weight": weight}))
+        totals[weight] = float(total.detach())
+    assert parts["mask"] > 0
+    assert totals[8.0] - totals[0.0] == pytest.approx(8 * parts["mask"], rel=1e-4)
+    assert totals[2.0] - totals[0.0] == pytest.approx(2 * parts["mask"], rel=1e-4)
+    out = tmp_path / "bad"
+    argv = ["train", "--task", "detect", "--model", "fishseg-student", "--data", str(tiny_data), "--out", str(out), "--set", "mask_weight=-1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mask_weight" in err and len(err.splitlines()) == 1 and not out.exists()
