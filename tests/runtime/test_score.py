@@ -118,3 +118,44 @@ def test_detector_recall_counts_whole_boxes_by_fish_length_and_boxes_on_no_fish(
     assert found.frames == 3 and found.stray_boxes == 4  # the three pieces and the box on open water
     assert "66.7% of 3 fish" in found.report() and ">=160 px 50.0%" in found.report()
     assert found.to_json()["by_length"][1] == {"band": "90-160 px", "fish": 0, "found": None}
+
+
+def test_mask_check_names_boxes_with_the_detectors_and_the_true_masks(tmp_path, capsys):
+    from finprint.runtime.crops import crop_fish
+
+    # The detector's mask is its whole box; the fish (red) fills only its left quarter, another fish's colour
+    # (green) the rest, as when a fish is half hidden behind another one.
+    det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 56, 24]], fish_scores=[0.9])
+    emb = make_toy_embedder(tmp_path / "emb.onnx", crop_mask=True)
+    polygon = [[8, 8], [19, 8], [19, 23], [8, 23]]
+    writer = cv2.VideoWriter(str(tmp_path / "cam0.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    for _ in range(4):
+        img = np.full((64, 64, 3), 30, np.uint8)
+        img[8:24, 8:20] = (20, 60, 200)
+        img[8:24, 20:56] = (20, 200, 60)
+        writer.write(img)
+    writer.release()
+    frames = [{"frame": i, "instances": [{"individual_id": "fish000", "unknown": False, "box_xyxy": [8, 8, 56, 24],
+                                          "polygon": polygon, "length_cm": 4.8}]} for i in range(4)]
+    (tmp_path / "cam0.json").write_text(json.dumps({"fps": 10, "width": 64, "height": 64, "camera": "0", "px_per_cm": 10,
+                                                    "frames": frames}))
+    frame = cv2.VideoCapture(str(tmp_path / "cam0.avi")).read()[1]
+    own = np.zeros((64, 64), bool)
+    own[8:24, 8:20] = True
+    other = np.zeros((64, 64), bool)
+    other[8:24, 24:56] = True
+    pipeline = Pipeline(det, emb, "cpu")
+    store = Store(tmp_path / "g.db")
+    store.enroll("fish000", pipeline.embed_crops([crop_fish(frame, np.array([8, 8, 20, 24]), mask=own)]))
+    store.enroll("fish001", pipeline.embed_crops([crop_fish(frame, np.array([24, 8, 56, 24]), mask=other)]))
+    store.close()
+    pipeline.close()
+    argv = ["--video", str(tmp_path / "cam0.avi"), "--gallery", str(tmp_path / "g.db"), "--detector", str(det),
+            "--embedder", str(emb), "--backend", "cpu", "--mask-check", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(2 boxes of enrolled fish)" in out and "0.0% with the detector's masks, 100.0% with the ground-truth" in out
+    plain = make_toy_embedder(tmp_path / "plain.onnx")
+    argv[argv.index(str(emb))] = str(plain)
+    assert main(argv) == 2
+    assert "plain crops" in capsys.readouterr().err
