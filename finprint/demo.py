@@ -134,11 +134,12 @@ PRESETS: dict[str, Preset] = {
     # Scored videos, known named right / strangers flagged, against 90.3 % / 89.6 %: plain crops 87.8 % /
     # 84.8 %; masked crops (`--reid-masked`, preprocess.crop_mask) 90.4 % / 90.9 %; masked through a mask as
     # coarse as the detector's (`--reid-mask-coarse 10`) 90.9 % / 89.3 %. Box by box all three stay at
-    # 89.6-89.9 % (AUROC 0.929 -> 0.945-0.947). The masks are the limit: the exact-mask embedder names 95.0 %
-    # of the tuning videos' boxes when cut with the ground-truth masks (99.5 % in clear view, 88.5 % partly
-    # hidden) against 89.7 % with the detector's, whose masks are coarse (mask mAP50-95 0.17; its teacher's
-    # give 88.9 %). A detector fine-tuned with `--set mask_weight=8` (test mask mAP50-95 16.9 -> 23.4) did not
-    # change that (89.6 %). Better masks are the next lever for identity.
+    # 89.6-89.9 % (AUROC 0.929 -> 0.945-0.947). The masks are the limit: `python -m finprint.runtime.score
+    # --mask-check 2` with the masked embedder and its gallery names the tuning videos' boxes right 89.5 % / 88.9 %
+    # (cam1 / cam2) with the detector's masks and 95.0 % / 94.7 % with the ground-truth masks. The detector's
+    # masks are coarse (INT8 mask mAP50-95 0.17); its teacher's do no better, and a student fine-tuned with
+    # `--set mask_weight=8` (test mask mAP50-95 16.9 -> 23.1) did not change the box-by-box rate (scratch).
+    # Better masks are the next lever for identity.
     # Scored videos: two minutes per camera (about 300 tracks). 8 s (45 tracks) could not tell 91 % from 86 %:
     # one track moved a rate by 3-7 points. Only videos/ changes with their length (the still images, re-ID
     # crops, enrolment clips and tuning videos draw from their own random streams), so the models stay valid.
