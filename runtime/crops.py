@@ -70,6 +70,13 @@ def mask_background(crop_bgr: np.ndarray, mask: np.ndarray, dilate_px: int = MAS
     return out
 
 
+def polygon_mask(polygons: list, shape: tuple[int, ...]) -> np.ndarray:
+    """A fish's visible parts as pixel polygons ([[x, y], ...] each) -> its HxW bool mask in a frame of `shape`."""
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(np.asarray(p, np.float64)).astype(np.int32).reshape(-1, 1, 2) for p in polygons], 1)
+    return mask.astype(bool)
+
+
 def crop_fish(image_bgr: np.ndarray, box_xyxy: np.ndarray, margin: float = 0.1, mask: np.ndarray | None = None) -> np.ndarray:
     """HxWx3 uint8 BGR frame + xyxy box in its pixels -> the fish crop (a contiguous copy, BGR).
 

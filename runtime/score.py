@@ -295,7 +295,7 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
     """Every `every`-th frame of a labelled video: each box on an enrolled fish (IoU >= match_iou) embedded
     with the detector's mask and with the fish's ground-truth polygon."""
     import cv2
-    from finprint.runtime.crops import crop_fish
+    from finprint.runtime.crops import crop_fish, polygon_mask
 
     if not pipeline.emb_pre.crop_mask:
         raise FinprintError("the embedder reads plain crops (its manifest's preprocess.crop_mask is off); the mask "
@@ -323,10 +323,9 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
                 j = int(ious[k].argmax())
                 if ious[k, j] < match_iou:
                     continue
-                drawn = np.zeros(image.shape[:2], np.uint8)
-                cv2.fillPoly(drawn, [np.round(np.asarray(known[j]["polygon"], np.float64)).astype(np.int32).reshape(-1, 1, 2)], 1)
+                truth_mask = polygon_mask([known[j]["polygon"]], image.shape)
                 names, sims = gallery.similarities(pipeline.embed_crops(
-                    [crop_fish(image, box, mask=det.masks[k]), crop_fish(image, box, mask=drawn.astype(bool))]))
+                    [crop_fish(image, box, mask=det.masks[k]), crop_fish(image, box, mask=truth_mask)]))
                 right = [names[int(s.argmax())] == str(known[j]["individual_id"]) for s in sims]
                 counts[0] += 1
                 counts[1] += right[0]

@@ -58,7 +58,7 @@ from finprint.data.scene import WaterStyle, jitter_style, sample_camera_water, s
 from finprint.data.video import write_video
 from finprint.data.views import render_view
 from finprint.errors import ConfigError
-from finprint.runtime.crops import crop_fish
+from finprint.runtime.crops import crop_fish, polygon_mask
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def _write_extra_views(
                 image, box, mask = render_view(texture, others, style, length_px, rng)
                 n = counters.get(("train", ind.id), 0)
                 counters[("train", ind.id)] = n + 1
-                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box, mask=_reid_mask(mask, cfg)),
+                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box, mask=_reid_mask(cfg, mask=mask)),
                             cfg.jpeg_quality)
                 written += 1
                 progress.update(1)
@@ -296,7 +296,7 @@ def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[
                     ident = inst["individual_id"]
                     n = reid_next.get(("train", ident), 0)
                     reid_next[("train", ident)] = n + 1
-                    mask = _reid_mask(_polygon_mask([np.asarray(inst["polygon"])], image.shape), cfg)
+                    mask = _reid_mask(cfg, polygons=[inst["polygon"]], shape=image.shape)
                     crop = crop_fish(image, np.asarray(inst["box_xyxy"], np.float32), mask=mask)
                     _write_jpeg(reid_train / f"{ident}_c{truth['camera']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                     written += 1
@@ -316,23 +316,20 @@ def reid_crops_masked(data: str | Path | None) -> bool:
     return bool(farm_json and json.loads(farm_json.read_text()).get("config", {}).get("reid_masked", False))
 
 
-def _reid_mask(mask: np.ndarray, cfg: SynthConfig) -> np.ndarray | None:
-    """The mask a re-ID crop is cut with: none, the exact one, or one as coarse as a detector's."""
+def _reid_mask(cfg: SynthConfig, mask: np.ndarray | None = None, polygons: list | None = None,
+               shape: tuple[int, ...] = ()) -> np.ndarray | None:
+    """The mask a re-ID crop is cut with (given, or drawn from the polygons in a frame of `shape`): none when
+    crops are plain, else the exact one or one as coarse as a detector's."""
     if not cfg.reid_masked:
         return None
+    if mask is None:
+        mask = polygon_mask(polygons or [], shape)
     k = cfg.reid_mask_coarse
     if k <= 1:
         return mask
     h, w = mask.shape[:2]
     small = cv2.resize(mask.astype(np.float32), (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-
-
-def _polygon_mask(polygons: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """A fish's visible parts (pixel polygons) -> its HxW mask, for a masked re-ID crop."""
-    mask = np.zeros(shape[:2], np.uint8)
-    cv2.fillPoly(mask, [np.round(p).astype(np.int32).reshape(-1, 1, 2) for p in polygons], 1)
-    return mask.astype(bool)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -498,7 +495,7 @@ def synthesize(cfg: SynthConfig) -> dict:
                     subset = "gallery" if side == 0 else "query"
                 n = reid_next.get((subset, ident), 0)
                 reid_next[(subset, ident)] = n + 1
-                crop = crop_fish(image, a.box_xyxy, mask=_reid_mask(_polygon_mask(a.polygons, image.shape), cfg))
+                crop = crop_fish(image, a.box_xyxy, mask=_reid_mask(cfg, polygons=a.polygons, shape=image.shape))
                 _write_jpeg(out / "reid" / subset / f"{ident}_c{camera['id']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                 reid_counts[subset] += 1
             image_id += 1

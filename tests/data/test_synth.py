@@ -288,9 +288,9 @@ def test_a_coarse_reid_mask_is_a_smoothed_ground_truth_mask() -> None:
     mask[40:80, 30:170] = True  # the body
     mask[58:62, 170:190] = True  # a thin tail fin, thinner than the coarse grid
     cfg = SynthConfig(Path("x"), reid_masked=True)
-    assert _reid_mask(mask, SynthConfig(Path("x"))) is None and _reid_mask(mask, cfg) is mask
+    assert _reid_mask(SynthConfig(Path("x")), mask=mask) is None and _reid_mask(cfg, mask=mask) is mask
     cfg.reid_mask_coarse = 10
-    coarse = _reid_mask(mask, cfg)
+    coarse = _reid_mask(cfg, mask=mask)
     assert coarse.shape == mask.shape and coarse.dtype == bool
     assert coarse[45:75, 40:160].all() and not coarse[:30].any()  # the body stays, open water stays out
     assert not coarse[58:62, 182:190].any()  # the thin fin is lost, as a stride-8 prototype loses it
