@@ -36,6 +36,9 @@ class DetectorSpec:
     shared_head: bool = False  # one branch per level predicts box, fish logit and mask coefficients
     proto_depth: int = 2  # 3x3 convs before the prototype projection
     proto_stride: int = 4  # 8: prototypes computed on P3 and bilinearly upsampled to the stride-4 output
+    # Fuse the backbone's stride-4 features into the prototypes (one 3x3 conv at stride 4): without them a
+    # prototype only has P3's stride-8 detail, and a mask cannot follow a fin or split two touching fish.
+    proto_skip: bool = False
 
 
 def _activation(name: str) -> nn.Module:
@@ -127,12 +130,23 @@ class FishDetector(nn.Module):
         head = SharedHead if spec.shared_head else Head
         self.heads = nn.ModuleList(head(n, spec.head, spec.protos, a) for _ in STRIDES)
         proto_convs = [ConvBNAct(n if i == 0 else spec.head, spec.head, act=a) for i in range(spec.proto_depth)]
-        self.proto = nn.Sequential(*proto_convs, nn.Conv2d(spec.head if proto_convs else n, spec.protos, 1))
+        proto_c = spec.head if proto_convs else n
+        if spec.proto_skip:
+            self.proto = nn.Sequential(*proto_convs)
+            self.proto_fuse = nn.Sequential(ConvBNAct(proto_c + w[1], spec.head, act=a), nn.Conv2d(spec.head, spec.protos, 1))
+        else:
+            self.proto = nn.Sequential(*proto_convs, nn.Conv2d(proto_c, spec.protos, 1))
         self.mask_stride = MASK_STRIDE
         self.strides = STRIDES
 
     def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        c8 = self.s8(self.s4(self.stem(x)))
+        """[P3, N4, N5]: the levels the heads (and feature distillation) see."""
+        return self._features(x)[1]
+
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The backbone's stride-4 map (for the prototypes) and the pyramid."""
+        c4 = self.s4(self.stem(x))
+        c8 = self.s8(c4)
         c16 = self.s16(c8)
         c32 = self.s32(c16)
         p5 = self.lat5(c32)
@@ -140,14 +154,14 @@ class FishDetector(nn.Module):
         p3 = self.td3(torch.cat([self.lat3(c8), F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
         n4 = self.bu4(torch.cat([self.down3(p3), p4], 1))
         n5 = self.bu5(torch.cat([self.down4(n4), p5], 1))
-        return [p3, n4, n5]
+        return c4, [p3, n4, n5]
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.run(images, extras=self.training)
 
     def run(self, images: torch.Tensor, extras: bool) -> dict[str, torch.Tensor]:
         """All outputs; `extras` adds raw logits, anchor points and pyramid features (loss and KD)."""
-        feats = self.pyramid(images)
+        c4, feats = self._features(images)
         ltrb, logits, coefs, points = [], [], [], []
         for feat, head, stride in zip(feats, self.heads, self.strides, strict=True):
             # Python ints: the export bakes the anchor grid and reshapes as constants (only the batch is
@@ -166,11 +180,14 @@ class FishDetector(nn.Module):
         boxes = torch.cat([pts - dist[..., :2], pts + dist[..., 2:]], -1)
         logit = torch.cat(logits, 1)
         # Prototypes are output at stride 4 (docs/CONTRACTS.md): P3 (stride 8) upsampled before the
-        # prototype convs, or (proto_stride 8) their result upsampled, a quarter of the work.
+        # prototype convs, or (proto_stride 8) their result upsampled, a quarter of the work; proto_skip then
+        # mixes in the backbone's own stride-4 map.
         if self.spec.proto_stride == 8:
             protos = F.interpolate(self.proto(feats[0]), scale_factor=2.0, mode="bilinear", align_corners=False)
         else:
             protos = self.proto(F.interpolate(feats[0], scale_factor=2.0, mode="nearest"))
+        if self.spec.proto_skip:
+            protos = self.proto_fuse(torch.cat([protos, c4], 1))
         out = {"boxes": boxes, "scores": torch.sigmoid(logit), "mask_coefs": torch.cat(coefs, 1), "protos": protos}
         if extras:
             out.update(logits=logit, points=pts[0], feats=feats)  # type: ignore[dict-item]
@@ -197,6 +214,15 @@ SPECS: dict[str, DetectorSpec] = {
     "fishseg-student-lean": DetectorSpec(
         widths=(16, 16, 32, 48, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
         act="relu", patch_stem=True, shared_head=True, proto_depth=2, proto_stride=8,
+    ),
+    # The same pair with stride-4 backbone features in the prototypes (proto_skip): masks fine enough to cut a
+    # fish from its neighbour for masked re-ID crops (preprocess.crop_mask).
+    "fishseg-teacher-fine": DetectorSpec(
+        widths=(24, 48, 96, 192, 320), depths=(1, 2, 2, 1), neck=96, head=64, protos=16, proto_skip=True,
+    ),
+    "fishseg-student-lean-fine": DetectorSpec(
+        widths=(16, 16, 32, 48, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
+        act="relu", patch_stem=True, shared_head=True, proto_depth=2, proto_stride=8, proto_skip=True,
     ),
 }
 

@@ -53,7 +53,8 @@ def test_forward_backward(name: str):
 
 
 @pytest.mark.parametrize("teacher_name, student_name", [
-    ("fishseg-teacher", "fishseg-student"), ("fishseg-teacher", "fishseg-student-lean"), ("fishseg-teacher-s", "fishseg-student-s"),
+    ("fishseg-teacher", "fishseg-student"), ("fishseg-teacher", "fishseg-student-lean"),
+    ("fishseg-teacher-fine", "fishseg-student-lean-fine"), ("fishseg-teacher-s", "fishseg-student-s"),
 ])
 def test_detector_student_is_at_most_a_tenth_of_its_teacher(teacher_name, student_name):
     teacher = registry.build(teacher_name)
@@ -85,3 +86,23 @@ def test_lean_student_options_keep_the_contract_and_the_budget():
         out = lean.eval()(torch.rand(1, 3, 96, 96))
     assert out["protos"].shape[-2:] == (24, 24)  # still stride 4 (docs/CONTRACTS.md)
     assert out["boxes"].shape[1] == out["mask_coefs"].shape[1] == (12 * 12 + 6 * 6 + 3 * 3)
+
+
+@pytest.mark.parametrize("name, sees_stride4", [("fishseg-student-lean", False), ("fishseg-student-lean-fine", True),
+                                                ("fishseg-teacher", False), ("fishseg-teacher-fine", True)])
+def test_fine_prototypes_see_the_stride4_map_the_pyramid_does_not_carry(name: str, sees_stride4: bool):
+    """proto_skip: the backbone's stride-4 map reaches the prototypes directly, not only through P3."""
+    model = registry.build(name).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        plain = model(x)["protos"]
+        clean: dict[str, torch.Tensor] = {}
+        # Perturb what s4 hands on, but give s8 (hence the whole pyramid) the clean map.
+        h1 = model.s4.register_forward_hook(lambda _m, _i, out: clean.setdefault("c4", out) + torch.randn_like(out))
+        h2 = model.s8.register_forward_pre_hook(lambda _m, _i: (clean["c4"],))
+        perturbed = model(x)
+        h1.remove()
+        h2.remove()
+    assert perturbed["protos"].shape == plain.shape == (1, 16, 16, 16)
+    assert torch.equal(perturbed["boxes"], model(x)["boxes"])  # the pyramid saw the clean map
+    assert (not torch.allclose(perturbed["protos"], plain)) == sees_stride4
