@@ -19,7 +19,7 @@ from finprint.errors import ConfigError, DataError, FinprintError
 
 log = logging.getLogger(__name__)
 
-DETECT_KEYS = ("box_map", "box_map50", "mask_map", "mask_map50", "images", "instances", "detections", "images_per_s")
+DETECT_KEYS = ("box_map", "box_map50", "mask_map", "mask_map50", "mask_iou", "mask_leak", "crowded_fish", "images", "instances", "detections", "images_per_s")
 EMBED_KEYS = (
     "rank1", "rank5", "map", "auroc", "fpr95", "open_set_threshold",
     "cross_camera", "queries", "skipped_queries", "unknown_queries", "gallery", "crops_per_s",

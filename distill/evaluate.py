@@ -18,6 +18,7 @@ import numpy as np
 from finprint.distill.metrics import (
     coco_metrics,
     cross_camera_applicable,
+    mask_crop_quality,
     max_similarity,
     open_set_metrics,
     reid_metrics,
@@ -139,6 +140,8 @@ def evaluate_detector(
     predictions = detect_frames(engine, pre, frames, batch, score_threshold, iou_threshold, max_det)
     seconds = time.perf_counter() - start
     result = coco_metrics(frames, predictions)
+    if result["mask_map"] is not None:
+        result.update(mask_crop_quality(frames, predictions))
     result["seconds"] = seconds
     result["images_per_s"] = len(frames) / seconds if seconds > 0 else None
     log.info("detector: %s", {k: v for k, v in result.items() if k.endswith(("map", "map50"))})

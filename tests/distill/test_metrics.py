@@ -9,6 +9,7 @@ import pytest
 from finprint.distill.metrics import (
     coco_metrics,
     cross_camera_applicable,
+    mask_crop_quality,
     open_set_metrics,
     reid_metrics,
     threshold_at_tpr,
@@ -243,3 +244,28 @@ def test_deepfish_boxes_only_perfect_and_jittered(deepfish):
         noise = rng.normal(0, 0.1, det.boxes_xyxy.shape).astype(np.float32) * size
         jittered.append(Detections(det.boxes_xyxy + noise, det.scores, None))
     assert 0.1 < coco_metrics(frames, jittered)["box_map"] < 0.9
+
+
+def test_mask_crop_quality_measures_the_share_of_a_mask_on_the_fish_in_front():
+    """Fish A half hidden behind fish B; A's mask covers its whole box (B's part too), B's mask is exact."""
+    a_box, b_box, lone_box = [10, 10, 110, 60], [60, 20, 160, 70], [200, 120, 280, 160]
+    a_full, b = _rasterise(_rect_polygon(*a_box), H, W), _rasterise(_rect_polygon(*b_box), H, W)
+    a_visible = a_full & ~b
+    a_polys = [_rect_polygon(10, 10, 60, 60), _rect_polygon(60, 10, 110, 20)]  # left of B, and the strip above it
+    assert np.array_equal(np.any([_rasterise(q, H, W) for q in a_polys], axis=0), a_visible)
+    lone = _rasterise(_rect_polygon(*lone_box), H, W)
+    frame = Frame(image_path=Path("f.jpg"), width=W, height=H, group="g", instances=[
+        Instance(box_xyxy=np.array(a_box, np.float32), polygons=a_polys),
+        Instance(box_xyxy=np.array(b_box, np.float32), polygons=[_rect_polygon(*b_box)]),
+        Instance(box_xyxy=np.array(lone_box, np.float32), polygons=[_rect_polygon(*lone_box)]),
+    ])
+    boxes = np.array([a_box, b_box, lone_box, lone_box], np.float32)
+    # The lone fish's confident detection has an exact mask; a weaker duplicate below the score floor is ignored.
+    det = Detections(boxes, np.array([0.9, 0.8, 0.7, 0.2], np.float32), np.stack([a_full, b, lone, np.zeros_like(lone)]))
+    m = mask_crop_quality([frame], [det], min_score=0.35)
+    a_iou = a_visible.sum() / a_full.sum()
+    assert m["mask_iou"] == pytest.approx((a_iou + 1.0 + 1.0) / 3)
+    # Only A is crowded: B covers half its box, while none of A's visible pixels lie in B's box.
+    assert m["crowded_fish"] == 1
+    assert m["mask_leak"] == pytest.approx((a_full & b).sum() / a_full.sum())
+    assert mask_crop_quality([frame], [det], min_score=0.95) == {"mask_iou": None, "mask_leak": None, "crowded_fish": 0}
