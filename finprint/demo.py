@@ -139,7 +139,13 @@ PRESETS: dict[str, Preset] = {
     # (cam1 / cam2) with the detector's masks and 95.0 % / 94.7 % with the ground-truth masks. The detector's
     # masks are coarse (INT8 mask mAP50-95 0.17); its teacher's do no better, and a student fine-tuned with
     # `--set mask_weight=8` (test mask mAP50-95 16.9 -> 23.1) did not change the box-by-box rate (scratch).
-    # Better masks are the next lever for identity.
+    # Better masks are the next lever for identity. Stride-4 prototypes (fishseg-teacher-fine ->
+    # fishseg-student-lean-fine) sharpen them (INT8 test mask mAP50-95 15.9 -> 20.8, mask IoU 0.57 -> 0.60) but
+    # leave as much on a neighbour (mask_leak 0.26 -> 0.29). `scripts/masked-crops-check` (embedder teacher and KD
+    # student trained on 2 CPU cores on masked crops, 62 min): box by box on the tuning videos 83.8 % -> 86.1 %
+    # (lean -> fine masks), scored videos 83.3 % (105/126) / 43.6 % (17/39) -> 89.3 % (150/168) / 67.9 % (36/53).
+    # Both below this preset (89.4 % box by box; 90.3 % / 89.6 %): the CPU-trained masked embedder is the weaker
+    # part; the fine detector with a GPU-trained masked embedder is the next run.
     # Scored videos: two minutes per camera (about 300 tracks). 8 s (45 tracks) could not tell 91 % from 86 %:
     # one track moved a rate by 3-7 points. Only videos/ changes with their length (the still images, re-ID
     # crops, enrolment clips and tuning videos draw from their own random streams), so the models stay valid.
