@@ -284,7 +284,10 @@ class MaskCheck:
     right_truth_masks: int
 
     def report(self) -> str:
-        n = max(self.boxes, 1)
+        if self.boxes == 0:
+            return ("masked crops, box by box: no box of the detector matched an enrolled fish in the frames checked "
+                    "(nothing to compare; is the detector trained?)")
+        n = self.boxes
         return (f"masked crops, box by box ({self.boxes} boxes of enrolled fish): closest enrolled fish right "
                 f"{100 * self.right_detector_masks / n:.1f}% with the detector's masks, "
                 f"{100 * self.right_truth_masks / n:.1f}% with the ground-truth masks")

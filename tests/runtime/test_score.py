@@ -8,6 +8,7 @@ from finprint.runtime.pipeline import Pipeline
 from finprint.runtime.score import (
     ChainFrame,
     LabelledVideo,
+    MaskCheck,
     detection_report,
     detector_recall,
     length_split,
@@ -159,3 +160,8 @@ def test_mask_check_names_boxes_with_the_detectors_and_the_true_masks(tmp_path, 
     argv[argv.index(str(emb))] = str(plain)
     assert main(argv) == 2
     assert "plain crops" in capsys.readouterr().err
+
+
+def test_mask_check_with_no_matched_box_says_so_instead_of_zero_percent():
+    assert "no box" in MaskCheck(boxes=0, right_detector_masks=0, right_truth_masks=0).report()
+    assert "75.0% with the detector's masks, 100.0% with the ground-truth" in MaskCheck(4, 3, 4).report()
