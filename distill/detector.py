@@ -139,12 +139,9 @@ class FishDetector(nn.Module):
         self.mask_stride = MASK_STRIDE
         self.strides = STRIDES
 
-    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[P3, N4, N5]: the levels the heads (and feature distillation) see."""
-        return self._features(x)[1]
-
-    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The backbone's stride-4 map (for the prototypes) and the pyramid."""
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The backbone's stride-4 map (for proto_skip) and the pyramid [P3, N4, N5] the heads and feature
+        distillation see."""
         c4 = self.s4(self.stem(x))
         c8 = self.s8(c4)
         c16 = self.s16(c8)
@@ -161,7 +158,7 @@ class FishDetector(nn.Module):
 
     def run(self, images: torch.Tensor, extras: bool) -> dict[str, torch.Tensor]:
         """All outputs; `extras` adds raw logits, anchor points and pyramid features (loss and KD)."""
-        c4, feats = self._features(images)
+        c4, feats = self.features(images)
         ltrb, logits, coefs, points = [], [], [], []
         for feat, head, stride in zip(feats, self.heads, self.strides, strict=True):
             # Python ints: the export bakes the anchor grid and reshapes as constants (only the batch is

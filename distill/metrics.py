@@ -200,9 +200,11 @@ CROWDED_SHARE = 0.05
 
 
 def _visible_mask(inst, h: int, w: int) -> np.ndarray:
+    # Rasterised as the mask mAP rasterises ground truth (pycocotools), not with runtime.crops.polygon_mask,
+    # whose cv2 fill takes one more pixel row and column at the edges.
     from pycocotools import mask as mask_utils
 
-    rles = mask_utils.frPyObjects([p.reshape(-1).tolist() for p in inst.polygons if len(p) >= 3], h, w)
+    rles = mask_utils.frPyObjects(_polygon_to_coco([p for p in inst.polygons if len(p) >= 3]), h, w)
     return mask_utils.decode(mask_utils.merge(rles)).astype(bool) if rles else np.zeros((h, w), bool)
 
 
