@@ -18,7 +18,7 @@ import json
 import logging
 import sys
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +45,9 @@ class ScoreResult:
     unknown_tracks: int
     unknown_flagged: int
     unmatched_tracks: int  # tracks that overlap no ground-truth fish (false detections)
+    # Tracks named wrong, as "truth -> name" (name = unknown for a known fish rejected): which fish the
+    # embedder takes for which, and which stranger passes as whom, tell a lookalike pair from a general weakness.
+    mistakes: Counter = field(default_factory=Counter)
 
     @property
     def known_accuracy(self) -> float:
@@ -59,15 +62,23 @@ class ScoreResult:
             f"known-track identity accuracy: {100 * self.known_accuracy:.1f}% ({self.known_correct}/{self.known_tracks})\n"
             f"unknown tracks flagged unknown: {100 * self.unknown_flag_rate:.1f}% ({self.unknown_flagged}/{self.unknown_tracks})\n"
             f"tracks matching no ground-truth fish: {self.unmatched_tracks}"
+            + (f"\nmistakes (truth -> named, tracks): {self.mistakes_text()}" if self.mistakes else "")
         )
+
+    def mistakes_text(self, most: int = 8) -> str:
+        shown = ", ".join(f"{pair} {n}" for pair, n in self.mistakes.most_common(most))
+        rest = sum(self.mistakes.values()) - sum(n for _, n in self.mistakes.most_common(most))
+        return shown + (f", {rest} more" if rest else "")
 
 
 def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float, unmatched: int = 0) -> ScoreResult:
     known = [o for o in outcomes if not o.truth_unknown]
     unknown = [o for o in outcomes if o.truth_unknown]
+    named = [(o, o.predicted(threshold, margin)) for o in outcomes]
+    mistakes = Counter(f"{o.truth} -> {name}" for o, name in named if name != (UNKNOWN if o.truth_unknown else o.truth))
     return ScoreResult(
         len(known), sum(o.predicted(threshold, margin) == o.truth for o in known),
-        len(unknown), sum(o.predicted(threshold, margin) == UNKNOWN for o in unknown), unmatched,
+        len(unknown), sum(o.predicted(threshold, margin) == UNKNOWN for o in unknown), unmatched, mistakes,
     )
 
 

@@ -51,6 +51,23 @@ def test_score_outcomes_counts_known_unknown_and_unmatched():
     assert score_outcomes(outcomes, threshold=0.7, margin=0.5).unknown_flagged == 2  # no lead big enough: all unknown
 
 
+def test_score_says_which_fish_was_taken_for_which():
+    lookalike = [TrackOutcome("unk001", True, "fish004", 0.9, 0.1, 30) for _ in range(3)]
+    outcomes = [
+        TrackOutcome("fish004", False, "fish007", 0.9, 0.2, 50),  # confused with another enrolled fish
+        TrackOutcome("fish004", False, "fish007", 0.9, 0.2, 40),
+        TrackOutcome("fish008", False, "fish008", 0.6, 0.2, 20),  # its own fish, but below the threshold
+        TrackOutcome("fish001", False, "fish001", 0.9, 0.2, 20),  # right: no mistake
+        TrackOutcome("unk002", True, "fish001", 0.5, 0.2, 20),  # flagged: no mistake
+        *lookalike,
+    ]
+    r = score_outcomes(outcomes, threshold=0.7, margin=0.05)
+    assert r.mistakes == {"unk001 -> fish004": 3, "fish004 -> fish007": 2, "fish008 -> unknown": 1}
+    assert r.report().endswith("mistakes (truth -> named, tracks): unk001 -> fish004 3, fish004 -> fish007 2, fish008 -> unknown 1")
+    assert r.mistakes_text(most=1) == "unk001 -> fish004 3, 3 more"
+    assert "mistakes" not in score_outcomes(outcomes[3:5], threshold=0.7, margin=0.05).report()  # nothing wrong
+
+
 def test_score_a_video_end_to_end(tmp_path, capsys):
     det = make_toy_detector(tmp_path / "det.onnx", fish_xyxy=[[8, 8, 40, 20], [8, 40, 40, 52]], fish_scores=[0.9, 0.9])
     emb = make_toy_embedder(tmp_path / "emb.onnx", open_set_threshold=0.95)
