@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -459,6 +460,7 @@ class Demo:
             totals["open_set"] = tuned | {"tuned": True, "tracker_settings_tried": len(trials)}
         else:
             totals["open_set"] = {"tuned": False, "margin": DEFAULT_OPEN_SET_MARGIN}
+        mistakes: Counter = Counter()
         for video in sorted((self.farm / "videos").glob("*.mp4")):
             print(f"\n$ python -m finprint.runtime.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,
@@ -466,6 +468,8 @@ class Demo:
             print(result.report(), flush=True)
             for key in ("known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks"):
                 totals[key] = totals.get(key, 0) + getattr(result, key)
+            mistakes.update(result.mistakes)
+        totals["mistakes"] = dict(mistakes.most_common())  # "truth -> named": tracks, over every scored video
         totals["known_accuracy"] = totals["known_correct"] / max(totals["known_tracks"], 1)
         totals["unknown_flag_rate"] = totals["unknown_flagged"] / max(totals["unknown_tracks"], 1)
         out.write_text(json.dumps(totals, indent=2) + "\n")

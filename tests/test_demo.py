@@ -16,6 +16,9 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
                  "export detector student", "bench", "daemon on a farm video"):
         assert step in results["steps"], step
     assert "tuned" in results["daemon"]["open_set"]  # tuned on calib/ videos, or said why not
+    daemon = results["daemon"]
+    wrong = daemon["known_tracks"] - daemon["known_correct"] + daemon["unknown_tracks"] - daemon["unknown_flagged"]
+    assert sum(daemon["mistakes"].values()) == wrong  # every wrongly named track, as "truth -> named"
     # Only the farm's own fish are enrolled, not the auxiliary fish that reid/train also holds.
     assert list((work / "farm" / "reid" / "train").glob("aux*.jpg"))
     enrolled = Store(work / "gallery.db").load_gallery(0.5).individuals
