@@ -66,19 +66,19 @@ class ScoreResult:
         )
 
     def mistakes_text(self, most: int = 8) -> str:
-        shown = ", ".join(f"{pair} {n}" for pair, n in self.mistakes.most_common(most))
-        rest = sum(self.mistakes.values()) - sum(n for _, n in self.mistakes.most_common(most))
-        return shown + (f", {rest} more" if rest else "")
+        top = self.mistakes.most_common(most)
+        rest = self.mistakes.total() - sum(n for _, n in top)
+        return ", ".join(f"{pair} {n}" for pair, n in top) + (f", {rest} more" if rest else "")
 
 
 def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float, unmatched: int = 0) -> ScoreResult:
-    known = [o for o in outcomes if not o.truth_unknown]
-    unknown = [o for o in outcomes if o.truth_unknown]
-    named = [(o, o.predicted(threshold, margin)) for o in outcomes]
-    mistakes = Counter(f"{o.truth} -> {name}" for o, name in named if name != (UNKNOWN if o.truth_unknown else o.truth))
+    # What each track should be called: its own fish, or unknown for a stranger.
+    named = [(o, o.predicted(threshold, margin), UNKNOWN if o.truth_unknown else o.truth) for o in outcomes]
+    right = Counter(o.truth_unknown for o, name, should in named if name == should)
+    strangers = sum(o.truth_unknown for o in outcomes)
     return ScoreResult(
-        len(known), sum(o.predicted(threshold, margin) == o.truth for o in known),
-        len(unknown), sum(o.predicted(threshold, margin) == UNKNOWN for o in unknown), unmatched, mistakes,
+        len(outcomes) - strangers, right[False], strangers, right[True], unmatched,
+        Counter(f"{o.truth} -> {name}" for o, name, should in named if name != should),
     )
 
 
