@@ -98,7 +98,12 @@ class Augment:
 
 class IdentityViews(Dataset):
     """Item i = K augmented views of identity (i mod #identities): a plain shuffled DataLoader with
-    batch_size P then yields P x K batches, which batch-hard triplet and relational KD need."""
+    batch_size P then yields P x K batches, which batch-hard triplet and relational KD need.
+
+    With `set_partners` (hard identity pairs) an item also holds K views of one of that identity's
+    nearest identities, so a batch of P items holds P such pairs: the batch-hard triplet then meets, for
+    most anchors, the identity the embedder confuses it with, which a random batch of 16 out of 500
+    identities almost never holds. Before the first table an item pairs with a random other identity."""
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class IdentityViews(Dataset):
         repeats: int = 4,
         augment: Augment | None = None,
         seed: int = 0,
+        pairs: bool = False,
     ) -> None:
         if views < 2:
             raise ValueError(f"need >= 2 views per identity, got {views}")
@@ -119,21 +125,32 @@ class IdentityViews(Dataset):
             by_label[label].append(index)
         self.identities = sorted(by_label)
         self.by_label = by_label
+        self.pairs = pairs
+        if pairs and len(self.identities) < 2:
+            raise ValueError("identity pairs need at least 2 identities")
+        # Row = an identity's label, columns = labels of its nearest identities (the caller's measure).
+        self.partners: np.ndarray | None = None
         self._calls = 0
 
     @property
     def num_classes(self) -> int:
         return len(self.identities)
 
+    def set_partners(self, partners: np.ndarray) -> None:
+        """Nearest identities by label: row l lists the labels an item of identity l may pair with.
+        (DataLoader workers copy the dataset when an epoch starts, so with workers a new table reaches
+        them at the next epoch.)"""
+        if not self.pairs:
+            raise ValueError("set_partners needs a dataset built with pairs=True")
+        if partners.ndim != 2 or partners.shape[1] < 1 or partners.shape[0] <= max(self.identities):
+            raise ValueError(f"partner table of shape {partners.shape} does not cover labels 0..{max(self.identities)}")
+        self.partners = partners
+
     def __len__(self) -> int:
         return len(self.identities) * self.repeats
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        label = self.identities[index % len(self.identities)]
+    def _views_of(self, label: int, rng: random.Random) -> list[torch.Tensor]:
         members = self.by_label[label]
-        # Fresh randomness per call (and per worker) but reproducible for a given seed and order.
-        self._calls += 1
-        rng = random.Random(hash((self.seed, index, self._calls, torch.initial_seed())))
         chosen = rng.sample(members, self.views) if len(members) >= self.views else rng.choices(members, k=self.views)
         tensors = []
         for i in chosen:
@@ -141,7 +158,27 @@ class IdentityViews(Dataset):
             if self.augment is not None:
                 img = self.augment(img, rng)
             tensors.append(torch.from_numpy(to_tensor(img, self.pre)))
-        return torch.stack(tensors), torch.full((self.views,), label, dtype=torch.long)
+        return tensors
+
+    def _partner_of(self, label: int, rng: random.Random) -> int:
+        if self.partners is not None:
+            candidates = [int(p) for p in self.partners[label] if int(p) != label and int(p) in self.by_label]
+            if candidates:
+                return rng.choice(candidates)
+        return rng.choice([i for i in self.identities if i != label])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        label = self.identities[index % len(self.identities)]
+        # Fresh randomness per call (and per worker) but reproducible for a given seed and order.
+        self._calls += 1
+        rng = random.Random(hash((self.seed, index, self._calls, torch.initial_seed())))
+        labels = [label] * self.views
+        tensors = self._views_of(label, rng)
+        if self.pairs:
+            partner = self._partner_of(label, rng)
+            tensors += self._views_of(partner, rng)
+            labels += [partner] * self.views
+        return torch.stack(tensors), torch.tensor(labels, dtype=torch.long)
 
 
 def collate_views(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,9 @@ it returns None). The heads are not checkpointed: a resumed run refits them with
 
 Options in `cfg.extra`: views (K, default 2; cfg.batch is P identities, so a batch holds P x K crops),
 repeats (passes over the identities per epoch, 16), augment (True; no_augment=1 also turns it off),
-triplet_margin (0.3),
+triplet_margin (0.3), neighbours (M: hard identity pairs, each item also holds K views of one of its
+identity's M nearest identities by the CosFace weights, refreshed every step; 0 = off, the default; a batch
+of P items then holds 2P identities, so halve --batch or repeats to keep the step's cost),
 cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("cos" | "rkd" | "sim"),
 kd_temperature (0.1, for "sim"), vos (False), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
 open_set_tpr (0.95), precise_bn (clean training crops whose batch statistics replace the BatchNorm
@@ -79,6 +81,7 @@ class EmbedTask:
         self._warned_no_heads = False
         self.extra: dict = {}
         self.bn_crops: torch.Tensor | None = None
+        self.dataset: IdentityViews | None = None
 
     def _opt(self, key: str, default: Any) -> Any:
         return self.extra.get(key, default)
@@ -96,8 +99,29 @@ class EmbedTask:
             images, labels, embedder_preprocess(),
             views=int(self._opt("views", 2)), repeats=int(self._opt("repeats", 16)),
             augment=Augment() if self._opt("augment", True) and not self._opt("no_augment", False) else None, seed=cfg.seed,
+            pairs=self._neighbours() > 0,
         )
+        self.dataset = dataset
         return dataset, eval_data
+
+    def _neighbours(self) -> int:
+        return int(self._opt("neighbours", 0))  # validated by train.check_config
+
+    @torch.no_grad()
+    def _refresh_partners(self, heads: EmbedHeads) -> None:
+        """Each identity's nearest identities by the angle between their CosFace weights (the classifier's
+        own picture of who looks like whom, free to read, unlike embedding every training crop)."""
+        m = self._neighbours()
+        if m == 0 or self.dataset is None:
+            return
+        weight = F.normalize(heads.classifier.weight.detach().float(), dim=1)
+        cos = weight @ weight.T
+        cos.fill_diagonal_(-2.0)
+        # Identities not yet seen keep their random start weights: they are nobody's neighbour yet.
+        cos[:, ~heads.classifier.imprinted] = -2.0
+        values, partners = cos.topk(min(m, cos.shape[1] - 1), dim=1)
+        partners[values <= -2.0] = -1  # no neighbour known yet: the dataset draws a random partner
+        self.dataset.set_partners(partners.cpu().numpy())
 
     def collate(self, items: list) -> tuple[torch.Tensor, torch.Tensor]:
         return collate_views(items)
@@ -160,6 +184,7 @@ class EmbedTask:
         parts: dict[str, torch.Tensor] = {"triplet": batch_hard_triplet(emb, labels, float(self._opt("triplet_margin", 0.3)))}
         heads = self._ensure_heads(emb.shape[1], device)
         outliers = self._fit_heads(heads, emb, labels)
+        self._refresh_partners(heads)
         # The backbone sees the heads frozen (they were just fitted above).
         parts["cosface"] = heads.classifier(emb, labels, frozen=True)
         if outliers is not None:

@@ -175,6 +175,13 @@ def check_config(cfg: TrainConfig) -> None:
         weight = cfg.extra.get("mask_weight", 0.0)
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise ConfigError(f"mask_weight: expected a number >= 0 (the mask loss's weight; default 2), got {weight!r}")
+    if cfg.task == "embed":
+        neighbours = cfg.extra.get("neighbours", 0)
+        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 0:
+            raise ConfigError(
+                f"neighbours: expected a whole number >= 0 (how many nearest identities an item may pair with; 0 = off), "
+                f"got {neighbours!r}"
+            )
     if cfg.teacher is not None:
         tdir = Path(cfg.teacher)
         if not tdir.is_dir():

@@ -51,6 +51,15 @@ def _by_length_sentence(split: dict | None) -> str:
             f"{part(split['long'])}.")
 
 
+def _whitening_phrase(whitening: dict | None) -> str:
+    """Whether tune-open-set kept the gallery whitened (reports from before it judged whitening say nothing)."""
+    if not whitening or whitening.get("whitened_value") is None:
+        return ""
+    state = f"whitened (strength {whitening['strength']:g})" if whitening.get("strength") is not None else "not whitened"
+    return (f", gallery {state}: it met the targets to {whitening['whitened_value']:.3f} whitened vs "
+            f"{whitening['plain_value']:.3f} plain")
+
+
 def open_set_sentence(daemon: dict) -> str:
     """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
@@ -65,7 +74,8 @@ def open_set_sentence(daemon: dict) -> str:
         return (
             f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
             f"that are not the scored videos' unknown fish): {tracker}threshold {tuned['threshold']:.2f}, "
-            f"margin {tuned['margin']:.2f}; on those videos {100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} "
+            f"margin {tuned['margin']:.2f}{_whitening_phrase(tuned.get('whitening'))}; on those videos "
+            f"{100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} "
             f"known tracks named right, {100 * tuned['unknown_flag_rate']:.1f}% of {tuned['unknown_tracks']} stranger tracks "
             f"flagged (with the embedder manifest's threshold{' and the default tracker' if tracker else ''}: "
             f"{100 * tuned['before']['known_accuracy']:.1f}% and {100 * tuned['before']['unknown_flag_rate']:.1f}%). "

@@ -18,10 +18,16 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from finprint.errors import FinprintError
+
+if TYPE_CHECKING:
+    from finprint.runtime.config import TrackingConfig
+    from finprint.runtime.identity import Gallery
+    from finprint.runtime.open_set import TrackingTrial
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +53,9 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
                             help="tracker appearance gates to try, 'off' for boxes only (default off,0,0.1,0.2,0.3)")
         parser.add_argument("--keep-tracking", action="store_true",
                             help="tune only the threshold and margin, for the tracker settings the daemon uses now")
+        parser.add_argument("--no-whitening", action="store_true",
+                            help="keep plain cosine matching (by default gallery whitening is also tried at the chosen "
+                                 "tracker setting and kept when it meets the targets better)")
         return
     if name in ("enroll", "forget"):
         parser.add_argument("--id", required=True, dest="individual", help="the individual's name, e.g. fish007")
@@ -244,20 +253,37 @@ def _forget(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial(chains: list, gallery: Gallery, tracking: TrackingConfig, args: argparse.Namespace) -> TrackingTrial | None:
+    """One tracker setting and gallery replayed over the tuning videos, its open-set pair tuned (None when
+    the tracks hold no enrolled fish or no stranger)."""
+    from finprint.runtime.open_set import TrackingTrial, goodness, tune
+    from finprint.runtime.score import replay_outcomes
+
+    outcomes = [o for chain in chains for o in replay_outcomes(chain, gallery, tracking)[0]]
+    try:
+        tuned = tune(outcomes, args.min_known, args.min_unknown)
+    except ValueError:
+        return None
+    return TrackingTrial(tracking.high_score, tracking.appearance_gate, tuned, len(outcomes),
+                         goodness(tuned, args.min_known, args.min_unknown))
+
+
+def _whitening_text(report: dict, skipped: bool) -> str:
+    if skipped:
+        return "gallery whitening: not tried (--no-whitening)"
+    if report["whitened_value"] is None:
+        return "gallery whitening: could not be judged (no tracks of both kinds)"
+    state = f"on (strength {report['strength']:g})" if report["strength"] is not None else "off"
+    return (f"gallery whitening: {state}; how well the targets are met, plain {report['plain_value']:.3f}, "
+            f"whitened {report['whitened_value']:.3f}")
+
+
 def _tune(args: argparse.Namespace) -> int:
     import json
 
     from finprint.runtime.config import TrackingConfig
-    from finprint.runtime.open_set import (
-        APPEARANCE_GATES,
-        HIGH_SCORES,
-        TrackingTrial,
-        file_digest,
-        goodness,
-        rates,
-        tune,
-        tune_tracking,
-    )
+    from finprint.runtime.identity import WHITENING_STRENGTH
+    from finprint.runtime.open_set import APPEARANCE_GATES, HIGH_SCORES, file_digest, rates, tune_tracking
     from finprint.runtime.score import (
         detection_report,
         detector_recall,
@@ -282,27 +308,34 @@ def _tune(args: argparse.Namespace) -> int:
         pipeline.close()
     per_video = [(chain.fps, replay_outcomes(chain, gallery, tracking)[0]) for chain in chains]
     outcomes = [o for _, video_outcomes in per_video for o in video_outcomes]
-    per_box = detection_report(chains, gallery)
     found = detector_recall(chains)
     k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
+    plain = gallery.with_whitening(None)  # the sweep matches as an untuned gallery does; whitening is tried after
     if args.keep_tracking:  # the tracker as the daemon would run it (config, else the gallery's tuned, else defaults)
-        try:
-            tuned = tune(outcomes, args.min_known, args.min_unknown)
-        except ValueError as exc:
-            raise FinprintError(f"cannot tune on {len(args.videos)} video(s): {exc}") from exc
-        trials = [TrackingTrial(tracking.high_score, tracking.appearance_gate, tuned, len(outcomes),
-                                goodness(tuned, args.min_known, args.min_unknown))]
+        trial = _trial(chains, plain, tracking, args)
+        if trial is None:
+            raise FinprintError(f"cannot tune on {len(args.videos)} video(s): the tracks hold no enrolled fish or no stranger")
+        trials = [trial]
     else:
-        trials = tune_tracking(chains, gallery, TrackingConfig(), args.high_scores or HIGH_SCORES,
+        trials = tune_tracking(chains, plain, TrackingConfig(), args.high_scores or HIGH_SCORES,
                                args.gates or APPEARANCE_GATES, args.min_known, args.min_unknown)
         if not trials:
             raise FinprintError(f"cannot tune on {len(args.videos)} video(s): no tracker setting gave tracks of both "
                                 "enrolled fish and strangers; are the videos' fish enrolled, and are there strangers in them?")
     best = trials[0]
+    best_tracking = TrackingConfig().model_copy(update={"high_score": best.high_score, "appearance_gate": best.appearance_gate})
+    matched, whitening_report = plain, {"strength": None, "plain_value": best.value, "whitened_value": None}
+    if not args.no_whitening:
+        whitened = plain.with_whitening(WHITENING_STRENGTH)
+        trial = _trial(chains, whitened, best_tracking, args)
+        if trial is not None:
+            whitening_report["whitened_value"] = trial.value
+            if trial.rank_key() < best.rank_key():
+                best, matched = trial, whitened
+                whitening_report["strength"] = WHITENING_STRENGTH
     tuned = best.tuned
-    if not args.keep_tracking:  # the best setting's tracks, replayed once more (the sweep keeps only their rates)
-        best_tracking = TrackingConfig().model_copy(update={"high_score": best.high_score, "appearance_gate": best.appearance_gate})
-        per_video = [(chain.fps, replay_outcomes(chain, gallery, best_tracking)[0]) for chain in chains]
+    per_box = detection_report(chains, matched)
+    per_video = [(chain.fps, replay_outcomes(chain, matched, best_tracking)[0]) for chain in chains]
     by_length = length_split(per_video, tuned.threshold, tuned.margin)
     report = {
         "threshold": tuned.threshold, "margin": tuned.margin,
@@ -315,6 +348,7 @@ def _tune(args: argparse.Namespace) -> int:
         "trials": [{"high_score": t.high_score, "appearance_gate": t.appearance_gate, "threshold": t.tuned.threshold,
                     "margin": t.tuned.margin, "known_accuracy": t.tuned.known_accuracy,
                     "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
+        "whitening": whitening_report,
         "videos": [str(v) for v in args.videos],
         "per_detection": per_box.to_json(),
         "detector": found.to_json(),
@@ -325,6 +359,7 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"  tracker high_score {best.high_score:g}, appearance_gate {_gate_text(best.appearance_gate)}; threshold {tuned.threshold:.2f}, "
           f"margin {tuned.margin:.2f}: known named right {100 * tuned.known_accuracy:.1f}%, "
           f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
+    print(f"  {_whitening_text(whitening_report, args.no_whitening)}")
     print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
@@ -337,7 +372,7 @@ def _tune(args: argparse.Namespace) -> int:
         try:
             tuned_on = ", ".join(v.name for v in args.videos)
             emb_sha = file_digest(args.embedder)
-            store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, emb_sha, tuned_on)
+            store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, emb_sha, tuned_on, matched.whitening)
             if not args.keep_tracking:
                 store.set_tracking(best.high_score, best.appearance_gate, args.detector.name, file_digest(args.detector),
                                    emb_sha, tuned_on)

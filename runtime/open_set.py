@@ -69,6 +69,7 @@ class OpenSetRule:
     threshold: float
     margin: float
     source: str  # where the pair came from, for logs and reports
+    whitening: float | None = None  # the gallery's whitening strength (runtime/identity.py), None = off
 
 
 @dataclass(frozen=True)
@@ -233,8 +234,12 @@ def resolve_rule(
     margin = config_margin if config_margin is not None else tuned["margin"] if tuned else default_margin
     parts = ["config" if config_threshold is not None else "gallery (tuned)" if tuned else "manifest",
              "config" if config_margin is not None else "gallery (tuned)" if tuned else "default"]
+    # Whitening changes what a similarity means: it holds only with the pair it was tuned with.
+    whitening = tuned.get("whitening") if tuned and config_threshold is None and config_margin is None else None
     source = f"threshold {threshold:.2f} from the {parts[0]}, margin {margin:.2f} from the {parts[1]}"
-    return OpenSetRule(float(threshold), float(margin), source)
+    if whitening is not None:
+        source += f", gallery whitened ({whitening:g}, tuned)"
+    return OpenSetRule(float(threshold), float(margin), source, whitening)
 
 
 def open_gallery(
@@ -248,7 +253,7 @@ def open_gallery(
     """The gallery as the daemon matches against it, and the open-set rule it uses (see resolve_rule)."""
     rule = resolve_rule(config_threshold, config_margin, store.open_set(), embedder, manifest_threshold, DEFAULT_OPEN_SET_MARGIN)
     try:
-        gallery = store.load_gallery(rule.threshold)
+        gallery = store.load_gallery(rule.threshold, rule.whitening)
         gallery.check_embedder(embedding_dim, str(store.path))
     except ValueError as exc:
         raise FinprintError(str(exc)) from exc

@@ -56,7 +56,8 @@ CREATE TABLE IF NOT EXISTS open_set (
     embedder TEXT NOT NULL,
     embedder_sha256 TEXT NOT NULL,
     tuned_on TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    whitening REAL
 );
 CREATE TABLE IF NOT EXISTS tracking (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -86,7 +87,20 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.executescript(SCHEMA)
+    _add_missing_columns(conn)
     return conn
+
+
+# Columns added after galleries were already out on farms: (table, column, SQL type). SQLite's
+# CREATE TABLE IF NOT EXISTS leaves an older table as it was, so they are added on open (NULL = unset).
+ADDED_COLUMNS = (("open_set", "whitening", "REAL"),)
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    for table, column, kind in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 class Store:
@@ -123,23 +137,25 @@ class Store:
             self._conn.execute("COMMIT")
         return cur.rowcount > 0
 
-    def load_gallery(self, threshold: float) -> Gallery:
+    def load_gallery(self, threshold: float, whitening: float | None = None) -> Gallery:
         with self._lock:
             rows = self._conn.execute("SELECT individual_id, dim, vector FROM embeddings ORDER BY id").fetchall()
         if not rows:
-            return Gallery(threshold=threshold)
+            return Gallery(threshold=threshold, whitening=whitening)
         dims = {r[1] for r in rows}
         if len(dims) != 1:
             raise ValueError(f"{self.path}: gallery mixes embedding sizes {sorted(dims)}")
         emb = np.stack([np.frombuffer(r[2], np.float32) for r in rows])
-        return Gallery([r[0] for r in rows], emb, threshold=threshold)
+        return Gallery([r[0] for r in rows], emb, threshold=threshold, whitening=whitening)
 
-    def set_open_set(self, threshold: float, margin: float, embedder: str, embedder_sha256: str, tuned_on: str) -> None:
-        """The tuned open-set rule (runtime/open_set.py), replacing any earlier one."""
+    def set_open_set(self, threshold: float, margin: float, embedder: str, embedder_sha256: str, tuned_on: str,
+                     whitening: float | None = None) -> None:
+        """The tuned open-set rule (runtime/open_set.py; whitening None = plain cosine), replacing any earlier one."""
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO open_set(id, threshold, margin, embedder, embedder_sha256, tuned_on, created)"
-                " VALUES (1, ?, ?, ?, ?, ?, ?)", (threshold, margin, embedder, embedder_sha256, tuned_on, time.time()))
+                "INSERT OR REPLACE INTO open_set(id, threshold, margin, embedder, embedder_sha256, tuned_on, created, whitening)"
+                " VALUES (1, ?, ?, ?, ?, ?, ?, ?)",
+                (threshold, margin, embedder, embedder_sha256, tuned_on, time.time(), whitening))
 
     def set_tracking(self, high_score: float, appearance_gate: float | None, detector: str, detector_sha256: str,
                      embedder_sha256: str, tuned_on: str) -> None:
@@ -159,8 +175,8 @@ class Store:
     def open_set(self) -> dict | None:
         with self._lock:
             row = self._conn.execute(
-                "SELECT threshold, margin, embedder, embedder_sha256, tuned_on FROM open_set WHERE id = 1").fetchone()
-        keys = ("threshold", "margin", "embedder", "embedder_sha256", "tuned_on")
+                "SELECT threshold, margin, embedder, embedder_sha256, tuned_on, whitening FROM open_set WHERE id = 1").fetchone()
+        keys = ("threshold", "margin", "embedder", "embedder_sha256", "tuned_on", "whitening")
         return dict(zip(keys, row, strict=True)) if row else None
 
     def individuals(self) -> list[dict]:

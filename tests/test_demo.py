@@ -40,6 +40,12 @@ def test_the_report_says_how_the_open_set_was_set():
     assert "threshold 0.66, margin 0.02" in text and "80.0% of 40 known tracks" in text and "played no part" in text
     assert "not tuned" in open_set_sentence({"open_set": {"tuned": False, "margin": 0.03}})
     assert "box by box" not in text  # a report from before tune-open-set measured it
+    assert "whitened" not in text  # nor judged whitening
+    tuned["whitening"] = {"strength": 0.3, "plain_value": 0.968, "whitened_value": 0.98}
+    assert "margin 0.02, gallery whitened (strength 0.3): it met the targets to 0.980 whitened vs 0.968 plain;" in (
+        open_set_sentence({"open_set": tuned}))
+    tuned["whitening"] = {"strength": None, "plain_value": 0.97, "whitened_value": 0.95}
+    assert "gallery not whitened" in open_set_sentence({"open_set": tuned})
     tuned["per_detection"] = {"known_boxes": 4088, "rank1": 0.888, "clear_view_rank1": 0.945, "partly_hidden_rank1": 0.806,
                               "stranger_boxes": 1881, "stranger_auroc": 0.93}
     text = open_set_sentence({"open_set": tuned})

@@ -190,6 +190,51 @@ def test_distillation_adds_the_relational_kd_term(tmp_path: Path) -> None:
     assert "kd" not in task.loss(student, batch, target, cfg)[1]
 
 
+def test_identity_pairs_put_each_identity_beside_one_of_its_nearest(tmp_path: Path) -> None:
+    from finprint.distill.embed_task import EmbedTask
+
+    data = _fake_reid(tmp_path / "reid", known=6, unknown=1, views=3)
+    cfg = TrainConfig(task="embed", model="embed-student-s", data=str(data), out=str(tmp_path / "run"),
+                      batch=3, extra={"views": 2, "augment": False, "neighbours": 1})
+    task = EmbedTask()
+    dataset, _ = task.build_data(cfg)
+    crops, labels = dataset[0]
+    assert crops.shape[0] == 4 and labels[:2].tolist() == [0, 0]
+    assert labels[2] == labels[3] and labels[2] != 0  # before any table: a random other identity
+    # The classifier says identity 4 looks like 0 (and 1 like 2): items of 0 now always bring 4 along.
+    model = registry.build(cfg.model)
+    batch = task.collate([dataset[i] for i in range(6)])
+    task.loss(model, batch, None, cfg)
+    heads = task.heads
+    assert heads is not None and bool(heads.classifier.imprinted.all())
+    with torch.no_grad():
+        weight = torch.nn.functional.normalize(torch.randn(6, heads.classifier.weight.shape[1]), dim=1)
+        weight[4] = weight[0] + 0.01 * torch.randn_like(weight[0])
+        weight[1] = weight[2] + 0.01 * torch.randn_like(weight[2])
+        heads.classifier.weight.copy_(weight)
+    task._refresh_partners(heads)
+    assert {int(dataset[0][1][2]) for _ in range(5)} == {4}
+    assert int(dataset[6 + 2][1][2]) == 1  # index 8 is identity 2 again (repeats)
+    # Without the option, items hold one identity as before.
+    plain = EmbedTask()
+    plain_ds, _ = plain.build_data(TrainConfig(task="embed", model="embed-student-s", data=str(data),
+                                               out=str(tmp_path / "run2"), extra={"views": 2, "augment": False}))
+    assert plain_ds[0][1].tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("value", ["-1", "two", "1.5"])
+def test_a_bad_neighbours_option_is_one_line_and_exit_2(tmp_path: Path, capsys, value: str) -> None:
+    from finprint.cli import main
+
+    data = _fake_reid(tmp_path / "reid", known=3, unknown=1, views=3)
+    out = tmp_path / "run"
+    argv = ["train", "--task", "embed", "--model", "embed-student-s", "--data", str(data), "--out", str(out),
+            "--set", f"neighbours={value}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "neighbours" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
 def test_augment_keeps_shape_and_dtype_and_changes_pixels() -> None:
     import random
 

@@ -54,10 +54,16 @@ def test_the_config_wins_then_the_tuned_gallery_then_the_manifest(tmp_path, capl
     rule = resolve_rule(None, None, stored, emb, 0.7, 0.03)
     assert (rule.threshold, rule.margin) == (0.61, 0.07) and "tuned" in rule.source
     assert (resolve_rule(None, None, None, emb, 0.7, 0.03).threshold, resolve_rule(None, None, None, emb, 0.7, 0.03).margin) == (0.7, 0.03)
+    assert rule.whitening is None and "whitened" not in rule.source
+    whitened = {**stored, "whitening": 0.3}
+    rule = resolve_rule(None, None, whitened, emb, 0.7, 0.03)
+    assert rule.whitening == 0.3 and "gallery whitened (0.3, tuned)" in rule.source
+    # A threshold from the config was not tuned in the whitened space: plain cosine with it.
+    assert resolve_rule(0.8, None, whitened, emb, 0.7, 0.03).whitening is None
     emb.write_bytes(b"another model")
     with caplog.at_level(logging.WARNING):
-        rule = resolve_rule(None, None, stored, emb, 0.7, 0.03)
-    assert (rule.threshold, rule.margin) == (0.7, 0.03) and "another embedder" in caplog.text
+        rule = resolve_rule(None, None, whitened, emb, 0.7, 0.03)
+    assert (rule.threshold, rule.margin, rule.whitening) == (0.7, 0.03, None) and "another embedder" in caplog.text
 
 
 def test_file_digest_is_sha256_and_follows_a_rewritten_file(tmp_path):
@@ -121,7 +127,12 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert by_length["short"]["known_tracks"] == 0
     stored = Store(gallery).open_set()
     assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
-    capsys.readouterr()
+    # Whitening was judged (one enrolled fish: it meets the targets no better, so it stays off).
+    assert report["whitening"]["whitened_value"] is not None and report["whitening"]["strength"] is None
+    assert stored["whitening"] is None and "gallery whitening: off" in capsys.readouterr().out
+    assert main(["tune-open-set", *base, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
+    assert json.loads((tmp_path / "plain.json").read_text())["whitening"]["whitened_value"] is None
+    assert "not tried (--no-whitening)" in capsys.readouterr().out
     assert score_main(["--video", str(video), *base]) == 0
     assert "100.0% (1/1)" in capsys.readouterr().out
 
@@ -246,3 +257,19 @@ def test_tune_open_set_rejects_bad_tracker_grids(tmp_path, option, capsys):
         main(["tune-open-set", "--gallery", str(tmp_path / "g.db"), "--detector", "d.onnx", "--embedder", "e.onnx", *option, "v.mp4"])
     assert exc.value.code == 2
     assert option[0] in capsys.readouterr().err
+
+
+def test_the_daemon_matches_in_the_whitened_space_its_gallery_was_tuned_in(tmp_path):
+    from finprint.runtime.open_set import open_gallery
+
+    emb = tmp_path / "emb.onnx"
+    emb.write_bytes(b"model")
+    store = Store(tmp_path / "g.db")
+    store.enroll("fish000", np.eye(4, dtype=np.float32)[:2])
+    store.enroll("fish001", np.eye(4, dtype=np.float32)[2:])
+    store.set_open_set(0.6, 0.05, "emb.onnx", file_digest(emb), "cam1.mp4", whitening=0.3)
+    gallery, rule = open_gallery(store, emb, 0.9, 4)
+    assert gallery.whitening == rule.whitening == 0.3 and gallery.threshold == 0.6
+    gallery, rule = open_gallery(store, emb, 0.9, 4, config_threshold=0.5)
+    assert gallery.whitening is None and rule.threshold == 0.5
+    store.close()

@@ -58,3 +58,25 @@ def test_gallery_counters_when_events_go_to_another_database(tmp_path):
     gallery.update_individuals(batch)
     assert gallery.individuals()[0]["sightings"] == 1 and gallery.count("events") == 0
     assert events.count("sightings") == 1
+
+
+def test_a_gallery_from_before_whitening_opens_and_keeps_its_tuned_rule(tmp_path):
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE open_set (id INTEGER PRIMARY KEY CHECK (id = 1), threshold REAL NOT NULL, margin REAL NOT NULL,
+            embedder TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, tuned_on TEXT NOT NULL, created REAL NOT NULL);
+        INSERT INTO open_set VALUES (1, 0.8, 0.05, 'emb.onnx', 'abc', 'cam1.mp4', 0);
+    """)
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    assert store.open_set() == {"threshold": 0.8, "margin": 0.05, "embedder": "emb.onnx", "embedder_sha256": "abc",
+                                "tuned_on": "cam1.mp4", "whitening": None}
+    store.set_open_set(0.7, 0.02, "emb.onnx", "abc", "cam1.mp4", whitening=0.3)
+    store.enroll("fish000", np.eye(4, dtype=np.float32)[:2])
+    store.close()
+    store = Store(path)  # opening again adds nothing twice
+    assert store.open_set()["whitening"] == 0.3
+    assert store.load_gallery(0.5, whitening=0.3).whitening == 0.3 and store.load_gallery(0.5).whitening is None
+    store.close()
