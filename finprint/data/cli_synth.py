@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 0: none; see finprint tune-open-set)")
     parser.add_argument("--calib-strangers", type=int, default=6,
                         help="strangers (str000..) the tuning videos draw three each from (default 6)")
+    parser.add_argument("--calib-lookalikes", type=int, default=0, metavar="N",
+                        help="of those strangers, N resemble a known fish (half its spots, its bars and shade); each "
+                             "tuning video then holds one (default 0)")
     parser.add_argument("--enrol-views", type=int, default=0,
                         help="extra enrolment views of every known fish in reid/train (default 0)")
     parser.add_argument("--aux-individuals", type=int, default=0,
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         enrol_clip_every_camera=args.enrol_clips_every_camera,
         calib_video_seconds=args.calib_videos,
         calib_strangers=args.calib_strangers,
+        calib_lookalikes=args.calib_lookalikes,
         enrol_clip_crop_every=args.enrol_clip_crop_every,
         aux_individuals=args.aux_individuals,
         aux_views=args.aux_views,

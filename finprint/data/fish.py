@@ -94,6 +94,24 @@ def make_individual(ident: str, unknown: bool, body: str, rng: np.random.Generat
     )
 
 
+def make_lookalike(of: Individual, ident: str, rng: np.random.Generator, keep: float = 0.5) -> Individual:
+    """A stranger that resembles `of` as a sibling might: same body, shade within 2 levels, same bars and
+    gill-cover spot, `keep` of its spots where they were and the rest drawn anew, its own tail notch."""
+    fresh = make_individual(ident, True, of.body, rng)
+    kept = [of.spots[i] for i in sorted(rng.choice(len(of.spots), size=int(round(keep * len(of.spots))), replace=False))]
+    return Individual(
+        id=ident,
+        unknown=True,
+        body=of.body,
+        length_cm=fresh.length_cm,
+        shade=tuple(float(c + d) for c, d in zip(of.shade, rng.uniform(-2, 2, size=3), strict=True)),
+        spots=kept + fresh.spots[len(kept):],
+        bars=list(of.bars),
+        notch=fresh.notch,
+        opercle=of.opercle,
+    )
+
+
 def make_population(n: int, rng: np.random.Generator, prefix: str = "fish", unknown: bool = False) -> list[Individual]:
     """n individuals spread evenly over the body shapes, so shape alone never names a fish."""
     shapes = sorted(BODY_SHAPES)

@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from finprint.data.fish import Individual, Pose, make_population, render_texture
+from finprint.data.fish import Individual, Pose, make_lookalike, make_population, render_texture
 from finprint.data.frame import Placement, Visible, mask_box_xyxy, mask_polygons, render_frame
 from finprint.data.scene import WaterStyle, jitter_style, sample_camera_water, sample_view_style
 from finprint.data.video import write_video
@@ -135,6 +135,10 @@ class SynthConfig:
     # (`finprint tune-open-set`). Own random stream: everything else is unchanged by this option.
     calib_video_seconds: float = 0.0
     calib_strangers: int = 6
+    # Of those strangers, this many resemble a known fish (`fish.make_lookalike`: half its spots, its bars
+    # and gill-cover spot, its shade), and every tuning video holds one of them: a farm's own strain looks
+    # alike, and tune-open-set can only learn a margin for lookalikes it has seen. Own random stream.
+    calib_lookalikes: int = 0
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
 
@@ -155,6 +159,9 @@ class SynthConfig:
             raise ConfigError("enrol_clip_seconds and enrol_clip_crop_every must be >= 0")
         if self.calib_video_seconds < 0 or self.calib_strangers < 0:
             raise ConfigError("calib_video_seconds and calib_strangers must be >= 0")
+        if not 0 <= self.calib_lookalikes <= self.calib_strangers:
+            raise ConfigError(f"calib_lookalikes must be between 0 and calib_strangers ({self.calib_strangers}), "
+                              f"got {self.calib_lookalikes}")
         if self.enrol_views < 0 or self.aux_individuals < 0 or self.aux_views < 1:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
         if self.aux_clip_seconds < 0 or self.aux_clip_fish < 1 or self.aux_clip_crop_every < 1:
@@ -172,16 +179,24 @@ def _write_calib_videos(
 ) -> list[dict]:
     """One open-set tuning video per camera: known fish and three strangers of their own."""
     rng = np.random.default_rng([cfg.seed, 3])
-    strangers = make_population(cfg.calib_strangers, rng, prefix="str", unknown=True)
-    stranger_textures = {ind.id: render_texture(ind) for ind in strangers}
+    strangers = make_population(cfg.calib_strangers - cfg.calib_lookalikes, rng, prefix="str", unknown=True)
+    look_rng = np.random.default_rng([cfg.seed, 9])
+    lookalikes = [make_lookalike(known[int(look_rng.integers(len(known)))], f"str{len(strangers) + i:03d}", look_rng)
+                  for i in range(cfg.calib_lookalikes)]
+    stranger_textures = {ind.id: render_texture(ind) for ind in strangers + lookalikes}
     folder.mkdir(exist_ok=True)
     videos = []
-    for camera in tqdm(cameras, desc="open-set tuning videos", unit="camera", disable=None):
+    for k, camera in enumerate(tqdm(cameras, desc="open-set tuning videos", unit="camera", disable=None)):
         ids = sorted(rng.choice(len(known), size=min(cfg.video_fish, len(known)), replace=False))
         cast = [(known[i], textures[known[i].id]) for i in ids]
-        if strangers:
-            picked = sorted(rng.choice(len(strangers), size=min(3, len(strangers)), replace=False))
+        # Three strangers per video, one of them a lookalike when there are any.
+        others = 3 - (1 if lookalikes else 0)
+        if strangers and others:
+            picked = sorted(rng.choice(len(strangers), size=min(others, len(strangers)), replace=False))
             cast += [(strangers[i], stranger_textures[strangers[i].id]) for i in picked]
+        if lookalikes:
+            twin = lookalikes[k % len(lookalikes)]
+            cast.append((twin, stranger_textures[twin.id]))
         videos.append(write_video(
             folder / f"cam{camera['id']}.mp4", {"id": camera["id"], "px_per_cm": camera["px_per_cm"]},
             camera["water"], cast, cfg.calib_video_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,

@@ -171,6 +171,7 @@ def test_cli_defaults_are_the_config_defaults() -> None:
              "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
              "aux_clips": "aux_clip_seconds", "aux_clip_fish": "aux_clip_fish", "aux_clip_crop_every": "aux_clip_crop_every",
              "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
+             "calib_lookalikes": "calib_lookalikes",
              "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible",
              "reid_masked": "reid_masked", "reid_mask_coarse": "reid_mask_coarse"}
     for arg, field_name in pairs.items():
@@ -350,6 +351,30 @@ def test_open_set_tuning_videos_hold_known_fish_and_strangers_of_their_own(farm:
     for name in before:
         if name.startswith(("images", "labels", "videos", "reid/")):
             assert after[name] == before[name], name
+
+
+def test_lookalike_strangers_resemble_a_known_fish_and_appear_in_every_tuning_video(tmp_path: Path) -> None:
+    from finprint.data.fish import BODY_SHAPES, make_individual, make_lookalike
+
+    rng = np.random.default_rng(0)
+    parent = make_individual("fish000", False, sorted(BODY_SHAPES)[0], rng)
+    twin = make_lookalike(parent, "str005", rng)
+    assert twin.unknown and twin.body == parent.body and twin.bars == parent.bars and twin.opercle == parent.opercle
+    assert len(set(twin.spots) & set(parent.spots)) == round(0.5 * len(parent.spots)) and twin.notch != parent.notch
+    assert max(abs(a - b) for a, b in zip(twin.shade, parent.shade, strict=True)) <= 2
+    plain, look = _small(tmp_path / "plain"), _small(tmp_path / "look")
+    plain.calib_video_seconds = look.calib_video_seconds = 1.0
+    look.calib_lookalikes = 2
+    synthesize(plain)
+    synthesize(look)
+    for truth_file in sorted((tmp_path / "look" / "calib").glob("*.json")):
+        ids = {i["individual_id"] for f in json.loads(truth_file.read_text())["frames"] for i in f["instances"]}
+        assert ids & {"str004", "str005"}, truth_file.name  # 6 strangers: str000-003 plain, str004-005 lookalikes
+    before, after = _hashes(tmp_path / "plain"), _hashes(tmp_path / "look")
+    changed = {n for n in before if after.get(n) != before[n]}
+    assert changed and all(n.startswith("calib/") or n == "farm.json" for n in changed), changed
+    with pytest.raises(ConfigError, match="calib_lookalikes"):
+        SynthConfig(tmp_path / "bad", calib_strangers=2, calib_lookalikes=3).validate()
 
 
 def test_enrolment_clips_in_every_camera_leave_the_first_ones_alone(farm: tuple[Path, dict], tmp_path: Path) -> None:
