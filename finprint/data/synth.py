@@ -138,6 +138,9 @@ class SynthConfig:
     # Of those strangers, this many resemble a known fish (`fish.make_lookalike`: half its spots, its bars
     # and gill-cover spot, its shade), and every tuning video holds one of them: a farm's own strain looks
     # alike, and tune-open-set can only learn a margin for lookalikes it has seen. Own random stream.
+    # Measured (2 of 6, the masked chain's farm; docs/DEPLOY.md): the tuned margin rose 0.05 -> 0.07 but the
+    # scored videos' own lookalike stranger still passed (strangers flagged 60.4 -> 50.0 %): these siblings
+    # are not the kind of lookalike that one is.
     calib_lookalikes: int = 0
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
