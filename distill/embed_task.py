@@ -35,8 +35,9 @@ Hard identity pairs (neighbours=5) on the masked chain (scripts/masked-crops-che
 daemon step with the fine detector): --batch 8, repeats=2, neighbours=5 against the same crops per step
 without pairs (--batch 16, repeats=4). Box by box on the tuning videos 89.3 % (partly hidden 80.3 %) vs
 88.5 % (78.3 %), AUROC .920 vs .921; the KD student before fine-tuning 86.1 % (75.1 %). On the scored
-videos' tracks no clear difference (87.1 % known / 74.1 % strangers at the tracker tuning chose for it, vs
-89.0 % / 70.2 %), so it stays off by default.
+videos' tracks no gain: 87.1 % known / 74.1 % strangers at the tracker tuning chose for it, vs 89.0 % / 70.2 %;
+at the same tracker (0.5, gate 0; replays, hindsight over every threshold and margin) the best balanced pair
+is 88.5 / 84.1 vs 87.8 / 85.1 plain and 90.2 / 86.4 vs 92.1 / 87.2 with gallery whitening. So it stays off.
 """
 
 from __future__ import annotations
