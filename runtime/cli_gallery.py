@@ -18,16 +18,10 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from finprint.errors import FinprintError
-
-if TYPE_CHECKING:
-    from finprint.runtime.config import TrackingConfig
-    from finprint.runtime.identity import Gallery
-    from finprint.runtime.open_set import TrackingTrial
 
 log = logging.getLogger(__name__)
 
@@ -253,21 +247,6 @@ def _forget(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trial(chains: list, gallery: Gallery, tracking: TrackingConfig, args: argparse.Namespace) -> TrackingTrial | None:
-    """One tracker setting and gallery replayed over the tuning videos, its open-set pair tuned (None when
-    the tracks hold no enrolled fish or no stranger)."""
-    from finprint.runtime.open_set import TrackingTrial, goodness, tune
-    from finprint.runtime.score import replay_outcomes
-
-    outcomes = [o for chain in chains for o in replay_outcomes(chain, gallery, tracking)[0]]
-    try:
-        tuned = tune(outcomes, args.min_known, args.min_unknown)
-    except ValueError:
-        return None
-    return TrackingTrial(tracking.high_score, tracking.appearance_gate, tuned, len(outcomes),
-                         goodness(tuned, args.min_known, args.min_unknown))
-
-
 def _whitening_text(report: dict, skipped: bool) -> str:
     if skipped:
         return "gallery whitening: not tried (--no-whitening)"
@@ -283,7 +262,14 @@ def _tune(args: argparse.Namespace) -> int:
 
     from finprint.runtime.config import TrackingConfig
     from finprint.runtime.identity import WHITENING_STRENGTH
-    from finprint.runtime.open_set import APPEARANCE_GATES, HIGH_SCORES, file_digest, rates, tune_tracking
+    from finprint.runtime.open_set import (
+        APPEARANCE_GATES,
+        HIGH_SCORES,
+        file_digest,
+        rates,
+        replay_trial,
+        tune_tracking,
+    )
     from finprint.runtime.score import (
         detection_report,
         detector_recall,
@@ -312,7 +298,7 @@ def _tune(args: argparse.Namespace) -> int:
     k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
     plain = gallery.with_whitening(None)  # the sweep matches as an untuned gallery does; whitening is tried after
     if args.keep_tracking:  # the tracker as the daemon would run it (config, else the gallery's tuned, else defaults)
-        trial = _trial(chains, plain, tracking, args)
+        trial = replay_trial(chains, plain, tracking, args.min_known, args.min_unknown)
         if trial is None:
             raise FinprintError(f"cannot tune on {len(args.videos)} video(s): the tracks hold no enrolled fish or no stranger")
         trials = [trial]
@@ -327,7 +313,7 @@ def _tune(args: argparse.Namespace) -> int:
     matched, whitening_report = plain, {"strength": None, "plain_value": best.value, "whitened_value": None}
     if not args.no_whitening:
         whitened = plain.with_whitening(WHITENING_STRENGTH)
-        trial = _trial(chains, whitened, best_tracking, args)
+        trial = replay_trial(chains, whitened, best_tracking, args.min_known, args.min_unknown)
         if trial is not None:
             whitening_report["whitened_value"] = trial.value
             if trial.rank_key() < best.rank_key():

@@ -148,6 +148,22 @@ class TrackingTrial:
         return (-self.value, -(self.tuned.known_accuracy + self.tuned.unknown_flag_rate), self.tracks)
 
 
+def replay_trial(
+    videos: list[LabelledVideo], gallery: Gallery, tracking: TrackingConfig, min_known: float = 0.95, min_unknown: float = 0.90,
+) -> TrackingTrial | None:
+    """One tracker setting and gallery replayed over the videos, its open-set pair tuned (None when the
+    tracks hold no enrolled fish or no stranger)."""
+    from finprint.runtime.score import replay_outcomes
+
+    outcomes = [o for v in videos for o in replay_outcomes(v, gallery, tracking)[0]]
+    try:
+        tuned = tune(outcomes, min_known, min_unknown)
+    except ValueError:
+        return None
+    return TrackingTrial(tracking.high_score, tracking.appearance_gate, tuned, len(outcomes),
+                         goodness(tuned, min_known, min_unknown))
+
+
 def tune_tracking(
     videos: list[LabelledVideo],
     gallery: Gallery,
@@ -159,19 +175,9 @@ def tune_tracking(
 ) -> list[TrackingTrial]:
     """Every (high_score, appearance_gate) pair replayed over the videos, its open-set pair tuned; best first.
     A pair whose tracks hold no enrolled fish or no stranger is left out."""
-    from finprint.runtime.score import replay_outcomes
-
-    trials = []
-    for high in high_scores:
-        for gate in gates:
-            tracking = base.model_copy(update={"high_score": high, "appearance_gate": gate})
-            outcomes = [o for v in videos for o in replay_outcomes(v, gallery, tracking)[0]]
-            try:
-                tuned = tune(outcomes, min_known, min_unknown)
-            except ValueError:
-                continue
-            trials.append(TrackingTrial(high, gate, tuned, len(outcomes), goodness(tuned, min_known, min_unknown)))
-    return sorted(trials, key=TrackingTrial.rank_key)
+    trials = [replay_trial(videos, gallery, base.model_copy(update={"high_score": high, "appearance_gate": gate}),
+                           min_known, min_unknown) for high in high_scores for gate in gates]
+    return sorted((t for t in trials if t is not None), key=TrackingTrial.rank_key)
 
 
 def resolve_tracking(
