@@ -55,7 +55,10 @@ def _whitening_phrase(whitening: dict | None) -> str:
     """Whether tune-open-set kept the gallery whitened (reports from before it judged whitening say nothing)."""
     if not whitening or whitening.get("whitened_value") is None:
         return ""
-    state = f"whitened (strength {whitening['strength']:g})" if whitening.get("strength") is not None else "not whitened"
+    state = "not whitened"
+    if whitening.get("strength") is not None:
+        tracker = ", the tracker comparing fish in it too" if whitening.get("tracker_space") == "gallery" else ""
+        state = f"whitened (strength {whitening['strength']:g}{tracker})"
     return (f", gallery {state}: it met the targets to {whitening['whitened_value']:.3f} whitened vs "
             f"{whitening['plain_value']:.3f} plain")
 

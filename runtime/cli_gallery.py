@@ -49,7 +49,8 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
                             help="tune only the threshold and margin, for the tracker settings the daemon uses now")
         parser.add_argument("--no-whitening", action="store_true",
                             help="keep plain cosine matching (by default gallery whitening is also tried at the chosen "
-                                 "tracker setting and kept when it meets the targets better)")
+                                 "tracker setting, with the tracker comparing fish in the embedder's space and in the "
+                                 "whitened one, and kept when it meets the targets better)")
         return
     if name in ("enroll", "forget"):
         parser.add_argument("--id", required=True, dest="individual", help="the individual's name, e.g. fish007")
@@ -252,9 +253,19 @@ def _whitening_text(report: dict, skipped: bool) -> str:
         return "gallery whitening: not tried (--no-whitening)"
     if report["whitened_value"] is None:
         return "gallery whitening: could not be judged (no tracks of both kinds)"
-    state = f"on (strength {report['strength']:g})" if report["strength"] is not None else "off"
-    return (f"gallery whitening: {state}; how well the targets are met, plain {report['plain_value']:.3f}, "
-            f"whitened {report['whitened_value']:.3f}")
+    state = "off"
+    if report["strength"] is not None:
+        where = "the whitened space" if report.get("tracker_space") == "gallery" else "the embedder's space"
+        state = f"on (strength {report['strength']:g}; the tracker compares fish in {where})"
+    values = report.get("tracker_space_values") or {}
+    if len(values) > 1:  # the whitened gallery was tried with the tracker in both spaces
+        whitened = ", ".join(f"whitened {v:.3f} ({SPACE_WORDS[k]})" for k, v in values.items())
+    else:
+        whitened = f"whitened {report['whitened_value']:.3f}"
+    return f"gallery whitening: {state}; how well the targets are met, plain {report['plain_value']:.3f}, {whitened}"
+
+
+SPACE_WORDS = {"embedder": "tracker in the embedder's space", "gallery": "tracker in the whitened space"}
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -309,16 +320,28 @@ def _tune(args: argparse.Namespace) -> int:
             raise FinprintError(f"cannot tune on {len(args.videos)} video(s): no tracker setting gave tracks of both "
                                 "enrolled fish and strangers; are the videos' fish enrolled, and are there strangers in them?")
     best = trials[0]
-    best_tracking = TrackingConfig().model_copy(update={"high_score": best.high_score, "appearance_gate": best.appearance_gate})
-    matched, whitening_report = plain, {"strength": None, "plain_value": best.value, "whitened_value": None}
+    best_tracking = tracking if args.keep_tracking else TrackingConfig().model_copy(
+        update={"high_score": best.high_score, "appearance_gate": best.appearance_gate})
+    matched = plain
+    whitening_report = {"strength": None, "plain_value": best.value, "whitened_value": None, "tracker_space": None,
+                        "tracker_space_values": {}}
     if not args.no_whitening:
+        # The tracker can compare looks in the embedder's space or in the whitened one: which tells a farm's
+        # fish apart better at crossings differed between embedders (docs/ARCHITECTURE.md), so both are tried
+        # when the tracker is being tuned.
         whitened = plain.with_whitening(WHITENING_STRENGTH)
-        trial = replay_trial(chains, whitened, best_tracking, args.min_known, args.min_unknown)
-        if trial is not None:
-            whitening_report["whitened_value"] = trial.value
+        spaces = (best_tracking.appearance_space,) if args.keep_tracking else ("embedder", "gallery")
+        for space in spaces:
+            trying = best_tracking.model_copy(update={"appearance_space": space})
+            trial = replay_trial(chains, whitened, trying, args.min_known, args.min_unknown)
+            if trial is None:
+                continue
+            whitening_report["tracker_space_values"][space] = trial.value
             if trial.rank_key() < best.rank_key():
-                best, matched = trial, whitened
-                whitening_report["strength"] = WHITENING_STRENGTH
+                best, matched, best_tracking = trial, whitened, trying
+                whitening_report["strength"], whitening_report["tracker_space"] = WHITENING_STRENGTH, space
+        if whitening_report["tracker_space_values"]:
+            whitening_report["whitened_value"] = max(whitening_report["tracker_space_values"].values())
     tuned = best.tuned
     per_box = detection_report(chains, matched)
     per_video = [(chain.fps, replay_outcomes(chain, matched, best_tracking)[0]) for chain in chains]
@@ -327,7 +350,8 @@ def _tune(args: argparse.Namespace) -> int:
         "threshold": tuned.threshold, "margin": tuned.margin,
         "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,
         "known_accuracy": tuned.known_accuracy, "unknown_flag_rate": tuned.unknown_flag_rate,
-        "tracking": {"high_score": best.high_score, "appearance_gate": best.appearance_gate, "tuned": not args.keep_tracking},
+        "tracking": {"high_score": best.high_score, "appearance_gate": best.appearance_gate,
+                     "appearance_space": best_tracking.appearance_space, "tuned": not args.keep_tracking},
         "before": {"threshold": before.threshold, "margin": before.margin, "source": before.source,
                    "high_score": tracking.high_score, "appearance_gate": tracking.appearance_gate,
                    "known_accuracy": k0, "unknown_flag_rate": u0},
@@ -361,7 +385,7 @@ def _tune(args: argparse.Namespace) -> int:
             store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, emb_sha, tuned_on, matched.whitening)
             if not args.keep_tracking:
                 store.set_tracking(best.high_score, best.appearance_gate, args.detector.name, file_digest(args.detector),
-                                   emb_sha, tuned_on)
+                                   emb_sha, tuned_on, best_tracking.appearance_space)
         finally:
             store.close()
         print(f"stored in {args.gallery}; the daemon uses it unless its config sets models.open_set_threshold/margin "

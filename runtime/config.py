@@ -102,6 +102,9 @@ class TrackingConfig(_Strict):
     appearance_gate: float | None = Field(default=0.3, ge=-1, le=1)
     appearance_weight: float = Field(default=0.5, ge=0)  # how much looks count against box overlap
     appearance_momentum: float = Field(default=0.8, ge=0, lt=1)  # running mean: weight of the past
+    # Where the tracker compares looks: the embedder's own space, or the gallery's matching space (the same
+    # unless the gallery is whitened; `finprint tune-open-set` tries both with a whitened gallery).
+    appearance_space: Literal["embedder", "gallery"] = "embedder"
 
     def make_tracker(self) -> ByteTracker:
         return ByteTracker(

@@ -144,6 +144,7 @@ class Daemon:
         self.trackers = {c.id: tracking.make_tracker() for c in self.cfg.cameras}
         self.resolver = IdentityResolver(
             gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits, margin=rule.margin,
+            appearance_space=tracking.appearance_space,
         )
 
     def _stop_store(self) -> None:
@@ -255,7 +256,7 @@ class Daemon:
         results = self.pipeline.process([f.image for f in batch])
         for frame, res in zip(batch, results, strict=True):
             det = res.detections
-            tracks = [t for t in self.trackers[frame.camera].update(det.boxes_xyxy, det.scores, res.embeddings) if t.confirmed]
+            tracks = self.resolver.associate(self.trackers[frame.camera], det.boxes_xyxy, det.scores, res.embeddings)
             idx = [t.det_index for t in tracks]
             masks = [det.masks[i] if det.masks is not None else None for i in idx]
             events = self.resolver.observe(

@@ -34,9 +34,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from finprint.runtime.tracker import ByteTracker, Track
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +118,8 @@ class Gallery:
         """The same fish and embeddings matched with another whitening (None = plain cosine)."""
         return Gallery(self._names, self._emb, self.threshold, whitening)
 
-    def _project(self, embeddings: np.ndarray) -> np.ndarray:
-        """Queries into the space the gallery is matched in (unit length)."""
+    def project(self, embeddings: np.ndarray) -> np.ndarray:
+        """Embeddings into the space the gallery is matched in (unit length)."""
         unit = _l2(embeddings)
         return unit if self._transform is None else _l2(unit @ self._transform)
 
@@ -157,7 +161,7 @@ class Gallery:
         names = self.individuals
         if not names or len(embeddings) == 0:
             return names, np.zeros((len(embeddings), len(names)), np.float32)
-        sims = self._project(embeddings) @ self._space.T
+        sims = self.project(embeddings) @ self._space.T
         out = np.full((len(embeddings), len(names)), -1.0, np.float32)
         np.maximum.at(out.T, self._owner, sims.T)  # per individual: the closest of its embeddings
         return names, out
@@ -169,7 +173,7 @@ class Gallery:
             return []
         if len(self._emb) == 0:
             return [(UNKNOWN, -1.0)] * len(embeddings)
-        sims = self._project(embeddings) @ self._space.T
+        sims = self.project(embeddings) @ self._space.T
         best = sims.argmax(axis=1)
         out = []
         for row, j in enumerate(best):
@@ -335,13 +339,22 @@ class IdentityResolver:
     changes, or the track ends. State is bounded by the tracker's live tracks."""
 
     def __init__(
-        self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN
+        self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN,
+        appearance_space: str = "embedder",
     ) -> None:
         self.gallery = gallery
+        self.appearance_space = appearance_space  # "gallery": the tracker compares looks as the gallery matches
         self.margin = margin
         self.px_per_cm = px_per_cm
         self.min_frames = min_frames
         self._tracks: dict[tuple[str, int], TrackIdentity] = {}
+
+    def associate(self, tracker: ByteTracker, boxes_xyxy: np.ndarray, scores: np.ndarray, embeddings: np.ndarray) -> list[Track]:
+        """One frame's detections through a camera's tracker -> its confirmed tracks. In the gallery's space
+        (`appearance_space="gallery"`) the whitening that tells the farm's fish apart can also keep a track
+        from jumping from one of them to another at a crossing (runtime/tracker.py)."""
+        looks = self.gallery.project(embeddings) if self.appearance_space == "gallery" else embeddings
+        return [t for t in tracker.update(boxes_xyxy, scores, looks) if t.confirmed]
 
     def observe(
         self,

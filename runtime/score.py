@@ -365,7 +365,8 @@ def replay_outcomes(
     from finprint.runtime.identity import IdentityResolver
 
     tr = tracking or TrackingConfig()
-    resolver = IdentityResolver(gallery, {video.camera: video.px_per_cm}, min_frames=tr.min_hits, margin=0.0)
+    resolver = IdentityResolver(gallery, {video.camera: video.px_per_cm}, min_frames=tr.min_hits, margin=0.0,
+                                appearance_space=tr.appearance_space)
     tracker = tr.make_tracker()
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
@@ -376,7 +377,7 @@ def replay_outcomes(
 
     for index, frame in enumerate(video.frames):
         ts = index / video.fps
-        tracks = [t for t in tracker.update(frame.boxes_xyxy, frame.scores, frame.embeddings) if t.confirmed]
+        tracks = resolver.associate(tracker, frame.boxes_xyxy, frame.scores, frame.embeddings)
         idx = [t.det_index for t in tracks]
         # Masks only feed the length estimate, which the identity does not use.
         collect(resolver.observe(video.camera, ts, [t.track_id for t in tracks], frame.boxes_xyxy[idx],

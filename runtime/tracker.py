@@ -13,6 +13,10 @@ Measured on the results farm's tuning videos (calib/, aux-trained student): with
 frames on their track's majority fish went from 75 % to 88 % (0.2: 84 %, 0.4: 93 %), at the price of
 more, shorter tracks (54 -> 85); the per-track identity score at the best threshold stayed within noise
 (0.85 without, 0.83 with). A purer track is what a sighting record needs, so the gate is on by default.
+
+The tracker compares whatever vectors it is given. `IdentityResolver.associate` gives it the embedder's, or
+with `tracking.appearance_space: gallery` the gallery's whitened ones (runtime/identity.py), where two of
+the farm's fish that look alike in the raw space can look apart; `finprint tune-open-set` chooses.
 """
 
 from __future__ import annotations

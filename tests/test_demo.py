@@ -44,6 +44,9 @@ def test_the_report_says_how_the_open_set_was_set():
     tuned["whitening"] = {"strength": 0.3, "plain_value": 0.968, "whitened_value": 0.98}
     assert "margin 0.02, gallery whitened (strength 0.3): it met the targets to 0.980 whitened vs 0.968 plain;" in (
         open_set_sentence({"open_set": tuned}))
+    tuned["whitening"] = {"strength": 0.3, "plain_value": 0.95, "whitened_value": 0.965, "tracker_space": "gallery"}
+    assert "gallery whitened (strength 0.3, the tracker comparing fish in it too): it met the targets to 0.965" in (
+        open_set_sentence({"open_set": tuned}))
     tuned["whitening"] = {"strength": None, "plain_value": 0.97, "whitened_value": 0.95}
     assert "gallery not whitened" in open_set_sentence({"open_set": tuned})
     tuned["per_detection"] = {"known_boxes": 4088, "rank1": 0.888, "clear_view_rank1": 0.945, "partly_hidden_rank1": 0.806,

@@ -129,7 +129,9 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
     # Whitening was judged (one enrolled fish: it meets the targets no better, so it stays off).
     assert report["whitening"]["whitened_value"] is not None and report["whitening"]["strength"] is None
+    assert set(report["whitening"]["tracker_space_values"]) == {"embedder", "gallery"}  # the tracker was tuned too
     assert stored["whitening"] is None and "gallery whitening: off" in capsys.readouterr().out
+    assert Store(gallery).tracking()["appearance_space"] == report["tracking"]["appearance_space"] == "embedder"
     assert main(["tune-open-set", *base, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
     assert json.loads((tmp_path / "plain.json").read_text())["whitening"]["whitened_value"] is None
     assert "not tried (--no-whitening)" in capsys.readouterr().out
@@ -214,6 +216,10 @@ def test_tracker_settings_come_from_the_config_then_the_tuned_gallery_then_the_d
               "embedder_sha256": file_digest(emb)}
     tracking, source = resolve_tracking(TrackingConfig(), stored, det, emb)
     assert (tracking.high_score, tracking.appearance_gate) == (0.3, None) and "gallery (tuned)" in source
+    # A gallery tuned before the tracker's space was stored keeps the default; one tuned since, its own.
+    assert tracking.appearance_space == "embedder" and "tuned before it was stored" in source
+    tracking, source = resolve_tracking(TrackingConfig(), {**stored, "appearance_space": "gallery"}, det, emb)
+    assert tracking.appearance_space == "gallery" and "appearance_space gallery from the gallery (tuned)" in source
     tracking, source = resolve_tracking(TrackingConfig(high_score=0.6), stored, det, emb)
     assert (tracking.high_score, tracking.appearance_gate) == (0.6, None) and "high_score 0.6 from the config" in source
     assert tracking.min_hits == TrackingConfig().min_hits  # untouched fields stay

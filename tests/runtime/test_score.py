@@ -2,6 +2,7 @@ import json
 
 import cv2
 import numpy as np
+from finprint.runtime.config import TrackingConfig
 from finprint.runtime.identity import Gallery
 from finprint.runtime.open_set import TrackOutcome
 from finprint.runtime.pipeline import Pipeline
@@ -13,6 +14,7 @@ from finprint.runtime.score import (
     detector_recall,
     length_split,
     main,
+    replay_outcomes,
     score_outcomes,
 )
 from finprint.runtime.store import Store
@@ -182,3 +184,31 @@ def test_mask_check_names_boxes_with_the_detectors_and_the_true_masks(tmp_path, 
 def test_mask_check_with_no_matched_box_says_so_instead_of_zero_percent():
     assert "no box" in MaskCheck(boxes=0, right_detector_masks=0, right_truth_masks=0).report()
     assert "75.0% with the detector's masks, 100.0% with the ground-truth" in MaskCheck(4, 3, 4).report()
+
+
+def _crossing_video(a: np.ndarray, b: np.ndarray) -> LabelledVideo:
+    """fishA for 10 frames, then fishB right where fishA was heading for 10 more (one box, moving right)."""
+    frames, truth = [], {}
+    for i in range(20):
+        box = np.array([[2.0 * i, 0, 2.0 * i + 40, 20]], np.float32)
+        fish = "fishA" if i < 10 else "fishB"
+        frames.append(ChainFrame(box, np.ones(1, np.float32), (a if i < 10 else b)[None].astype(np.float32)))
+        truth[i] = [{"individual_id": fish, "unknown": False, "visible_fraction": 1.0, "box_xyxy": box[0].tolist()}]
+    return LabelledVideo("v.mp4", "1", 10.0, 1.0, frames, truth)
+
+
+def test_a_tracker_in_the_whitened_space_keeps_a_track_from_jumping_between_lookalike_fish() -> None:
+    # Both fish vary a lot along the last axis (pose, water) and differ only along the first: raw cosine
+    # 0.83 passes the appearance gate, in the whitened space they are orthogonal and it does not.
+    enrolled = np.array([[0.3, 0, 1], [0.3, 0, -1], [-0.3, 0, 1], [-0.3, 0, -1]], np.float32)
+    plain = Gallery(["fishA", "fishA", "fishB", "fishB"], enrolled)
+    video = _crossing_video(np.array([0.3, 0, 1]), np.array([-0.3, 0, 1]))
+    tracking = TrackingConfig(min_hits=1, appearance_gate=0.5, appearance_space="gallery")
+    (one,), _ = replay_outcomes(video, plain, tracking)
+    assert one.frames == 20  # one track over both fish
+    whitened = plain.with_whitening(0.3)
+    (one,), _ = replay_outcomes(video, whitened, tracking.model_copy(update={"appearance_space": "embedder"}))
+    assert one.frames == 20  # whitened matching, but the tracker compares raw embeddings
+    outcomes, _ = replay_outcomes(video, whitened, tracking)
+    assert sorted((o.truth, o.frames) for o in outcomes) == [("fishA", 10), ("fishB", 10)]
+    assert [o.closest for o in sorted(outcomes, key=lambda o: o.truth)] == ["fishA", "fishB"]

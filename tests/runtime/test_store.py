@@ -67,16 +67,23 @@ def test_a_gallery_from_before_whitening_opens_and_keeps_its_tuned_rule(tmp_path
         CREATE TABLE open_set (id INTEGER PRIMARY KEY CHECK (id = 1), threshold REAL NOT NULL, margin REAL NOT NULL,
             embedder TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, tuned_on TEXT NOT NULL, created REAL NOT NULL);
         INSERT INTO open_set VALUES (1, 0.8, 0.05, 'emb.onnx', 'abc', 'cam1.mp4', 0);
+        CREATE TABLE tracking (id INTEGER PRIMARY KEY CHECK (id = 1), high_score REAL NOT NULL, appearance_gate REAL,
+            detector TEXT NOT NULL, detector_sha256 TEXT NOT NULL, embedder_sha256 TEXT NOT NULL, tuned_on TEXT NOT NULL,
+            created REAL NOT NULL);
+        INSERT INTO tracking VALUES (1, 0.35, 0.0, 'det.onnx', 'def', 'abc', 'cam1.mp4', 0);
     """)
     conn.commit()
     conn.close()
     store = Store(path)
     assert store.open_set() == {"threshold": 0.8, "margin": 0.05, "embedder": "emb.onnx", "embedder_sha256": "abc",
                                 "tuned_on": "cam1.mp4", "whitening": None}
+    tracking = store.tracking()
+    assert tracking is not None and (tracking["high_score"], tracking["appearance_space"]) == (0.35, None)
     store.set_open_set(0.7, 0.02, "emb.onnx", "abc", "cam1.mp4", whitening=0.3)
+    store.set_tracking(0.5, 0.0, "det.onnx", "def", "abc", "cam1.mp4", appearance_space="gallery")
     store.enroll("fish000", np.eye(4, dtype=np.float32)[:2])
     store.close()
     store = Store(path)  # opening again adds nothing twice
-    assert store.open_set()["whitening"] == 0.3
+    assert store.open_set()["whitening"] == 0.3 and store.tracking()["appearance_space"] == "gallery"
     assert store.load_gallery(0.5, whitening=0.3).whitening == 0.3 and store.load_gallery(0.5).whitening is None
     store.close()
