@@ -134,3 +134,23 @@ def test_health_and_metrics_while_running_two_cameras(farm, tmp_path):
         daemon.stop()
     assert daemon.events_emitted >= 4  # identified + track_end per camera
     assert min(daemon.processed.values()) >= 10  # one worker served both cameras
+
+
+
+def test_the_daemon_tracks_in_the_space_its_gallery_was_tuned_for_unless_the_config_says(farm, tmp_path):
+    from finprint.runtime.open_set import file_digest
+
+    for tracking, expected in (({"min_hits": 2}, "gallery"), ({"min_hits": 2, "appearance_space": "embedder"}, "embedder")):
+        folder = tmp_path / expected
+        folder.mkdir()
+        path = _config(farm, folder, tracking=tracking)
+        store = Store(folder / "gallery.db")
+        store.set_tracking(0.5, 0.0, "det.onnx", file_digest(farm / "det.onnx"), file_digest(farm / "emb.onnx"),
+                           "calib.mp4", appearance_space="gallery")
+        store.close()
+        daemon = Daemon(load_config(path))
+        daemon.start()
+        try:
+            assert daemon.resolver is not None and daemon.resolver.appearance_space == expected
+        finally:
+            daemon.stop()
