@@ -81,6 +81,8 @@ class OpenCvReader:
         self.kind = kind
         self.loop = loop
         self._source = source
+        self._lock = threading.Lock()  # read() and a close() from another thread (stop, watchdog)
+        self._closed = False
         api = cv2.CAP_GSTREAMER if kind == "gstreamer" else cv2.CAP_ANY
         self._cap = cv2.VideoCapture(source, api)
         if not self._cap.isOpened():
@@ -94,6 +96,18 @@ class OpenCvReader:
         return fps if 0 < fps < 1000 else None
 
     def read(self) -> np.ndarray | None:
+        with self._lock:
+            if self._closed:
+                raise OSError(f"{self.kind} source {self._source!r}: reader closed")
+            image = self._read_locked()
+            if self._closed:  # closed by another thread while this read waited: release here, after it
+                self._cap.release()
+                raise OSError(f"{self.kind} source {self._source!r}: reader closed")
+        if image is None:
+            raise OSError(f"{self.kind} source {self._source!r} stopped delivering frames")
+        return image
+
+    def _read_locked(self) -> np.ndarray | None:
         ok, image = self._cap.read()
         if ok:
             return image
@@ -104,10 +118,17 @@ class OpenCvReader:
             ok, image = self._cap.read()
             if ok:
                 return image
-        raise OSError(f"{self.kind} source {self._source!r} stopped delivering frames")
+        return None
 
     def close(self) -> None:
-        self._cap.release()
+        """Safe from another thread: releasing a VideoCapture inside its read() aborts the process (FFmpeg),
+        so a read in progress finishes first and the reading thread releases it."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._cap.release()
+            finally:
+                self._lock.release()
 
 
 class MjpegHttpReader:

@@ -145,3 +145,31 @@ def test_watchdog_reconnects_a_silent_camera_and_flags_a_stuck_worker(monkeypatc
     finally:
         dog.stop()
         src.stop()
+
+
+def test_a_video_file_camera_closed_mid_read_from_another_thread_stops_cleanly(tmp_path):
+    # Releasing a VideoCapture inside its read() aborted the whole process (seen in a daemon test's stop).
+    from finprint.runtime.sources import OpenCvReader
+
+    path = tmp_path / "v.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
+    for i in range(50):
+        writer.write(np.full((240, 320, 3), i * 5, np.uint8))
+    writer.release()
+    for _ in range(20):
+        reader = OpenCvReader(str(path), "file", loop=True)
+        errors: list[Exception] = []
+
+        def read_until_closed(reader=reader, errors=errors):
+            try:
+                while True:
+                    reader.read()
+            except OSError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=read_until_closed)
+        thread.start()
+        time.sleep(0.01)
+        reader.close()
+        thread.join(5)
+        assert not thread.is_alive() and "reader closed" in str(errors[0])
