@@ -265,6 +265,15 @@ def _whitening_text(report: dict, skipped: bool) -> str:
     return f"gallery whitening: {state}; how well the targets are met, plain {report['plain_value']:.3f}, {whitened}"
 
 
+def _splitting_text(report: dict, kept: bool) -> str:
+    window = report["window"]
+    state = f"after {window} frames that mostly show another fish" if window else "off"
+    if kept or not report["values"]:
+        return f"track splitting: {state} (not tuned)"
+    tried = ", ".join(f"{f'{w} frames' if w else 'none'} {v:.3f}" for w, v in report["values"].items())
+    return f"track splitting: {state}; how well the targets are met, {tried}"
+
+
 SPACE_WORDS = {"embedder": "tracker in the embedder's space", "gallery": "tracker in the whitened space"}
 
 
@@ -276,6 +285,7 @@ def _tune(args: argparse.Namespace) -> int:
     from finprint.runtime.open_set import (
         APPEARANCE_GATES,
         HIGH_SCORES,
+        SPLIT_WINDOWS,
         file_digest,
         rates,
         replay_trial,
@@ -342,6 +352,20 @@ def _tune(args: argparse.Namespace) -> int:
                 whitening_report["strength"], whitening_report["tracker_space"] = WHITENING_STRENGTH, space
         if whitening_report["tracker_space_values"]:
             whitening_report["whitened_value"] = max(whitening_report["tracker_space_values"].values())
+    # Splitting a track that has come to follow another fish helped one embedder and cost others
+    # (docs/ARCHITECTURE.md): tried with the tracker and gallery chosen above.
+    splitting_report: dict = {"window": best_tracking.split_window, "values": {}}
+    if not args.keep_tracking:
+        splitting_report["values"][0] = best.value
+        for window in SPLIT_WINDOWS:
+            trying = best_tracking.model_copy(update={"split_window": window})
+            trial = replay_trial(chains, matched, trying, args.min_known, args.min_unknown)
+            if trial is None:
+                continue
+            splitting_report["values"][window] = trial.value
+            if trial.rank_key() < best.rank_key():
+                best, best_tracking = trial, trying
+                splitting_report["window"] = window
     tuned = best.tuned
     per_box = detection_report(chains, matched)
     per_video = [(chain.fps, replay_outcomes(chain, matched, best_tracking)[0]) for chain in chains]
@@ -351,7 +375,8 @@ def _tune(args: argparse.Namespace) -> int:
         "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,
         "known_accuracy": tuned.known_accuracy, "unknown_flag_rate": tuned.unknown_flag_rate,
         "tracking": {"high_score": best.high_score, "appearance_gate": best.appearance_gate,
-                     "appearance_space": best_tracking.appearance_space, "tuned": not args.keep_tracking},
+                     "appearance_space": best_tracking.appearance_space, "split_window": best_tracking.split_window,
+                     "tuned": not args.keep_tracking},
         "before": {"threshold": before.threshold, "margin": before.margin, "source": before.source,
                    "high_score": tracking.high_score, "appearance_gate": tracking.appearance_gate,
                    "known_accuracy": k0, "unknown_flag_rate": u0},
@@ -359,6 +384,7 @@ def _tune(args: argparse.Namespace) -> int:
                     "margin": t.tuned.margin, "known_accuracy": t.tuned.known_accuracy,
                     "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
         "whitening": whitening_report,
+        "splitting": splitting_report,
         "videos": [str(v) for v in args.videos],
         "per_detection": per_box.to_json(),
         "detector": found.to_json(),
@@ -370,6 +396,7 @@ def _tune(args: argparse.Namespace) -> int:
           f"margin {tuned.margin:.2f}: known named right {100 * tuned.known_accuracy:.1f}%, "
           f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
     print(f"  {_whitening_text(whitening_report, args.no_whitening)}")
+    print(f"  {_splitting_text(splitting_report, args.keep_tracking)}")
     print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
@@ -385,9 +412,9 @@ def _tune(args: argparse.Namespace) -> int:
             store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, emb_sha, tuned_on, matched.whitening)
             if not args.keep_tracking:
                 store.set_tracking(best.high_score, best.appearance_gate, args.detector.name, file_digest(args.detector),
-                                   emb_sha, tuned_on, best_tracking.appearance_space)
+                                   emb_sha, tuned_on, best_tracking.appearance_space, best_tracking.split_window)
         finally:
             store.close()
         print(f"stored in {args.gallery}; the daemon uses it unless its config sets models.open_set_threshold/margin "
-              "or tracking.high_score/appearance_gate")
+              "or tracking.high_score/appearance_gate/appearance_space/split_window")
     return 0

@@ -9,13 +9,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from finprint.runtime.tracker import ByteTracker
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from finprint.errors import ConfigError
+
+if TYPE_CHECKING:
+    from finprint.runtime.identity import Gallery, IdentityResolver
 
 _URL_RE = re.compile(r"^(rtsp|rtsps|http|https)://[^\s/:?#]+(:\d{1,5})?(/[^\s]*)?$")
 
@@ -105,6 +108,19 @@ class TrackingConfig(_Strict):
     # Where the tracker compares looks: the embedder's own space, or the gallery's matching space (the same
     # unless the gallery is whitened; `finprint tune-open-set` tries both with a whitened gallery).
     appearance_space: Literal["embedder", "gallery"] = "embedder"
+    # Track splitting (runtime/identity.py, IdentityResolver.associate): a track whose last `split_window`
+    # frames voted for one other known fish in at least `split_share` of them goes on under a new id;
+    # 0 = never. `finprint tune-open-set` tries it.
+    split_window: int = Field(default=0, ge=0)
+    split_share: float = Field(default=0.8, gt=0.5, le=1)
+
+    def make_resolver(self, gallery: Gallery, px_per_cm: dict[str, float], margin: float) -> IdentityResolver:
+        """The identity resolver these settings go with (one per daemon or replayed video)."""
+        from finprint.runtime.identity import IdentityResolver
+
+        return IdentityResolver(gallery, px_per_cm, min_frames=self.min_hits, margin=margin,
+                                appearance_space=self.appearance_space, split_window=self.split_window,
+                                split_share=self.split_share)
 
     def make_tracker(self) -> ByteTracker:
         return ByteTracker(

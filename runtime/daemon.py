@@ -142,10 +142,7 @@ class Daemon:
         tracking, source = resolve_tracking(self.cfg.tracking, self.store.tracking(), m.detector, m.embedder)
         log.info("tracker: %s", source)
         self.trackers = {c.id: tracking.make_tracker() for c in self.cfg.cameras}
-        self.resolver = IdentityResolver(
-            gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, min_frames=self.cfg.tracking.min_hits, margin=rule.margin,
-            appearance_space=tracking.appearance_space,
-        )
+        self.resolver = tracking.make_resolver(gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, rule.margin)
 
     def _stop_store(self) -> None:
         if self.events_store is not None and self.events_store is not self.store:
@@ -256,10 +253,11 @@ class Daemon:
         results = self.pipeline.process([f.image for f in batch])
         for frame, res in zip(batch, results, strict=True):
             det = res.detections
-            tracks = self.resolver.associate(self.trackers[frame.camera], det.boxes_xyxy, det.scores, res.embeddings)
+            tracks, events = self.resolver.associate(frame.camera, self.trackers[frame.camera], det.boxes_xyxy, det.scores,
+                                                     res.embeddings, frame.ts)
             idx = [t.det_index for t in tracks]
             masks = [det.masks[i] if det.masks is not None else None for i in idx]
-            events = self.resolver.observe(
+            events += self.resolver.observe(
                 frame.camera, frame.ts, [t.track_id for t in tracks], det.boxes_xyxy[idx], res.embeddings[idx], masks
             )
             ended = self.trackers[frame.camera].ended

@@ -33,6 +33,7 @@ histograms of 0.01-wide bins, so a track's state stays bounded however long the 
 from __future__ import annotations
 
 import logging
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -245,6 +246,8 @@ class TrackIdentity:
     path_cm: float = 0.0  # distance the box centre travelled
     last_centre_px: tuple[float, float] | None = None
     announced_as: str | None = None  # identity last reported in an event
+    continues: int | None = None  # the track id this one was split from (a track that came to follow another fish)
+    recent: deque = field(default_factory=deque, repr=False)  # closest fish of the last frames (bounded by the resolver)
     _decision: tuple[str | None, float, float] | None = field(default=None, repr=False)  # cache, cleared by add()
 
     def add(self, names: list[str], sims: np.ndarray) -> None:
@@ -264,6 +267,8 @@ class TrackIdentity:
         sims = np.asarray(sims, np.float64).reshape(-1)
         best = int(sims.argmax())
         row = self.fish[names[best]]
+        if self.recent.maxlen:
+            self.recent.append(names[best])
         self.votes[row] += 1
         self.similarity_hist[row, _similarity_bin(sims[best])] += 1
         if len(sims) > 1:
@@ -327,6 +332,7 @@ class TrackIdentity:
             "similarity": round(self.similarity, 4),
             "lead": None if self.lead == float("inf") else round(self.lead, 4),
             "frames": self.frames,
+            "continues": self.continues,
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "length_cm": None if self.length_cm is None else round(self.length_cm, 2),
@@ -340,21 +346,60 @@ class IdentityResolver:
 
     def __init__(
         self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN,
-        appearance_space: str = "embedder",
+        appearance_space: str = "embedder", split_window: int = 0, split_share: float = 0.8,
     ) -> None:
         self.gallery = gallery
         self.appearance_space = appearance_space  # "gallery": the tracker compares looks as the gallery matches
+        # Track splitting (0 = off): a track whose last `split_window` frames voted for one other known fish in
+        # at least `split_share` of them is ended there and goes on under a new id (see `associate`).
+        self.split_window = split_window
+        self.split_share = split_share
         self.margin = margin
         self.px_per_cm = px_per_cm
         self.min_frames = min_frames
         self._tracks: dict[tuple[str, int], TrackIdentity] = {}
 
-    def associate(self, tracker: ByteTracker, boxes_xyxy: np.ndarray, scores: np.ndarray, embeddings: np.ndarray) -> list[Track]:
-        """One frame's detections through a camera's tracker -> its confirmed tracks. In the gallery's space
-        (`appearance_space="gallery"`) the whitening that tells the farm's fish apart can also keep a track
-        from jumping from one of them to another at a crossing (runtime/tracker.py)."""
+    def associate(
+        self, camera: str, tracker: ByteTracker, boxes_xyxy: np.ndarray, scores: np.ndarray, embeddings: np.ndarray, ts: float,
+    ) -> tuple[list[Track], list[dict]]:
+        """One frame's detections through a camera's tracker -> (its confirmed tracks, "track_end" events of
+        tracks split here). In the gallery's space (`appearance_space="gallery"`) the whitening that tells the
+        farm's fish apart can also keep a track from jumping from one of them to another at a crossing
+        (runtime/tracker.py).
+
+        Splitting: at a crossing the tracker can leave one fish for another and follow it for minutes, and the
+        track then has no single identity: the first fish's votes name it, and the second fish's sightings are
+        lost. When the last `split_window` frames of a track voted for one fish in at least `split_share` of
+        them, and that fish is not the one the track is named after, the track is ended before this frame and
+        the tracker goes on with it under a new id (the new record's `continues` says which). Scratch replays
+        on the masked chain (docs/ARCHITECTURE.md) lifted one embedder and cost two others, so it is a tuned
+        choice (`finprint tune-open-set`), off by default."""
         looks = self.gallery.project(embeddings) if self.appearance_space == "gallery" else embeddings
-        return [t for t in tracker.update(boxes_xyxy, scores, looks) if t.confirmed]
+        tracks = [t for t in tracker.update(boxes_xyxy, scores, looks) if t.confirmed]
+        events: list[dict] = []
+        if self.split_window and tracks:
+            names, sims = self.gallery.similarities(embeddings[[t.det_index for t in tracks]])
+            for row, t in enumerate(tracks):
+                rec = self._tracks.get((camera, t.track_id))
+                if rec is None or rec.frames < self.split_window or not names:
+                    continue
+                recent = list(rec.recent)
+                window = [*recent[max(0, len(recent) - self.split_window + 1):], names[int(sims[row].argmax())]]
+                fish, n = Counter(window).most_common(1)[0]
+                if n >= self.split_share * self.split_window and fish != rec.closest:
+                    old_id = t.track_id
+                    events += self.end(camera, [old_id], ts)
+                    tracker.relabel(t)
+                    self._record(camera, t.track_id, ts).continues = old_id
+        return tracks, events
+
+    def _record(self, camera: str, track_id: int, ts: float) -> TrackIdentity:
+        key = (camera, track_id)
+        rec = self._tracks.get(key)
+        if rec is None:
+            rec = self._tracks[key] = TrackIdentity(camera, track_id, ts, ts, self.gallery.threshold, self.margin,
+                                                    recent=deque(maxlen=self.split_window or 0))
+        return rec
 
     def observe(
         self,
@@ -370,10 +415,7 @@ class IdentityResolver:
         names, sims = self.gallery.similarities(embeddings) if len(track_ids) else ([], None)
         scale = self.px_per_cm.get(camera, 1.0)
         for i, tid in enumerate(track_ids):
-            key = (camera, tid)
-            rec = self._tracks.get(key)
-            if rec is None:
-                rec = self._tracks[key] = TrackIdentity(camera, tid, ts, ts, self.gallery.threshold, self.margin)
+            rec = self._record(camera, tid, ts)
             rec.add(names, sims[i])  # type: ignore[index]
             rec.last_ts = ts
             box = boxes_xyxy[i]

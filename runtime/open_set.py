@@ -46,7 +46,11 @@ MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
 # and 89 % at 0.1, so at the old fixed 0.5 its tracks broke into 3-10 fragments per fish.
 HIGH_SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 APPEARANCE_GATES: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
-TUNED_TRACKING = ("high_score", "appearance_gate", "appearance_space")
+TUNED_TRACKING = ("high_score", "appearance_gate", "appearance_space", "split_window")
+# Stored since a later version: NULL in an older gallery's row means "not tuned", not a tuned choice.
+ADDED_TRACKING = ("appearance_space", "split_window")
+# Track splitting windows (frames) that `finprint tune-open-set` tries besides none (IdentityResolver.associate).
+SPLIT_WINDOWS = (10, 15, 20)
 
 
 @dataclass(frozen=True)
@@ -196,8 +200,8 @@ def resolve_tracking(
     for key in TUNED_TRACKING:
         if key in config.model_fields_set:
             parts.append(f"{key} {getattr(config, key)} from the config")
-        elif tuned is not None and key == "appearance_space" and tuned.get(key) is None:
-            parts.append(f"{key} {config.appearance_space} (default: tuned before it was stored)")
+        elif tuned is not None and key in ADDED_TRACKING and tuned.get(key) is None:
+            parts.append(f"{key} {getattr(config, key)} (default: tuned before it was stored)")
         elif tuned is not None:  # a NULL gate is a tuned choice: boxes only
             updates[key] = tuned[key]
             parts.append(f"{key} {tuned[key]} from the gallery (tuned)")

@@ -362,11 +362,8 @@ def replay_outcomes(
 ) -> tuple[list[TrackOutcome], int]:
     """The daemon's tracker and identity voting over a video's chain outputs -> (one outcome per track that
     overlaps a ground-truth fish, the number of tracks that overlap none)."""
-    from finprint.runtime.identity import IdentityResolver
-
     tr = tracking or TrackingConfig()
-    resolver = IdentityResolver(gallery, {video.camera: video.px_per_cm}, min_frames=tr.min_hits, margin=0.0,
-                                appearance_space=tr.appearance_space)
+    resolver = tr.make_resolver(gallery, {video.camera: video.px_per_cm}, margin=0.0)
     tracker = tr.make_tracker()
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
@@ -377,7 +374,8 @@ def replay_outcomes(
 
     for index, frame in enumerate(video.frames):
         ts = index / video.fps
-        tracks = resolver.associate(tracker, frame.boxes_xyxy, frame.scores, frame.embeddings)
+        tracks, split_ends = resolver.associate(video.camera, tracker, frame.boxes_xyxy, frame.scores, frame.embeddings, ts)
+        collect(split_ends)
         idx = [t.det_index for t in tracks]
         # Masks only feed the length estimate, which the identity does not use.
         collect(resolver.observe(video.camera, ts, [t.track_id for t in tracks], frame.boxes_xyxy[idx],

@@ -68,7 +68,8 @@ CREATE TABLE IF NOT EXISTS tracking (
     embedder_sha256 TEXT NOT NULL,
     tuned_on TEXT NOT NULL,
     created REAL NOT NULL,
-    appearance_space TEXT
+    appearance_space TEXT,
+    split_window INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,7 +95,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 # Columns added after galleries were already out on farms: (table, column, SQL type). SQLite's
 # CREATE TABLE IF NOT EXISTS leaves an older table as it was, so they are added on open (NULL = unset).
-ADDED_COLUMNS = (("open_set", "whitening", "REAL"), ("tracking", "appearance_space", "TEXT"))
+ADDED_COLUMNS = (("open_set", "whitening", "REAL"), ("tracking", "appearance_space", "TEXT"), ("tracking", "split_window", "INTEGER"))
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -159,17 +160,19 @@ class Store:
                 (threshold, margin, embedder, embedder_sha256, tuned_on, time.time(), whitening))
 
     def set_tracking(self, high_score: float, appearance_gate: float | None, detector: str, detector_sha256: str,
-                     embedder_sha256: str, tuned_on: str, appearance_space: str = "embedder") -> None:
+                     embedder_sha256: str, tuned_on: str, appearance_space: str = "embedder", split_window: int = 0) -> None:
         """Tracker settings tuned with the open-set rule (NULL gate = boxes only), replacing any earlier ones."""
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO tracking(id, high_score, appearance_gate, detector, detector_sha256, embedder_sha256,"
-                " tuned_on, created, appearance_space) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (high_score, appearance_gate, detector, detector_sha256, embedder_sha256, tuned_on, time.time(), appearance_space))
+                " tuned_on, created, appearance_space, split_window) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (high_score, appearance_gate, detector, detector_sha256, embedder_sha256, tuned_on, time.time(), appearance_space,
+                 split_window))
 
     def tracking(self) -> dict | None:
-        """The tuned tracker row; `appearance_space` is None in a gallery tuned before it was stored."""
-        keys = ("high_score", "appearance_gate", "detector", "detector_sha256", "embedder_sha256", "tuned_on", "appearance_space")
+        """The tuned tracker row; `appearance_space` and `split_window` are None in a gallery tuned before they were stored."""
+        keys = ("high_score", "appearance_gate", "detector", "detector_sha256", "embedder_sha256", "tuned_on", "appearance_space",
+                "split_window")
         with self._lock:
             row = self._conn.execute(f"SELECT {', '.join(keys)} FROM tracking WHERE id = 1").fetchone()
         return dict(zip(keys, row, strict=True)) if row else None

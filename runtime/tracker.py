@@ -208,6 +208,13 @@ class ByteTracker:
         self._tracks = [t for t in self._tracks if t.frames_lost <= self.max_lost_frames]
         return [t for t in self._tracks if t.det_index >= 0]
 
+    def relabel(self, track: Track) -> int:
+        """Give a live track a new id from here on (its box, motion and looks go on): the identity resolver
+        ends a track this way when it has come to follow another fish (runtime/identity.py)."""
+        track.track_id = self._next_id
+        self._next_id += 1
+        return track.track_id
+
     def flush(self) -> list[Track]:
         """End every live track (shutdown) and return them."""
         ended, self._tracks = self._tracks, []

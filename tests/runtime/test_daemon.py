@@ -137,20 +137,22 @@ def test_health_and_metrics_while_running_two_cameras(farm, tmp_path):
 
 
 
-def test_the_daemon_tracks_in_the_space_its_gallery_was_tuned_for_unless_the_config_says(farm, tmp_path):
+def test_the_daemon_tracks_and_splits_as_its_gallery_was_tuned_unless_the_config_says(farm, tmp_path):
     from finprint.runtime.open_set import file_digest
 
-    for tracking, expected in (({"min_hits": 2}, "gallery"), ({"min_hits": 2, "appearance_space": "embedder"}, "embedder")):
+    for tracking, expected in (({"min_hits": 2}, "gallery"),
+                               ({"min_hits": 2, "appearance_space": "embedder", "split_window": 0}, "embedder")):
         folder = tmp_path / expected
         folder.mkdir()
         path = _config(farm, folder, tracking=tracking)
         store = Store(folder / "gallery.db")
         store.set_tracking(0.5, 0.0, "det.onnx", file_digest(farm / "det.onnx"), file_digest(farm / "emb.onnx"),
-                           "calib.mp4", appearance_space="gallery")
+                           "calib.mp4", appearance_space="gallery", split_window=12)
         store.close()
         daemon = Daemon(load_config(path))
         daemon.start()
         try:
             assert daemon.resolver is not None and daemon.resolver.appearance_space == expected
+            assert daemon.resolver.split_window == (12 if expected == "gallery" else 0)
         finally:
             daemon.stop()

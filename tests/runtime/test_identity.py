@@ -209,3 +209,39 @@ def test_whitening_is_refitted_when_fish_come_and_go():
     single = Gallery(["a"], emb[:1], whitening=WHITENING_STRENGTH)  # one view: nothing to fit, plain cosine
     assert within_class_whitening(emb[:1], np.zeros(1, np.int64), WHITENING_STRENGTH) is None
     assert single.match(emb[:1])[0] == ("a", pytest.approx(1.0))
+
+
+def test_a_split_track_ends_with_its_own_fish_and_goes_on_under_a_new_id():
+    from finprint.runtime.tracker import ByteTracker
+
+    gallery, protos, _ = _gallery()
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1, split_window=6)
+    tracker = ByteTracker(min_hits=1)  # boxes only: it follows the box whoever is in it
+    events = []
+    for f in range(30):
+        box = np.array([[100 + 2 * f, 50, 160 + 2 * f, 70]], np.float32)
+        emb = (protos["fish000"] if f < 15 else protos["fish001"])[None]
+        tracks, split_ends = resolver.associate("cam", tracker, box, np.ones(1, np.float32), emb, f * 0.1)
+        events += split_ends + resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, emb, [None])
+    events += resolver.end_all(3.0)
+    ends = [e for e in events if e["type"] == "track_end"]
+    assert [(e["individual_id"], e["continues"]) for e in ends] == [("fish000", None), ("fish001", ends[0]["track_id"])]
+    assert ends[1]["track_id"] != ends[0]["track_id"] and ends[0]["frames"] + ends[1]["frames"] == 30
+    assert [e["individual_id"] for e in events if e["type"] == "identified"] == ["fish000", "fish001"]
+    assert all(len(r.recent) <= 6 for r in resolver._tracks.values())
+
+
+def test_without_splitting_the_track_keeps_one_id():
+    from finprint.runtime.tracker import ByteTracker
+
+    gallery, protos, _ = _gallery()
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1)
+    tracker = ByteTracker(min_hits=1)
+    for f in range(30):
+        box = np.array([[100 + 2 * f, 50, 160 + 2 * f, 70]], np.float32)
+        emb = (protos["fish000"] if f < 15 else protos["fish001"])[None]
+        tracks, split_ends = resolver.associate("cam", tracker, box, np.ones(1, np.float32), emb, f * 0.1)
+        assert not split_ends
+        resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, emb, [None])
+    (end,) = resolver.end_all(3.0)
+    assert end["frames"] == 30 and end["continues"] is None

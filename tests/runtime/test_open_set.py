@@ -130,8 +130,13 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     # Whitening was judged (one enrolled fish: it meets the targets no better, so it stays off).
     assert report["whitening"]["whitened_value"] is not None and report["whitening"]["strength"] is None
     assert set(report["whitening"]["tracker_space_values"]) == {"embedder", "gallery"}  # the tracker was tuned too
-    assert stored["whitening"] is None and "gallery whitening: off" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert stored["whitening"] is None and "gallery whitening: off" in out
     assert Store(gallery).tracking()["appearance_space"] == report["tracking"]["appearance_space"] == "embedder"
+    # Track splitting was tried at each window; the toy fish never changes, so nothing to split and it stays off.
+    assert set(report["splitting"]["values"]) == {"0", "10", "15", "20"} and report["splitting"]["window"] == 0
+    assert Store(gallery).tracking()["split_window"] == report["tracking"]["split_window"] == 0
+    assert "track splitting: off; how well the targets are met, none 1.000, 10 frames 1.000" in out
     assert main(["tune-open-set", *base, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
     assert json.loads((tmp_path / "plain.json").read_text())["whitening"]["whitened_value"] is None
     assert "not tried (--no-whitening)" in capsys.readouterr().out
@@ -220,6 +225,11 @@ def test_tracker_settings_come_from_the_config_then_the_tuned_gallery_then_the_d
     assert tracking.appearance_space == "embedder" and "tuned before it was stored" in source
     tracking, source = resolve_tracking(TrackingConfig(), {**stored, "appearance_space": "gallery"}, det, emb)
     assert tracking.appearance_space == "gallery" and "appearance_space gallery from the gallery (tuned)" in source
+    assert tracking.split_window == 0 and "split_window 0 (default: tuned before it was stored)" in source
+    tracking, source = resolve_tracking(TrackingConfig(), {**stored, "split_window": 15}, det, emb)
+    assert tracking.split_window == 15 and "split_window 15 from the gallery (tuned)" in source
+    tracking, source = resolve_tracking(TrackingConfig(split_window=0), {**stored, "split_window": 15}, det, emb)
+    assert tracking.split_window == 0 and "split_window 0 from the config" in source
     tracking, source = resolve_tracking(TrackingConfig(high_score=0.6), stored, det, emb)
     assert (tracking.high_score, tracking.appearance_gate) == (0.6, None) and "high_score 0.6 from the config" in source
     assert tracking.min_hits == TrackingConfig().min_hits  # untouched fields stay

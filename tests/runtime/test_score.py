@@ -212,3 +212,17 @@ def test_a_tracker_in_the_whitened_space_keeps_a_track_from_jumping_between_look
     outcomes, _ = replay_outcomes(video, whitened, tracking)
     assert sorted((o.truth, o.frames) for o in outcomes) == [("fishA", 10), ("fishB", 10)]
     assert [o.closest for o in sorted(outcomes, key=lambda o: o.truth)] == ["fishA", "fishB"]
+
+
+def test_a_track_that_came_to_follow_another_fish_is_split_where_its_votes_changed() -> None:
+    # Boxes only: the tracker cannot tell the fish apart, so one track follows fishA and then fishB.
+    gallery = Gallery(["fishA", "fishB"], np.eye(3, dtype=np.float32)[:2])
+    video = _crossing_video(np.array([1.0, 0, 0]), np.array([0.0, 1, 0]))
+    tracking = TrackingConfig(min_hits=1, appearance_gate=None)
+    (one,), _ = replay_outcomes(video, gallery, tracking)
+    assert one.frames == 20  # one name for both fish: ten of its frames are on the wrong one
+    outcomes, _ = replay_outcomes(video, gallery, tracking.model_copy(update={"split_window": 5}))
+    # Split once 4 of the last 5 frames voted fishB: frame 13 starts the second track.
+    assert [(o.truth, o.closest, o.frames) for o in outcomes] == [("fishA", "fishA", 13), ("fishB", "fishB", 7)]
+    strict, _ = replay_outcomes(video, gallery, tracking.model_copy(update={"split_window": 5, "split_share": 1.0}))
+    assert [o.frames for o in strict] == [14, 6]  # all 5 of the last frames must agree

@@ -80,3 +80,14 @@ def test_appearance_decides_between_two_overlapping_candidates():
     tracks = tracker.update(boxes, np.array([0.9, 0.9]), np.stack([_looks(1), _looks(0)]))
     by_det = {t.det_index: t.track_id for t in tracks}
     assert by_det[1] == a.track_id and by_det[0] != a.track_id
+
+
+def test_relabel_gives_a_live_track_a_new_id_that_is_never_reused():
+    tracker = ByteTracker(min_hits=1)
+    (track,) = tracker.update(np.array([_box(50, 50)]), np.array([0.9]))
+    first = track.track_id
+    assert tracker.relabel(track) != first
+    (same,) = tracker.update(np.array([_box(52, 50)]), np.array([0.9]))
+    assert same is track and same.track_id == first + 1  # the box goes on under the new id
+    (_, other) = tracker.update(np.array([_box(54, 50), _box(300, 200)]), np.array([0.9, 0.9]))
+    assert other.track_id not in (first, first + 1)
