@@ -63,6 +63,16 @@ def _whitening_phrase(whitening: dict | None) -> str:
             f"{whitening['plain_value']:.3f} plain")
 
 
+def _splitting_phrase(splitting: dict | None) -> str:
+    """Whether tune-open-set split tracks that came to follow another fish (older reports say nothing)."""
+    if not splitting or len(splitting.get("values") or {}) < 2:
+        return ""
+    values = splitting["values"]
+    tried = ", ".join(f"{f'{w} frames' if str(w) != '0' else 'none'} {v:.3f}" for w, v in values.items())
+    state = f"split after {splitting['window']} frames that mostly show another fish" if splitting.get("window") else "not split"
+    return f", tracks {state} (targets met: {tried})"
+
+
 def open_set_sentence(daemon: dict) -> str:
     """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
@@ -77,7 +87,8 @@ def open_set_sentence(daemon: dict) -> str:
         return (
             f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
             f"that are not the scored videos' unknown fish): {tracker}threshold {tuned['threshold']:.2f}, "
-            f"margin {tuned['margin']:.2f}{_whitening_phrase(tuned.get('whitening'))}; on those videos "
+            f"margin {tuned['margin']:.2f}{_whitening_phrase(tuned.get('whitening'))}"
+            f"{_splitting_phrase(tuned.get('splitting'))}; on those videos "
             f"{100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} "
             f"known tracks named right, {100 * tuned['unknown_flag_rate']:.1f}% of {tuned['unknown_tracks']} stranger tracks "
             f"flagged (with the embedder manifest's threshold{' and the default tracker' if tracker else ''}: "

@@ -49,6 +49,12 @@ def test_the_report_says_how_the_open_set_was_set():
         open_set_sentence({"open_set": tuned}))
     tuned["whitening"] = {"strength": None, "plain_value": 0.97, "whitened_value": 0.95}
     assert "gallery not whitened" in open_set_sentence({"open_set": tuned})
+    assert "split" not in open_set_sentence({"open_set": tuned})  # a report from before splitting was tried
+    tuned["splitting"] = {"window": 15, "values": {"0": 0.965, "10": 0.966, "15": 0.973, "20": 0.962}}
+    assert ("0.970 plain, tracks split after 15 frames that mostly show another fish (targets met: none 0.965, 10 frames "
+            "0.966, 15 frames 0.973, 20 frames 0.962);") in open_set_sentence({"open_set": tuned})
+    tuned["splitting"] = {"window": 0, "values": {"0": 0.98, "10": 0.94}}
+    assert "tracks not split (targets met: none 0.980, 10 frames 0.940);" in open_set_sentence({"open_set": tuned})
     tuned["per_detection"] = {"known_boxes": 4088, "rank1": 0.888, "clear_view_rank1": 0.945, "partly_hidden_rank1": 0.806,
                               "stranger_boxes": 1881, "stranger_auroc": 0.93}
     text = open_set_sentence({"open_set": tuned})
