@@ -202,8 +202,10 @@ class Demo:
         self.jobs = max(1, jobs)
         # "detector" / "embedder": only train that model's runs (teacher, students, and for the detector QAT),
         # the part worth a GPU; the machine that finishes the rest keeps them (finished steps are skipped).
-        if only not in (None, "detector", "embedder"):
-            raise ValueError(f"only: expected detector or embedder, got {only!r}")
+        # "daemon": only what the daemon's chain needs (both teachers and KD students, calibration, export, the
+        # daemon step), the acceptance number first; a later full run keeps those steps.
+        if only not in (None, "detector", "embedder", "daemon"):
+            raise ValueError(f"only: expected detector, embedder or daemon, got {only!r}")
         self.only = only
         self.results: dict = {"preset": preset.__dict__ | {k: list(v) for k, v in preset.__dict__.items() if isinstance(v, tuple)},
                               "steps": {}}
@@ -282,9 +284,9 @@ class Demo:
         return lambda: (run / "COMPLETE").is_file()
 
     # ----------------------------------------------------------------- shared steps
-    def detector_runs(self, data: Path, *extra: str, seeds: tuple[int, ...] = ()) -> tuple[Path, Path, Path]:
+    def detector_runs(self, data: Path, *extra: str, seeds: tuple[int, ...] = (), kd_only: bool = False) -> tuple[Path, Path, Path]:
         """Teacher, then the same student with and without distillation (same epochs, seed, data), and the
-        pairs of any extra seeds."""
+        pairs of any extra seeds (`kd_only`: the teacher and the KD student)."""
         p, w = self.p, self.w
         det_t, det_kd, det_nokd = w / "det-teacher", w / "det-student-kd", w / "det-student-nokd"
         common = ["--data", str(data), "--imgsz", str(p.imgsz), *extra]
@@ -294,8 +296,8 @@ class Demo:
         steps = [(f"detector student ({'KD' if kd else 'no KD'})", run,
                   ["distill", "--teacher", str(det_t), "--student", p.det_student, "--out", str(run), *common,
                    *([] if kd else ["--no-kd"]), *self._train_args(p.det_student_epochs, p.det_extra)])
-                 for run, kd in ((det_kd, True), (det_nokd, False))[: 2 if p.baseline else 1]] if p.students else []
-        self._steps(steps + self._detector_seed_steps(det_t, seeds))
+                 for run, kd in ((det_kd, True), (det_nokd, False))[: 2 if p.baseline and not kd_only else 1]] if p.students else []
+        self._steps(steps + ([] if kd_only else self._detector_seed_steps(det_t, seeds)))
         return det_t, det_kd, det_nokd
 
     def _detector_seed_steps(self, teacher: Path, seeds: tuple[int, ...]) -> list[tuple[str, Path, list[str]]]:
@@ -333,6 +335,12 @@ class Demo:
         if self.only == "embedder":
             self.embedder_runs()
             return self.results
+        if self.only == "daemon":
+            det_t, det_kd, _ = self.detector_runs(self.farm, kd_only=True)
+            emb_t, emb_kd, _ = self.embedder_runs(kd_only=True)
+            self._export_students(det_t, det_kd, emb_t, emb_kd)
+            self._daemon_step()
+            return self.results
         det_t, det_kd, det_nokd = self.detector_runs(self.farm, seeds=self.extra_seeds)
         if p.qat_epochs:
             self._qat_run(det_t, det_kd)
@@ -346,6 +354,20 @@ class Demo:
         self.evaluate(tuple(run for _, run, _ in self._detector_seed_steps(det_t, self.extra_seeds)), self.farm)
         self.evaluate(tuple(run for _, run, _ in self._embedder_seed_steps(emb_t)), self.farm)
 
+        self._export_students(det_t, det_kd, emb_t, emb_kd)
+
+        if p.qat_epochs:
+            self._qat_export(det_t)
+
+        bench_json = w / "bench.json"
+        self._step("bench", bench_json.is_file, lambda: self._bench(bench_json))
+        self.results["bench"] = json.loads(bench_json.read_text())
+        self._daemon_step()
+        return self.results
+
+    def _export_students(self, det_t: Path, det_kd: Path, emb_t: Path, emb_kd: Path) -> None:
+        """Calibration sets, then both KD students to ONNX fp32 / fp16 / INT8 through the accuracy gate."""
+        p, w = self.p, self.w
         calib_det, calib_emb = w / "calib-detector", w / "calib-embedder"
         self._step("calibration set (detector)", lambda: (calib_det / "calib.json").is_file() or any(calib_det.glob("*.json")),
                    lambda: self._finprint("calib", "build", "--data", str(self.farm), "--out", str(calib_det), "--size",
@@ -361,20 +383,14 @@ class Demo:
             "export", "--run", str(emb_kd), "--out", str(emb_out), "--precision", "fp32,fp16,int8", "--calib", str(calib_emb),
             "--teacher", str(emb_t), "--max-drop", "1.0", ok_codes=GATE_CODES))
 
-        if p.qat_epochs:
-            self._qat_export(det_t)
-
-        bench_json = w / "bench.json"
-        self._step("bench", bench_json.is_file, lambda: self._bench(bench_json))
-        self.results["bench"] = json.loads(bench_json.read_text())
-
-        score_json = w / "daemon_score.json"
+    def _daemon_step(self) -> None:
+        score_json = self.w / "daemon_score.json"
         self._step("daemon on a farm video", score_json.is_file, lambda: self._serve_and_score(score_json))
         self.results["daemon"] = json.loads(score_json.read_text())
-        return self.results
 
-    def embedder_runs(self) -> tuple[Path, Path, Path]:
-        """Embedder teacher, then its students: KD and no-KD (same epochs, seed, data) and the extra seeds' pairs."""
+    def embedder_runs(self, kd_only: bool = False) -> tuple[Path, Path, Path]:
+        """Embedder teacher, then its students: KD and no-KD (same epochs, seed, data) and the extra seeds' pairs
+        (`kd_only`: the teacher and the KD student)."""
         p, w = self.p, self.w
         emb_t, emb_kd, emb_nokd = w / "emb-teacher", w / "emb-student-kd", w / "emb-student-nokd"
         emb_common = ["--data", str(self.farm)]
@@ -384,8 +400,8 @@ class Demo:
         steps = [(f"embedder student ({'KD' if kd else 'no KD'})", run,
                   ["distill", "--teacher", str(emb_t), "--student", p.emb_student, "--out", str(run), *emb_common,
                    *([] if kd else ["--no-kd"]), *self._train_args(p.emb_student_epochs, p.emb_extra)])
-                 for run, kd in ((emb_kd, True), (emb_nokd, False))[: 2 if p.baseline else 1]]
-        self._steps(steps + self._embedder_seed_steps(emb_t))
+                 for run, kd in ((emb_kd, True), (emb_nokd, False))[: 2 if p.baseline and not kd_only else 1]]
+        self._steps(steps + ([] if kd_only else self._embedder_seed_steps(emb_t)))
         return emb_t, emb_kd, emb_nokd
 
     def _embedder_seed_steps(self, teacher: Path) -> list[tuple[str, Path, list[str]]]:

@@ -140,3 +140,20 @@ def test_detector_options_reach_every_detector_run_and_no_embedder_run(tmp_path,
     assert len(detector) == 6 and len(embedder) == 5  # teacher, KD, no KD, a seed's pair, QAT; the embedder's five
     assert all("aug_scale=[0.7,1.8]" in c and "repeats=2" not in c for c in detector)
     assert all("repeats=2" in c and "aug_scale=[0.7,1.8]" not in c for c in embedder)
+
+
+def test_results_only_daemon_runs_the_daemons_chain_and_a_full_run_keeps_its_steps(tmp_path, capsys):
+    from finprint.demo import PRESETS, Demo
+    from finprint.results import main as results_main
+
+    work = tmp_path / "results"
+    assert results_main(["--workdir", str(work), "--farm-preset", "smoke", "--device", "cpu", "--only", "daemon",
+                         "--deepfish", ""]) == 0
+    assert "the daemon's chain on" in capsys.readouterr().out
+    farm_dir = work / "farm"
+    assert (farm_dir / "daemon_score.json").is_file() and list((farm_dir / "models" / "embedder").glob("*.int8.onnx"))
+    assert not (farm_dir / "det-student-nokd").exists() and not (farm_dir / "emb-student-nokd").exists()
+    assert not (farm_dir / "bench.json").exists() and not (farm_dir / "eval").exists()
+    # The full run in the same workdir starts from there: what the daemon's chain trained is kept.
+    full = Demo(farm_dir, PRESETS["smoke"], 0, "cpu", only="detector").run()
+    assert full["steps"]["detector teacher"] == {"skipped": True} and "seconds" in full["steps"]["detector student (no KD)"]
