@@ -1,7 +1,7 @@
 """Write docs/RESULTS.md: the demo pipeline on the synthetic farm and the detector on DeepFish.
 
     python -m finprint.results [--workdir runs/results] [--farm-preset results] [--deepfish ../shared/data/deepfish]
-    python -m finprint.results --only daemon     # just the daemon's acceptance numbers (about 1 h 15 min on 2 CPU cores)
+    python -m finprint.results --only daemon     # just the daemon's acceptance numbers (under 1 h 40 min on 2 CPU cores)
 
 Runs (or continues: finished steps are kept) both pipelines with ordinary `finprint` commands, then
 renders every number from the JSON those commands wrote. Rerunning on another machine rewrites the
