@@ -17,11 +17,17 @@ import argparse
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from finprint.errors import FinprintError
+
+if TYPE_CHECKING:
+    from finprint.runtime.config import TrackingConfig
+    from finprint.runtime.identity import Gallery
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +280,18 @@ def _splitting_text(report: dict, kept: bool) -> str:
     return f"track splitting: {state}; how well the targets are met, {tried}"
 
 
+def _variants(chains: list, gallery: Gallery, base: TrackingConfig, key: str, values: tuple,
+              args: argparse.Namespace) -> Iterator[tuple]:
+    """(value, its trial, its tracker settings) for each value of one tracker setting that gave tracks to tune on."""
+    from finprint.runtime.open_set import replay_trial
+
+    for value in values:
+        trying = base.model_copy(update={key: value})
+        trial = replay_trial(chains, gallery, trying, args.min_known, args.min_unknown)
+        if trial is not None:
+            yield value, trial, trying
+
+
 SPACE_WORDS = {"embedder": "tracker in the embedder's space", "gallery": "tracker in the whitened space"}
 
 
@@ -341,11 +359,7 @@ def _tune(args: argparse.Namespace) -> int:
         # when the tracker is being tuned.
         whitened = plain.with_whitening(WHITENING_STRENGTH)
         spaces = (best_tracking.appearance_space,) if args.keep_tracking else ("embedder", "gallery")
-        for space in spaces:
-            trying = best_tracking.model_copy(update={"appearance_space": space})
-            trial = replay_trial(chains, whitened, trying, args.min_known, args.min_unknown)
-            if trial is None:
-                continue
+        for space, trial, trying in _variants(chains, whitened, best_tracking, "appearance_space", spaces, args):
             whitening_report["tracker_space_values"][space] = trial.value
             if trial.rank_key() < best.rank_key():
                 best, matched, best_tracking = trial, whitened, trying
@@ -357,11 +371,7 @@ def _tune(args: argparse.Namespace) -> int:
     splitting_report: dict = {"window": best_tracking.split_window, "values": {}}
     if not args.keep_tracking:
         splitting_report["values"][0] = best.value
-        for window in SPLIT_WINDOWS:
-            trying = best_tracking.model_copy(update={"split_window": window})
-            trial = replay_trial(chains, matched, trying, args.min_known, args.min_unknown)
-            if trial is None:
-                continue
+        for window, trial, trying in _variants(chains, matched, best_tracking, "split_window", SPLIT_WINDOWS, args):
             splitting_report["values"][window] = trial.value
             if trial.rank_key() < best.rank_key():
                 best, best_tracking = trial, trying
