@@ -109,7 +109,13 @@ class Gallery:
         """Individuals (sorted) and which one owns each embedding: kept with the gallery, not rebuilt per frame."""
         self._individuals = sorted(set(self._names))
         column = {n: k for k, n in enumerate(self._individuals)}
-        self._owner = np.fromiter((column[n] for n in self._names), np.int64, len(self._names))
+        owner = np.fromiter((column[n] for n in self._names), np.int64, len(self._names))
+        # Each fish's embeddings side by side (in their order): its closest one is then a max over one slice
+        # (np.maximum.reduceat), several times faster per frame than scattering into columns.
+        order = np.argsort(owner, kind="stable")
+        self._emb, self._owner = self._emb[order], owner[order]
+        self._names = [self._names[i] for i in order]
+        self._starts = np.flatnonzero(np.r_[True, self._owner[1:] != self._owner[:-1]]) if len(order) else order
         self._transform = (
             within_class_whitening(self._emb, self._owner, self.whitening) if self.whitening is not None and len(self._emb) else None
         )
@@ -163,9 +169,7 @@ class Gallery:
         if not names or len(embeddings) == 0:
             return names, np.zeros((len(embeddings), len(names)), np.float32)
         sims = self.project(embeddings) @ self._space.T
-        out = np.full((len(embeddings), len(names)), -1.0, np.float32)
-        np.maximum.at(out.T, self._owner, sims.T)  # per individual: the closest of its embeddings
-        return names, out
+        return names, np.maximum.reduceat(sims, self._starts, axis=1)  # per individual: the closest of its embeddings
 
     def match(self, embeddings: np.ndarray) -> list[tuple[str, float]]:
         """(N, D) embeddings -> [(name or UNKNOWN, best cosine similarity)] per row."""
@@ -358,6 +362,9 @@ class IdentityResolver:
         self.px_per_cm = px_per_cm
         self.min_frames = min_frames
         self._tracks: dict[tuple[str, int], TrackIdentity] = {}
+        # The similarities `associate` measured for a frame's tracks (to split them), kept for that frame's
+        # `observe`: matching against the gallery costs about as much per frame as the embedder.
+        self._measured: tuple[tuple, list[str], np.ndarray] | None = None
 
     def associate(
         self, camera: str, tracker: ByteTracker, boxes_xyxy: np.ndarray, scores: np.ndarray, embeddings: np.ndarray, ts: float,
@@ -391,6 +398,7 @@ class IdentityResolver:
                     events += self.end(camera, [old_id], ts)
                     tracker.relabel(t)
                     self._record(camera, t.track_id, ts).continues = old_id
+            self._measured = ((camera, ts, tuple(t.track_id for t in tracks)), names, sims)
         return tracks, events
 
     def _record(self, camera: str, track_id: int, ts: float) -> TrackIdentity:
@@ -412,7 +420,11 @@ class IdentityResolver:
     ) -> list[dict]:
         """One frame's tracked fish (rows aligned) -> events ("identified" / "reidentified")."""
         events: list[dict] = []
-        names, sims = self.gallery.similarities(embeddings) if len(track_ids) else ([], None)
+        measured, self._measured = self._measured, None
+        if measured is not None and measured[0] == (camera, ts, tuple(track_ids)):
+            names, sims = measured[1], measured[2]
+        else:
+            names, sims = self.gallery.similarities(embeddings) if len(track_ids) else ([], None)
         scale = self.px_per_cm.get(camera, 1.0)
         for i, tid in enumerate(track_ids):
             rec = self._record(camera, tid, ts)

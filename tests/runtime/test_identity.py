@@ -245,3 +245,19 @@ def test_without_splitting_the_track_keeps_one_id():
         resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, emb, [None])
     (end,) = resolver.end_all(3.0)
     assert end["frames"] == 30 and end["continues"] is None
+
+
+def test_with_splitting_each_frame_is_matched_against_the_gallery_once(monkeypatch):
+    from finprint.runtime.tracker import ByteTracker
+
+    gallery, protos, _ = _gallery()
+    calls = []
+    real = gallery.similarities
+    monkeypatch.setattr(gallery, "similarities", lambda emb: calls.append(len(emb)) or real(emb))
+    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1, split_window=6)
+    tracker = ByteTracker(min_hits=1)
+    for f in range(20):
+        box = np.array([[100 + 2 * f, 50, 160 + 2 * f, 70]], np.float32)
+        tracks, _ = resolver.associate("cam", tracker, box, np.ones(1, np.float32), protos["fish000"][None], f * 0.1)
+        resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, protos["fish000"][None], [None])
+    assert calls == [1] * 20
