@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, UNKNOWN, Gallery, decide_identity
+from finprint.runtime.store import ADDED_COLUMNS
 
 from finprint.errors import FinprintError
 
@@ -47,8 +48,8 @@ MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
 HIGH_SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 APPEARANCE_GATES: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
 TUNED_TRACKING = ("high_score", "appearance_gate", "appearance_space", "split_window")
-# Stored since a later version: NULL in an older gallery's row means "not tuned", not a tuned choice.
-ADDED_TRACKING = ("appearance_space", "split_window")
+# Columns added to the tracking row later: NULL in an older gallery's row means "not tuned", not a tuned choice.
+ADDED_TRACKING = tuple(column for table, column, _ in ADDED_COLUMNS if table == "tracking")
 # Track splitting windows (frames) that `finprint tune-open-set` tries besides none (IdentityResolver.associate).
 SPLIT_WINDOWS = (10, 15, 20)
 
