@@ -131,8 +131,9 @@ def _hash_array(a: np.ndarray) -> str:
 
 
 def _set_hash(item_hashes: list[str], pre: Preprocess) -> str:
-    # crop_mask joined the preprocessing later: left out while off, so sets built before still verify.
-    digest = hashlib.sha256(pre.model_dump_json(exclude=None if pre.crop_mask else {"crop_mask"}).encode())
+    # crop_mask and crop_align joined the preprocessing later: left out while off, so sets built before still verify.
+    off = {flag for flag in ("crop_mask", "crop_align") if not getattr(pre, flag)}
+    digest = hashlib.sha256(pre.model_dump_json(exclude=off or None).encode())
     for h in item_hashes:
         digest.update(h.encode())
     return digest.hexdigest()
@@ -245,7 +246,8 @@ def load_calibset(path: str | Path, expect: Preprocess | None = None) -> CalibSe
         raise FinprintError(f"{root}: set hash does not match its items; rebuild the set")
     if expect is not None and expect != pre:
         def said(p: Preprocess) -> str:
-            return f"{p.width}x{p.height} {p.resize} mean={p.mean}" + (" masked crops" if p.crop_mask else "")
+            return (f"{p.width}x{p.height} {p.resize} mean={p.mean}" + (" masked crops" if p.crop_mask else "")
+                    + (" aligned crops" if p.crop_align else ""))
 
         raise FinprintError(f"{root}: calibrated with preprocessing {said(pre)}, but the model expects {said(expect)}; "
                             "rebuild with matching --imgsz/--kind (and crops as the model was trained on)")

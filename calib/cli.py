@@ -34,10 +34,10 @@ def _preprocess(args: argparse.Namespace):
     if args.kind == "embedder":
         from finprint.runtime.crops import embedder_preprocess
 
-        from finprint.data.synth import reid_crops_masked
+        from finprint.data.synth import embedder_crop_flags
 
-        # Crops of a farm written with --reid-masked calibrate an embedder that reads masked crops.
-        return embedder_preprocess().model_copy(update={"crop_mask": reid_crops_masked(args.data)})
+        # Crops of a farm written with --reid-masked or --reid-aligned calibrate an embedder that reads such crops.
+        return embedder_preprocess().model_copy(update=embedder_crop_flags(args.data))
     from finprint.runtime.manifest import Preprocess
 
     # The detector contract (docs/CONTRACTS.md section 3; distill.detect_data.detector_preprocess),

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from finprint.export.parity import check_parity
     from finprint.runtime.engines import OrtEngine
 
-    from finprint.data.synth import reid_crops_masked
+    from finprint.data.synth import embedder_crop_flags
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]
@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     student = load_run(args.run, args.which)
     kind, cfg = student.kind, student.config
     pre = default_preprocess(kind, int(cfg.get("imgsz", 320)))
-    if kind == "embedder" and reid_crops_masked(cfg.get("data")):
-        pre = pre.model_copy(update={"crop_mask": True})  # trained on masked crops: the daemon must mask too
+    if kind == "embedder":  # trained on masked or aligned crops: the daemon must cut its crops the same way
+        pre = pre.model_copy(update=embedder_crop_flags(cfg.get("data")))
     qat = is_qat(student.model)
     args.out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     teacher_path = None
     if teacher_run is not None:
         teacher, tcfg = load_teacher(teacher_run, cfg["task"])
-        teacher_pre = pre.model_copy(update={"crop_mask": reid_crops_masked(tcfg.get("data"))}) if kind == "embedder" else pre
+        teacher_pre = pre.model_copy(update=embedder_crop_flags(tcfg.get("data"))) if kind == "embedder" else pre
         teacher_path = export_onnx(teacher, kind, args.out / f"teacher-{tcfg['model']}.fp32.onnx", teacher_pre, args.opset)
         stages.append(Stage("teacher fp32", "fp32", TorchEngine(teacher, "cpu")))
 

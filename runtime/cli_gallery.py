@@ -166,6 +166,10 @@ def _enroll(args: argparse.Namespace) -> int:
                 raise FinprintError("no crop images found in the given paths")
             manifest = find_manifest(args.embedder, None, False)
             pre = manifest.preprocess if manifest else embedder_preprocess()
+            if pre.crop_mask or pre.crop_align:
+                log.warning("%s reads crops %s by the fish's mask; still crops are used as they are, so cut them the same "
+                            "way, or enroll from a video with --detector", args.embedder,
+                            " and ".join(w for w, on in (("masked", pre.crop_mask), ("turned", pre.crop_align)) if on))
             engine = open_engine(args.embedder, args.backend, manifest=manifest)
             tensors = []
             for path in images:

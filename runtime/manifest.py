@@ -33,6 +33,8 @@ class Preprocess(_Strict):
     layout: Literal["NCHW"] = "NCHW"
     # Embedder: the crop shows only the fish's own instance mask (runtime/crops.py mask_background).
     crop_mask: bool = False
+    # Embedder: the crop is turned along the fish's long axis from its instance mask (crop_fish's `align`).
+    crop_align: bool = False
 
 
 class TensorSpec(_Strict):

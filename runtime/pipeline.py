@@ -134,9 +134,10 @@ class Pipeline:
                     )
                 )
         t = self._record("decode", t)
-        masked = self.emb_pre.crop_mask
+        masked, aligned = self.emb_pre.crop_mask, self.emb_pre.crop_align
         crops = [
-            preprocess_image(crop_fish(img, box, mask=det.masks[k] if masked and det.masks is not None else None), self.emb_pre)[0]
+            preprocess_image(crop_fish(img, box, mask=det.masks[k] if masked and det.masks is not None else None,
+                                       align=det.masks[k] if aligned and det.masks is not None else None), self.emb_pre)[0]
             for img, det in zip(images_bgr, detections, strict=True)
             for k, box in enumerate(det.boxes_xyxy)
         ]

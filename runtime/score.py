@@ -299,7 +299,7 @@ class MaskCheck:
             return ("masked crops, box by box: no box of the detector matched an enrolled fish in the frames checked "
                     "(nothing to compare; is the detector trained?)")
         n = self.boxes
-        return (f"masked crops, box by box ({self.boxes} boxes of enrolled fish): closest enrolled fish right "
+        return (f"crops cut by masks, box by box ({self.boxes} boxes of enrolled fish): closest enrolled fish right "
                 f"{100 * self.right_detector_masks / n:.1f}% with the detector's masks, "
                 f"{100 * self.right_truth_masks / n:.1f}% with the ground-truth masks")
 
@@ -311,9 +311,10 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
     import cv2
     from finprint.runtime.crops import crop_fish, polygon_mask
 
-    if not pipeline.emb_pre.crop_mask:
-        raise FinprintError("the embedder reads plain crops (its manifest's preprocess.crop_mask is off); the mask "
-                            "check is for an embedder trained on masked crops")
+    masked, aligned = pipeline.emb_pre.crop_mask, pipeline.emb_pre.crop_align
+    if not (masked or aligned):
+        raise FinprintError("the embedder reads plain crops (its manifest's preprocess.crop_mask and crop_align are off); "
+                            "the mask check is for an embedder trained on masked or aligned crops")
     truth = {f["frame"]: f["instances"] for f in json.loads(Path(truth_json).read_text())["frames"]}
     counts = [0, 0, 0]
     cap = cv2.VideoCapture(str(video))
@@ -339,7 +340,7 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
                     continue
                 truth_mask = polygon_mask([known[j]["polygon"]], image.shape)
                 names, sims = gallery.similarities(pipeline.embed_crops(
-                    [crop_fish(image, box, mask=det.masks[k]), crop_fish(image, box, mask=truth_mask)]))
+                    [crop_fish(image, box, mask=m if masked else None, align=m if aligned else None) for m in (det.masks[k], truth_mask)]))
                 right = [names[int(s.argmax())] == str(known[j]["individual_id"]) for s in sims]
                 counts[0] += 1
                 counts[1] += right[0]

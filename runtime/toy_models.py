@@ -116,9 +116,9 @@ def make_toy_detector(path: str | Path, size: int = 64, fish_xyxy: list[list[flo
 
 
 def make_toy_embedder(path: str | Path, dim: int = 128, seed: int = 0, open_set_threshold: float = 0.9,
-                      crop_mask: bool = False) -> Path:
+                      crop_mask: bool = False, crop_align: bool = False) -> Path:
     """embedding = L2-normalise(mean colour of the crop @ a fixed random 3 x dim projection + bias);
-    `crop_mask`: its manifest asks for crops masked by the detector's instance masks."""
+    `crop_mask` / `crop_align`: its manifest asks for crops masked / turned by the detector's instance masks."""
     from onnx import TensorProto, helper, numpy_helper
 
     path = Path(path)
@@ -148,7 +148,7 @@ def make_toy_embedder(path: str | Path, dim: int = 128, seed: int = 0, open_set_
         "model_name": "toy-embedder",
         "inputs": [TensorSpec(name="crops", shape=["batch", 3, EMBED_HEIGHT, EMBED_WIDTH])],
         "outputs": [TensorSpec(name="embedding", shape=["batch", dim])],
-        "preprocess": embedder_preprocess().model_copy(update={"crop_mask": crop_mask}),
+        "preprocess": embedder_preprocess().model_copy(update={"crop_mask": crop_mask, "crop_align": crop_align}),
         "embedding_dim": dim,
         "open_set_threshold": open_set_threshold,
     })

@@ -60,8 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="re-ID crops show only their fish: everything outside its mask is blanked (for an "
                              "embedder that reads masked crops)")
     parser.add_argument("--reid-mask-coarse", type=int, default=0, metavar="PX",
-                        help="with --reid-masked: cut with the mask at 1/PX resolution, smoothed back up, as coarse "
-                             "as the detector's (default 0: exact)")
+                        help="with --reid-masked or --reid-aligned: use the mask at 1/PX resolution, smoothed back up, "
+                             "as coarse as the detector's (default 0: exact)")
+    parser.add_argument("--reid-aligned", action="store_true",
+                        help="re-ID crops are turned so that the fish's long axis (from its mask) lies along the crop "
+                             "(for an embedder that reads aligned crops; the daemon turns its crops by the detector's masks)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed writes the same bytes (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing farm at --out")
 
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         reid_min_visible=args.reid_min_visible,
         reid_masked=args.reid_masked,
         reid_mask_coarse=args.reid_mask_coarse,
+        reid_aligned=args.reid_aligned,
         overwrite=args.overwrite,
     )
     if args.out.exists() and not args.out.is_dir():

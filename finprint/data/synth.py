@@ -92,6 +92,10 @@ class SynthConfig:
     # ... through a mask as coarse as the detector's (ground truth at 1/N resolution, smoothed back up;
     # 0 = exact): the daemon's masks come from prototypes at stride 8 of the detector input.
     reid_mask_coarse: int = 0
+    # Re-ID crops turned so that the fish's long axis (from its mask, coarse as above) lies along the crop
+    # (runtime/crops.py crop_fish's `align`): for an embedder whose manifest sets preprocess.crop_align, which
+    # the daemon turns by the detector's masks.
+    reid_aligned: bool = False
     video_fish: int = 6  # fish per video (known), plus up to 2 unknown
     jpeg_quality: int = 92
     # Enrolment photos: extra views of every known fish (fresh pose, its camera's water, sometimes
@@ -171,6 +175,8 @@ class SynthConfig:
             raise ConfigError("aux_clip_seconds must be >= 0, aux_clip_fish and aux_clip_crop_every >= 1")
         if self.reid_mask_coarse < 0:
             raise ConfigError(f"reid_mask_coarse must be >= 0 pixels, got {self.reid_mask_coarse}")
+        if self.reid_mask_coarse and not (self.reid_masked or self.reid_aligned):
+            raise ConfigError("reid_mask_coarse needs reid_masked or reid_aligned: plain crops use no mask")
         if not 0 < self.reid_min_visible <= 1:
             raise ConfigError(f"reid_min_visible must be in (0, 1], got {self.reid_min_visible}")
         if self.jobs < 0:
@@ -239,7 +245,7 @@ def _write_extra_views(
                 image, box, mask = render_view(texture, others, style, length_px, rng)
                 n = counters.get(("train", ind.id), 0)
                 counters[("train", ind.id)] = n + 1
-                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", crop_fish(image, box, mask=_reid_mask(cfg, mask=mask)),
+                _write_jpeg(folder / f"{ind.id}_c{camera['id']}_{n:04d}.jpg", _reid_crop(cfg, image, box, mask=mask),
                             cfg.jpeg_quality)
                 written += 1
                 progress.update(1)
@@ -314,8 +320,7 @@ def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[
                     ident = inst["individual_id"]
                     n = reid_next.get(("train", ident), 0)
                     reid_next[("train", ident)] = n + 1
-                    mask = _reid_mask(cfg, polygons=[inst["polygon"]], shape=image.shape)
-                    crop = crop_fish(image, np.asarray(inst["box_xyxy"], np.float32), mask=mask)
+                    crop = _reid_crop(cfg, image, np.asarray(inst["box_xyxy"], np.float32), polygons=[inst["polygon"]])
                     _write_jpeg(reid_train / f"{ident}_c{truth['camera']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                     written += 1
             index += 1
@@ -324,21 +329,37 @@ def _clip_crops(clip: Path, reid_train: Path, cfg: SynthConfig, reid_next: dict[
     return written
 
 
+def _farm_config(data: str | Path | None) -> dict:
+    """The generator's config of the farm a crop folder or farm folder belongs to ({} for a plain folder)."""
+    if data is None:
+        return {}
+    root = Path(data)
+    farm_json = next((p / "farm.json" for p in (root, root.parent) if (p / "farm.json").is_file()), None)
+    return json.loads(farm_json.read_text()).get("config", {}) if farm_json else {}
+
+
 def reid_crops_masked(data: str | Path | None) -> bool:
     """Whether a farm's re-ID crops were written masked (`--reid-masked`): an embedder trained on them
     must be fed masked crops, so its export says so in the manifest. A plain crop folder: no."""
-    if data is None:
-        return False
-    root = Path(data)
-    farm_json = next((p / "farm.json" for p in (root, root.parent) if (p / "farm.json").is_file()), None)
-    return bool(farm_json and json.loads(farm_json.read_text()).get("config", {}).get("reid_masked", False))
+    return bool(_farm_config(data).get("reid_masked", False))
+
+
+def reid_crops_aligned(data: str | Path | None) -> bool:
+    """Whether a farm's re-ID crops were turned along the fish (`--reid-aligned`): the daemon must turn its
+    crops the same way, so the export says so in the manifest (preprocess.crop_align)."""
+    return bool(_farm_config(data).get("reid_aligned", False))
+
+
+def embedder_crop_flags(data: str | Path | None) -> dict[str, bool]:
+    """The preprocess flags an embedder trained on this farm's crops needs (Preprocess.crop_mask, crop_align)."""
+    return {"crop_mask": reid_crops_masked(data), "crop_align": reid_crops_aligned(data)}
 
 
 def _reid_mask(cfg: SynthConfig, mask: np.ndarray | None = None, polygons: list | None = None,
                shape: tuple[int, ...] = ()) -> np.ndarray | None:
-    """The mask a re-ID crop is cut with (given, or drawn from the polygons in a frame of `shape`): none when
-    crops are plain, else the exact one or one as coarse as a detector's."""
-    if not cfg.reid_masked:
+    """The mask a re-ID crop is cut or turned with (given, or drawn from the polygons in a frame of `shape`):
+    none when crops are plain, else the exact one or one as coarse as a detector's."""
+    if not (cfg.reid_masked or cfg.reid_aligned):
         return None
     if mask is None:
         mask = polygon_mask(polygons or [], shape)
@@ -348,6 +369,13 @@ def _reid_mask(cfg: SynthConfig, mask: np.ndarray | None = None, polygons: list 
     h, w = mask.shape[:2]
     small = cv2.resize(mask.astype(np.float32), (max(1, round(w / k)), max(1, round(h / k))), interpolation=cv2.INTER_AREA)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def _reid_crop(cfg: SynthConfig, image: np.ndarray, box: np.ndarray, mask: np.ndarray | None = None,
+               polygons: list | None = None) -> np.ndarray:
+    """A re-ID crop as the config asks: plain, masked and/or turned along the fish (`_reid_mask`)."""
+    cut = _reid_mask(cfg, mask, polygons, image.shape)
+    return crop_fish(image, box, mask=cut if cfg.reid_masked else None, align=cut if cfg.reid_aligned else None)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -513,7 +541,7 @@ def synthesize(cfg: SynthConfig) -> dict:
                     subset = "gallery" if side == 0 else "query"
                 n = reid_next.get((subset, ident), 0)
                 reid_next[(subset, ident)] = n + 1
-                crop = crop_fish(image, a.box_xyxy, mask=_reid_mask(cfg, polygons=a.polygons, shape=image.shape))
+                crop = _reid_crop(cfg, image, a.box_xyxy, polygons=a.polygons)
                 _write_jpeg(out / "reid" / subset / f"{ident}_c{camera['id']}_{n:04d}.jpg", crop, cfg.jpeg_quality)
                 reid_counts[subset] += 1
             image_id += 1

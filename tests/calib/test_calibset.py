@@ -70,14 +70,15 @@ def test_tampered_or_mismatched_set_is_refused(tmp_path):
 
 
 def test_a_set_built_before_crop_mask_existed_still_verifies(tmp_path):
-    """The set hash covers the preprocessing; crop_mask joined it later and is left out while off."""
+    """The set hash covers the preprocessing; crop_mask and crop_align joined it later and are left out while off."""
     import hashlib
 
     data = _yolo_folder(tmp_path / "data")
     calib = build_calibset(data, tmp_path / "calib", PRE, size=4)
     manifest = json.loads((tmp_path / "calib" / "calib.json").read_text())
-    before = {k: v for k, v in manifest["preprocess"].items() if k != "crop_mask"}  # as an older build wrote it
-    digest = hashlib.sha256(Preprocess.model_validate(before).model_dump_json(exclude={"crop_mask"}).encode())
+    later = {"crop_mask", "crop_align"}
+    before = {k: v for k, v in manifest["preprocess"].items() if k not in later}  # as an older build wrote it
+    digest = hashlib.sha256(Preprocess.model_validate(before).model_dump_json(exclude=later).encode())
     for item in manifest["items"]:
         digest.update(item["tensor_sha256"].encode())
     assert digest.hexdigest() == calib.set_sha256
@@ -88,6 +89,10 @@ def test_a_set_built_before_crop_mask_existed_still_verifies(tmp_path):
     assert masked.set_sha256 != calib.set_sha256  # on, it is part of what the set is
     with pytest.raises(FinprintError, match="masked crops"):
         load_calibset(tmp_path / "masked", expect=PRE)
+    aligned = build_calibset(data, tmp_path / "aligned", PRE.model_copy(update={"crop_align": True}), size=4)
+    assert aligned.set_sha256 not in (calib.set_sha256, masked.set_sha256)
+    with pytest.raises(FinprintError, match="aligned crops"):
+        load_calibset(tmp_path / "aligned", expect=PRE)
 
 
 def test_cli_build(tmp_path, capsys):

@@ -13,7 +13,13 @@ import numpy as np
 import pytest
 
 from finprint.data import cli_synth
-from finprint.data.synth import SynthConfig, reid_crops_masked, synthesize
+from finprint.data.synth import (
+    SynthConfig,
+    embedder_crop_flags,
+    reid_crops_aligned,
+    reid_crops_masked,
+    synthesize,
+)
 from finprint.data.views import render_reid_views
 from finprint.errors import ConfigError
 
@@ -173,7 +179,7 @@ def test_cli_defaults_are_the_config_defaults() -> None:
              "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
              "calib_lookalikes": "calib_lookalikes",
              "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible",
-             "reid_masked": "reid_masked", "reid_mask_coarse": "reid_mask_coarse"}
+             "reid_masked": "reid_masked", "reid_mask_coarse": "reid_mask_coarse", "reid_aligned": "reid_aligned"}
     for arg, field_name in pairs.items():
         assert getattr(args, arg) == getattr(cfg, field_name), arg
     assert args.size == (cfg.width, cfg.height)
@@ -282,6 +288,28 @@ def test_masked_reid_crops_show_only_their_fish_and_change_no_frame(farm: tuple[
             assert after[name] == before[name], name
 
 
+def test_aligned_reid_crops_lie_along_their_fish_and_change_no_frame(farm: tuple[Path, dict], tmp_path: Path) -> None:
+    base, summary = farm
+    cfg = _small(tmp_path / "farm")
+    cfg.reid_aligned = True
+    extra = synthesize(cfg)
+    assert reid_crops_aligned(tmp_path / "farm" / "reid") and not reid_crops_aligned(base) and not reid_crops_aligned(None)
+    assert embedder_crop_flags(tmp_path / "farm") == {"crop_mask": False, "crop_align": True}
+    assert extra["reid"] == summary["reid"]  # the same crops, cut another way
+
+    def aspects(root: Path) -> np.ndarray:
+        shapes = [cv2.imread(str(p)).shape for p in sorted((root / "reid").rglob("*.jpg"))]
+        return np.array([w / h for h, w, _ in shapes])
+
+    plain, aligned = aspects(base), aspects(tmp_path / "farm")
+    # A fish is longer than it is deep: turned along it, nearly every crop is wide; its box often is not.
+    assert (aligned > 1.3).mean() > 0.9 and np.median(aligned) > 1.3 * np.median(plain), (np.median(plain), np.median(aligned))
+    before, after = _hashes(base), _hashes(tmp_path / "farm")
+    for name in before:
+        if name.startswith(("images", "labels", "videos", "annotations")):
+            assert after[name] == before[name], name
+
+
 def test_a_coarse_reid_mask_is_a_smoothed_ground_truth_mask() -> None:
     from finprint.data.synth import _reid_mask
 
@@ -290,6 +318,7 @@ def test_a_coarse_reid_mask_is_a_smoothed_ground_truth_mask() -> None:
     mask[58:62, 170:190] = True  # a thin tail fin, thinner than the coarse grid
     cfg = SynthConfig(Path("x"), reid_masked=True)
     assert _reid_mask(SynthConfig(Path("x")), mask=mask) is None and _reid_mask(cfg, mask=mask) is mask
+    assert _reid_mask(SynthConfig(Path("x"), reid_aligned=True), mask=mask) is mask
     cfg.reid_mask_coarse = 10
     coarse = _reid_mask(cfg, mask=mask)
     assert coarse.shape == mask.shape and coarse.dtype == bool
@@ -297,6 +326,8 @@ def test_a_coarse_reid_mask_is_a_smoothed_ground_truth_mask() -> None:
     assert not coarse[58:62, 182:190].any()  # the thin fin is lost, as a stride-8 prototype loses it
     with pytest.raises(ConfigError, match="reid_mask_coarse"):
         SynthConfig(Path("x"), reid_masked=True, reid_mask_coarse=-1).validate()
+    with pytest.raises(ConfigError, match="needs reid_masked or reid_aligned"):
+        SynthConfig(Path("x"), reid_mask_coarse=10).validate()
 
 
 def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tuple[Path, dict], tmp_path: Path) -> None:

@@ -71,3 +71,70 @@ def test_a_mask_of_another_size_is_refused() -> None:
         crop_fish(_frame(), np.array([50, 20, 150, 70]), mask=np.ones((10, 10), bool))
     with pytest.raises(ValueError, match="mask"):
         mask_background(np.zeros((8, 8, 3), np.uint8), np.ones((4, 4), bool))
+
+
+def _slanted_fish(angle_deg: float, shape: tuple[int, int] = (160, 240)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 120x24 px fish at `angle_deg` (clockwise on screen) around (120, 80): its mask, a frame where the half
+    above its axis on screen is red and the half below blue (shows which way up it was turned), and its box."""
+    import cv2
+
+    h, w = shape
+    centre, size = (120.0, 80.0), (120.0, 24.0)
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, (centre, size, angle_deg), 1, -1)
+    ys, xs = np.mgrid[0:h, 0:w]
+    t = np.radians((angle_deg + 90) % 180 - 90)  # the same line, pointing right
+    across = -(xs - centre[0]) * np.sin(t) + (ys - centre[1]) * np.cos(t)  # > 0: below the axis on screen
+    frame = np.full((h, w, 3), 40, np.uint8)
+    frame[(mask > 0) & (across < 0)] = (0, 0, 255)
+    frame[(mask > 0) & (across >= 0)] = (255, 0, 0)
+    rows, cols = np.nonzero(mask)
+    return mask.astype(bool), frame, np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float32)
+
+
+@pytest.mark.parametrize("angle", [0.0, 30.0, -55.0, 150.0])
+def test_an_aligned_crop_lays_the_fish_along_its_width_the_same_way_up(angle: float) -> None:
+    mask, frame, box = _slanted_fish(angle)
+    crop = crop_fish(frame, box, align=mask)
+    # The crop spans the fish's length and width plus the 10 % margin, not its (much squarer) box.
+    assert abs(crop.shape[1] - 120 * 1.1) <= 3 and abs(crop.shape[0] - 24 * 1.1) <= 3, crop.shape
+    red = (crop == (0, 0, 255)).all(axis=2)
+    blue = (crop == (255, 0, 0)).all(axis=2)
+    mid = crop.shape[0] // 2
+    # Upper half red, lower half blue whatever the slant: the axis points right and "across" points down.
+    assert red[:mid].sum() > 0.9 * red.sum() and blue[mid:].sum() > 0.9 * blue.sum()
+    assert red.sum() > 0.3 * crop.shape[0] * crop.shape[1] / 2  # the fish fills the crop
+
+
+def test_a_fish_heading_the_other_way_gives_the_mirrored_crop() -> None:
+    """Mirrored on screen, a fish's aligned crop is mirrored too (the embedder's mirror sum treats both alike),
+    not turned upside down."""
+    mask, frame, box = _slanted_fish(30.0)
+    w = frame.shape[1]
+    flipped = crop_fish(frame[:, ::-1].copy(), np.array([w - box[2], box[1], w - box[0], box[3]]), align=mask[:, ::-1].copy())
+    a = crop_fish(frame, box, align=mask)
+    assert a.shape == flipped.shape and np.abs(a[:, ::-1].astype(int) - flipped.astype(int)).mean() < 3
+
+
+def test_aligning_with_too_small_a_mask_keeps_the_plain_crop() -> None:
+    frame = _frame()
+    mask = np.zeros((100, 200), bool)
+    mask[40:43, 90:93] = True  # 9 pixels: no trustworthy axis
+    box = np.array([50, 20, 150, 70], np.float32)
+    np.testing.assert_array_equal(crop_fish(frame, box, align=mask), crop_fish(frame, box))
+    with pytest.raises(ValueError, match="align"):
+        crop_fish(frame, box, align=np.ones((10, 10), bool))
+
+
+def test_an_aligned_masked_crop_blanks_what_lies_outside_the_fish() -> None:
+    import cv2
+
+    mask, frame, box = _slanted_fish(30.0)
+    crop = crop_fish(frame, box, mask=mask, align=mask)
+    fish = (crop == (0, 0, 255)).all(axis=2) | (crop == (255, 0, 0)).all(axis=2)
+    fill = (crop == MASK_FILL_BGR).all(axis=2)
+    water = (crop == 40).all(axis=2)
+    near = cv2.dilate(fish.astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+    # Open water is blanked, but for the two pixels the mask grows by around the fish.
+    assert fill.sum() > 0 and not (water & ~near).any()
+    assert fish.sum() + fill.sum() + water.sum() > 0.8 * crop.shape[0] * crop.shape[1]  # the rest: pixels the turn blends
