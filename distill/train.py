@@ -176,6 +176,9 @@ def check_config(cfg: TrainConfig) -> None:
         if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
             raise ConfigError(f"mask_weight: expected a number >= 0 (the mask loss's weight; default 2), got {weight!r}")
     if cfg.task == "embed":
+        from finprint.distill.embed_task import embed_augment
+
+        embed_augment(cfg.extra)
         neighbours = cfg.extra.get("neighbours", 0)
         if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 0:
             raise ConfigError(

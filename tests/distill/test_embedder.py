@@ -265,3 +265,22 @@ def test_student_exports_to_onnx_opset17_with_matching_outputs() -> None:
     with torch.no_grad():
         want = model(torch.from_numpy(x))["embedding"].numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_augment_options_widen_the_geometry_and_bad_ones_are_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from finprint.distill.embed_task import EmbedTask
+
+    from finprint.cli import main
+
+    data = _fake_reid(tmp_path / "reid", known=3, unknown=1, views=3)
+    task = EmbedTask()
+    dataset, _ = task.build_data(TrainConfig(task="embed", model="embed-student-s", data=str(data), out=str(tmp_path / "run"),
+                                             extra={"aug_rotate_deg": 16, "aug_aspect": 0.4}))
+    aug = dataset.augment
+    assert (aug.max_rotate_deg, aug.max_aspect, aug.max_scale) == (16.0, 0.4, 0.1)  # the rest keep their defaults
+    out = tmp_path / "bad"
+    argv = ["train", "--task", "embed", "--model", "embed-student-s", "--data", str(data), "--out", str(out),
+            "--set", "aug_rotate_deg=-3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "aug_rotate_deg" in err and len(err.splitlines()) == 1 and not out.exists()
