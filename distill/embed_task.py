@@ -77,8 +77,8 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 # `--set` options that widen the geometric augmentation (Augment's max_* fields), e.g. for aligned crops,
-# whose runtime axis from the detector's coarse masks is off by 4 degrees at the median and 19 at the 90th
-# percentile (see the results preset's comment in finprint/demo.py).
+# which the daemon turns by the detector's coarse masks: `python -m finprint.runtime.score --mask-check N`
+# reports how far their axis and width are off (docs/ARCHITECTURE.md, "aligned crops").
 AUGMENT_OPTIONS = {"aug_rotate_deg": "max_rotate_deg", "aug_scale": "max_scale", "aug_shift": "max_shift", "aug_aspect": "max_aspect"}
 
 

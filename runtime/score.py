@@ -287,21 +287,32 @@ def length_split(per_video: list[tuple[float, list[TrackOutcome]]], threshold: f
 
 @dataclass(frozen=True)
 class MaskCheck:
-    """An embedder trained on masked crops, box by box: the closest enrolled fish with each box cut by the
-    detector's mask, and cut by the ground-truth mask instead. The gap is what better masks would buy."""
+    """An embedder trained on masked or aligned crops, box by box: the closest enrolled fish with each box cut by
+    the detector's mask, and cut by the ground-truth mask instead. The gap is what better masks would buy."""
 
     boxes: int
     right_detector_masks: int
     right_truth_masks: int
+    # Aligned crops (preprocess.crop_align): per box, the angle between the fish's axis read from the detector's
+    # mask and from the ground truth's (degrees), and the ratio of the widths the two crops span.
+    axis_errors_deg: tuple[float, ...] = ()
+    width_ratios: tuple[float, ...] = ()
 
     def report(self) -> str:
         if self.boxes == 0:
             return ("masked crops, box by box: no box of the detector matched an enrolled fish in the frames checked "
                     "(nothing to compare; is the detector trained?)")
         n = self.boxes
-        return (f"crops cut by masks, box by box ({self.boxes} boxes of enrolled fish): closest enrolled fish right "
+        line = (f"crops cut by masks, box by box ({self.boxes} boxes of enrolled fish): closest enrolled fish right "
                 f"{100 * self.right_detector_masks / n:.1f}% with the detector's masks, "
                 f"{100 * self.right_truth_masks / n:.1f}% with the ground-truth masks")
+        if self.axis_errors_deg:
+            angle = np.percentile(self.axis_errors_deg, [50, 90])
+            width = np.percentile(self.width_ratios, [50, 90])
+            line += (f"; the axis read from the detector's masks is off by {angle[0]:.1f} deg at the median and "
+                     f"{angle[1]:.1f} at the 90th percentile, the width its crop spans x{width[0]:.2f} and x{width[1]:.2f} "
+                     f"({len(self.axis_errors_deg)} boxes with both axes)")
+        return line
 
 
 def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Gallery, every: int = 1,
@@ -309,7 +320,7 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
     """Every `every`-th frame of a labelled video: each box on an enrolled fish (IoU >= match_iou) embedded
     with the detector's mask and with the fish's ground-truth polygon."""
     import cv2
-    from finprint.runtime.crops import crop_fish, polygon_mask
+    from finprint.runtime.crops import crop_fish, expand_box, fish_axis, polygon_mask
 
     masked, aligned = pipeline.emb_pre.crop_mask, pipeline.emb_pre.crop_align
     if not (masked or aligned):
@@ -317,6 +328,8 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
                             "the mask check is for an embedder trained on masked or aligned crops")
     truth = {f["frame"]: f["instances"] for f in json.loads(Path(truth_json).read_text())["frames"]}
     counts = [0, 0, 0]
+    angles: list[float] = []
+    widths: list[float] = []
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
         raise FinprintError(f"{video}: cannot open video")
@@ -341,13 +354,20 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
                 truth_mask = polygon_mask([known[j]["polygon"]], image.shape)
                 names, sims = gallery.similarities(pipeline.embed_crops(
                     [crop_fish(image, box, mask=m if masked else None, align=m if aligned else None) for m in (det.masks[k], truth_mask)]))
+                if aligned:
+                    bounds = expand_box(box, image.shape[1], image.shape[0])
+                    got, true = fish_axis(det.masks[k], bounds), fish_axis(truth_mask, bounds)
+                    if got is not None and true is not None:
+                        cos = min(1.0, abs(float(got.direction @ true.direction)))
+                        angles.append(float(np.degrees(np.arccos(cos))))
+                        widths.append(got.width / true.width)
                 right = [names[int(s.argmax())] == str(known[j]["individual_id"]) for s in sims]
                 counts[0] += 1
                 counts[1] += right[0]
                 counts[2] += right[1]
     finally:
         cap.release()
-    return MaskCheck(*counts)
+    return MaskCheck(*counts, tuple(angles), tuple(widths))
 
 
 def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVideo:

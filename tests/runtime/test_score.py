@@ -175,8 +175,15 @@ def test_mask_check_names_boxes_with_the_detectors_and_the_true_masks(tmp_path, 
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "(2 boxes of enrolled fish)" in out and "0.0% with the detector's masks, 100.0% with the ground-truth" in out
+    assert "axis" not in out  # masked, not aligned: no axis to compare
+    # Aligned crops: the detector's mask (the whole 48x16 box) lies along x, the fish's own (12x16) along y.
+    aligned = make_toy_embedder(tmp_path / "aligned.onnx", crop_align=True)
+    argv[argv.index(str(emb))] = str(aligned)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "off by 90.0 deg at the median and 90.0 at the 90th percentile, the width its crop spans x1.33" in out, out
     plain = make_toy_embedder(tmp_path / "plain.onnx")
-    argv[argv.index(str(emb))] = str(plain)
+    argv[argv.index(str(aligned))] = str(plain)
     assert main(argv) == 2
     assert "plain crops" in capsys.readouterr().err
 
