@@ -74,17 +74,32 @@ class FrameReader(Protocol):
     def close(self) -> None: ...
 
 
-class OpenCvReader:
-    """Files, USB cameras, RTSP and GStreamer pipelines through cv2.VideoCapture."""
+# FFmpeg's own limit for opening or reading a network stream is 30 s: a camera that accepts the connection and
+# then says nothing would hold a reconnect, or a close waiting for a read (SIGTERM's drain), that long.
+NETWORK_OPEN_TIMEOUT_S = 10.0
+NETWORK_READ_TIMEOUT_S = 5.0
 
-    def __init__(self, source: str | int, kind: str, loop: bool = False) -> None:
+
+class OpenCvReader:
+    """Files, USB cameras, RTSP and GStreamer pipelines through cv2.VideoCapture.
+
+    A network stream ("url") gives up opening after `open_timeout_s` and a read after `read_timeout_s`
+    (OpenCV >= 4.6; older builds keep FFmpeg's 30 s)."""
+
+    def __init__(self, source: str | int, kind: str, loop: bool = False, open_timeout_s: float = NETWORK_OPEN_TIMEOUT_S,
+                 read_timeout_s: float = NETWORK_READ_TIMEOUT_S) -> None:
         self.kind = kind
         self.loop = loop
         self._source = source
         self._lock = threading.Lock()  # read() and a close() from another thread (stop, watchdog)
         self._closed = False
         api = cv2.CAP_GSTREAMER if kind == "gstreamer" else cv2.CAP_ANY
-        self._cap = cv2.VideoCapture(source, api)
+        timeouts = [getattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC", None), round(1000 * open_timeout_s),
+                    getattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC", None), round(1000 * read_timeout_s)]
+        if kind == "url" and None not in timeouts:
+            self._cap = cv2.VideoCapture(source, api, timeouts)
+        else:
+            self._cap = cv2.VideoCapture(source, api)
         if not self._cap.isOpened():
             self._cap.release()
             raise OSError(f"cannot open {kind} source {source!r}")

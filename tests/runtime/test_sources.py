@@ -5,6 +5,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.watchdog import Watchdog
 
@@ -173,3 +174,23 @@ def test_a_video_file_camera_closed_mid_read_from_another_thread_stops_cleanly(t
         reader.close()
         thread.join(5)
         assert not thread.is_alive() and "reader closed" in str(errors[0])
+
+
+def test_a_network_camera_that_accepts_and_then_says_nothing_fails_to_open_within_the_timeout():
+    """FFmpeg alone waits 30 s; the reader gives up after its open timeout (a real socket, a real FFmpeg)."""
+    from finprint.runtime.sources import OpenCvReader
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(server.accept()[0]), daemon=True).start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(OSError, match="cannot open url source"):
+            OpenCvReader(f"rtsp://127.0.0.1:{server.getsockname()[1]}/cam", "url", open_timeout_s=1.0)
+        assert time.monotonic() - start < 10 and accepted  # it did connect, then gave up on the silence
+    finally:
+        for conn in accepted:
+            conn.close()
+        server.close()
