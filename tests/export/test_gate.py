@@ -108,47 +108,30 @@ def test_sensitivity_keeps_the_clipped_layer_in_fp32(tmp_path, embed_run, make_r
     assert manifest.extra["fp32_nodes"] and manifest.extra["gate"] == "passed"
 
 
-def test_an_embedder_trained_on_masked_crops_exports_crop_mask(tmp_path, make_reid, make_run, capsys):
+@pytest.mark.parametrize(("farm_flag", "manifest_flag", "said"), [
+    ("reid_masked", "crop_mask", "masked crops"),  # as `data synth --reid-masked` writes
+    ("reid_aligned", "crop_align", "aligned crops"),  # as `data synth --reid-aligned` writes
+])
+def test_an_embedder_trained_on_masked_or_aligned_crops_exports_the_flag(tmp_path, make_reid, make_run, capsys,
+                                                                          farm_flag, manifest_flag, said):
     import torch
     from finprint.distill import registry
 
     farm = tmp_path / "farm"
     reid = make_reid(farm / "reid", identities=8, per_subset=3)
-    (farm / "farm.json").write_text(json.dumps({"config": {"reid_masked": True}}))  # as `data synth --reid-masked` writes
+    (farm / "farm.json").write_text(json.dumps({"config": {farm_flag: True}}))
     torch.manual_seed(0)
     run = make_run(tmp_path / "run", registry.build("embed-student-s").eval(), "embed-student-s", "embed", farm)
     assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "calib"), "--size", "8"]) == 0
-    assert json.loads((tmp_path / "calib" / "calib.json").read_text())["preprocess"]["crop_mask"] is True
-    code = _export(tmp_path, run, reid, tmp_path / "calib", tmp_path / "out", "--max-drop", "15")
-    assert code == 0, capsys.readouterr().out
-    assert load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json").preprocess.crop_mask
-    # A calibration set of unmasked crops does not fit it: one line that says so.
-    (farm / "farm.json").write_text(json.dumps({"config": {"reid_masked": False}}))
-    assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "plain"), "--size", "8"]) == 0
-    (farm / "farm.json").write_text(json.dumps({"config": {"reid_masked": True}}))
-    capsys.readouterr()
-    assert _export(tmp_path, run, reid, tmp_path / "plain", tmp_path / "out2") == 2
-    assert "masked crops" in capsys.readouterr().err
-
-
-def test_an_embedder_trained_on_aligned_crops_exports_crop_align(tmp_path, make_reid, make_run, capsys):
-    import torch
-    from finprint.distill import registry
-
-    farm = tmp_path / "farm"
-    reid = make_reid(farm / "reid", identities=8, per_subset=3)
-    (farm / "farm.json").write_text(json.dumps({"config": {"reid_aligned": True}}))  # as `data synth --reid-aligned` writes
-    torch.manual_seed(0)
-    run = make_run(tmp_path / "run", registry.build("embed-student-s").eval(), "embed-student-s", "embed", farm)
-    assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "calib"), "--size", "8"]) == 0
-    assert json.loads((tmp_path / "calib" / "calib.json").read_text())["preprocess"]["crop_align"] is True
+    assert json.loads((tmp_path / "calib" / "calib.json").read_text())["preprocess"][manifest_flag] is True
     code = _export(tmp_path, run, reid, tmp_path / "calib", tmp_path / "out", "--max-drop", "15")
     assert code == 0, capsys.readouterr().out
     pre = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json").preprocess
-    assert pre.crop_align and not pre.crop_mask
-    (farm / "farm.json").write_text(json.dumps({"config": {}}))
+    assert getattr(pre, manifest_flag) and [pre.crop_mask, pre.crop_align].count(True) == 1
+    # A calibration set of plain crops does not fit it: one line that says so.
+    (farm / "farm.json").write_text(json.dumps({"config": {farm_flag: False}}))
     assert main(["calib", "build", "--kind", "embedder", "--data", str(reid), "--out", str(tmp_path / "plain"), "--size", "8"]) == 0
-    (farm / "farm.json").write_text(json.dumps({"config": {"reid_aligned": True}}))
+    (farm / "farm.json").write_text(json.dumps({"config": {farm_flag: True}}))
     capsys.readouterr()
     assert _export(tmp_path, run, reid, tmp_path / "plain", tmp_path / "out2") == 2
-    assert "aligned crops" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
