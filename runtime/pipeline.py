@@ -134,10 +134,8 @@ class Pipeline:
                     )
                 )
         t = self._record("decode", t)
-        masked, aligned = self.emb_pre.crop_mask, self.emb_pre.crop_align
         crops = [
-            preprocess_image(crop_fish(img, box, mask=det.masks[k] if masked and det.masks is not None else None,
-                                       align=det.masks[k] if aligned and det.masks is not None else None), self.emb_pre)[0]
+            preprocess_image(self._crop(img, box, None if det.masks is None else det.masks[k]), self.emb_pre)[0]
             for img, det in zip(images_bgr, detections, strict=True)
             for k, box in enumerate(det.boxes_xyxy)
         ]
@@ -150,6 +148,10 @@ class Pipeline:
             results.append(FrameResult(det, embeddings[offset : offset + n]))
             offset += n
         return results
+
+    def _crop(self, image: np.ndarray, box: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """The fish's crop as the embedder was trained on it: masked and/or turned by its instance mask."""
+        return crop_fish(image, box, mask=mask if self.emb_pre.crop_mask else None, align=mask if self.emb_pre.crop_align else None)
 
     def _embed(self, crops: list[np.ndarray]) -> np.ndarray:
         if not crops:

@@ -300,7 +300,7 @@ class MaskCheck:
 
     def report(self) -> str:
         if self.boxes == 0:
-            return ("masked crops, box by box: no box of the detector matched an enrolled fish in the frames checked "
+            return ("crops cut by masks, box by box: no box of the detector matched an enrolled fish in the frames checked "
                     "(nothing to compare; is the detector trained?)")
         n = self.boxes
         line = (f"crops cut by masks, box by box ({self.boxes} boxes of enrolled fish): closest enrolled fish right "
