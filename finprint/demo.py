@@ -482,7 +482,7 @@ class Demo:
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,
                                  detector=det, embedder=emb, backend="cpu")
             print(result.report(), flush=True)
-            for key in ("known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks"):
+            for key in ("known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks", "mixed_wrong"):
                 totals[key] = totals.get(key, 0) + getattr(result, key)
             mistakes.update(result.mistakes)
         totals["mistakes"] = dict(mistakes.most_common())  # "truth -> named": tracks, over every scored video

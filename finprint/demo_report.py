@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from finprint.distill.report import markdown_table
+from finprint.runtime.score import mixed_sentence
 
 DETECT_COLUMNS = ("box_map", "box_map50", "mask_map", "mask_map50")
 EMBED_COLUMNS = ("rank1", "rank5", "map", "auroc", "fpr95")
@@ -213,6 +214,7 @@ def write_report(results: dict, workdir: Path) -> Path:
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "
             f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
             f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
+            *([f"- {mixed_sentence(daemon['mixed_wrong'], sum(daemon['mistakes'].values()))}"] if "mixed_wrong" in daemon else []),
         ]
     lines += ["", "![report](report.png)", ""]
     md = workdir / "REPORT.md"

@@ -32,6 +32,7 @@ from finprint.demo_report import (
 )
 from finprint.distill.report import markdown_table
 from finprint.errors import FinprintError
+from finprint.runtime.score import mixed_sentence
 
 # DeepFish on 2 CPU cores: the teacher is the expensive part (about 0.2 s per 256 px image forward).
 DEEPFISH_PRESETS: dict[str, Preset] = {
@@ -252,6 +253,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "
             f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
             f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
+            *([f"- {mixed_sentence(daemon['mixed_wrong'], sum(daemon['mistakes'].values()))}"] if "mixed_wrong" in daemon else []),
             "",
         ]
     lines += _gpu_check(GPU_CHECK_LOG)

@@ -64,6 +64,9 @@ class TrackOutcome:
     similarity: float  # the track's score for it
     lead: float  # over the runner-up (inf with one enrolled fish)
     frames: int
+    # Of the track's frames on a ground-truth fish, the share on `truth`: under MIXED_PURITY the tracker went on
+    # from one fish to another, and the track has no single right name.
+    purity: float = 1.0
 
     def predicted(self, threshold: float, margin: float) -> str:
         return decide_identity(self.closest, self.similarity, self.lead, threshold, margin)

@@ -48,6 +48,9 @@ class ScoreResult:
     # Tracks named wrong, as "truth -> name" (name = unknown for a known fish rejected): which fish the
     # embedder takes for which, and which stranger passes as whom, tell a lookalike pair from a general weakness.
     mistakes: Counter = field(default_factory=Counter)
+    # Wrongly named tracks that followed more than one fish (purity under MIXED_PURITY): those are the tracker's
+    # to fix, the rest the embedder's or the open-set rule's.
+    mixed_wrong: int = 0
 
     @property
     def known_accuracy(self) -> float:
@@ -63,6 +66,7 @@ class ScoreResult:
             f"unknown tracks flagged unknown: {100 * self.unknown_flag_rate:.1f}% ({self.unknown_flagged}/{self.unknown_tracks})\n"
             f"tracks matching no ground-truth fish: {self.unmatched_tracks}"
             + (f"\nmistakes (truth -> named, tracks): {self.mistakes_text()}" if self.mistakes else "")
+            + (f"\n{mixed_sentence(self.mixed_wrong, self.mistakes.total())}" if self.mistakes else "")
         )
 
     def mistakes_text(self, most: int = 8) -> str:
@@ -71,14 +75,25 @@ class ScoreResult:
         return ", ".join(f"{pair} {n}" for pair, n in top) + (f", {rest} more" if rest else "")
 
 
+# A track with less than this share of its frames on one ground-truth fish followed several fish.
+MIXED_PURITY = 0.8
+
+
+def mixed_sentence(mixed_wrong: int, wrong: int) -> str:
+    """The report line that says how many wrongly named tracks the tracker is to blame for."""
+    return (f"wrongly named tracks that followed more than one fish (under {100 * MIXED_PURITY:.0f}% of their frames "
+            f"on one): {mixed_wrong} of {wrong}")
+
+
 def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float, unmatched: int = 0) -> ScoreResult:
     # What each track should be called: its own fish, or unknown for a stranger.
     named = [(o, o.predicted(threshold, margin), UNKNOWN if o.truth_unknown else o.truth) for o in outcomes]
     right = Counter(o.truth_unknown for o, name, should in named if name == should)
     strangers = sum(o.truth_unknown for o in outcomes)
+    wrong = [(o, name) for o, name, should in named if name != should]
     return ScoreResult(
         len(outcomes) - strangers, right[False], strangers, right[True], unmatched,
-        Counter(f"{o.truth} -> {name}" for o, name, should in named if name != should),
+        Counter(f"{o.truth} -> {name}" for o, name in wrong), sum(o.purity < MIXED_PURITY for o, _ in wrong),
     )
 
 
@@ -419,9 +434,10 @@ def replay_outcomes(
         if not votes:
             unmatched += 1
             continue
-        truth_id = votes.most_common(1)[0][0]
+        truth_id, on_truth = votes.most_common(1)[0]
         lead = float("inf") if ev["lead"] is None else float(ev["lead"])
-        outcomes.append(TrackOutcome(truth_id, gt_unknown[truth_id], ev["closest_id"], float(ev["similarity"]), lead, ev["frames"]))
+        outcomes.append(TrackOutcome(truth_id, gt_unknown[truth_id], ev["closest_id"], float(ev["similarity"]), lead,
+                                     ev["frames"], on_truth / votes.total()))
     return outcomes, unmatched
 
 

@@ -65,9 +65,23 @@ def test_score_says_which_fish_was_taken_for_which():
     ]
     r = score_outcomes(outcomes, threshold=0.7, margin=0.05)
     assert r.mistakes == {"unk001 -> fish004": 3, "fish004 -> fish007": 2, "fish008 -> unknown": 1}
-    assert r.report().endswith("mistakes (truth -> named, tracks): unk001 -> fish004 3, fish004 -> fish007 2, fish008 -> unknown 1")
+    assert "\nmistakes (truth -> named, tracks): unk001 -> fish004 3, fish004 -> fish007 2, fish008 -> unknown 1\n" in r.report()
     assert r.mistakes_text(most=1) == "unk001 -> fish004 3, 3 more"
     assert "mistakes" not in score_outcomes(outcomes[3:5], threshold=0.7, margin=0.05).report()  # nothing wrong
+
+
+def test_score_tells_wrong_tracks_that_followed_several_fish_from_wrong_names():
+    outcomes = [
+        TrackOutcome("fish004", False, "fish007", 0.9, 0.2, 50, purity=0.55),  # went on to fish007: the tracker's fault
+        TrackOutcome("unk001", True, "fish004", 0.9, 0.2, 40, purity=0.6),  # a stranger, then fish004
+        TrackOutcome("unk001", True, "fish004", 0.9, 0.2, 40),  # all on the stranger: the embedder's fault
+        TrackOutcome("fish001", False, "fish001", 0.9, 0.2, 20, purity=0.5),  # mixed but named right: no mistake
+        TrackOutcome("fish008", False, "fish008", 0.9, 0.2, 20, purity=0.8),  # at the bound: one fish
+    ]
+    r = score_outcomes(outcomes, threshold=0.7, margin=0.05)
+    assert (r.mistakes.total(), r.mixed_wrong) == (3, 2)
+    assert r.report().endswith("wrongly named tracks that followed more than one fish (under 80% of their frames on one): 2 of 3")
+    assert score_outcomes(outcomes[3:], threshold=0.7, margin=0.05).mixed_wrong == 0
 
 
 def test_score_a_video_end_to_end(tmp_path, capsys):
@@ -227,9 +241,10 @@ def test_a_track_that_came_to_follow_another_fish_is_split_where_its_votes_chang
     video = _crossing_video(np.array([1.0, 0, 0]), np.array([0.0, 1, 0]))
     tracking = TrackingConfig(min_hits=1, appearance_gate=None)
     (one,), _ = replay_outcomes(video, gallery, tracking)
-    assert one.frames == 20  # one name for both fish: ten of its frames are on the wrong one
+    assert one.frames == 20 and one.purity == 0.5  # one name for both fish: ten of its frames are on the wrong one
     outcomes, _ = replay_outcomes(video, gallery, tracking.model_copy(update={"split_window": 5}))
     # Split once 4 of the last 5 frames voted fishB: frame 13 starts the second track.
     assert [(o.truth, o.closest, o.frames) for o in outcomes] == [("fishA", "fishA", 13), ("fishB", "fishB", 7)]
+    assert [o.purity for o in outcomes] == [10 / 13, 1.0]
     strict, _ = replay_outcomes(video, gallery, tracking.model_copy(update={"split_window": 5, "split_share": 1.0}))
     assert [o.frames for o in strict] == [14, 6]  # all 5 of the last frames must agree
