@@ -317,9 +317,11 @@ def _tune(args: argparse.Namespace) -> int:
         detection_report,
         detector_recall,
         length_split,
+        mixed_sentence,
         open_pipeline_and_gallery,
         replay_outcomes,
         run_chain,
+        score_outcomes,
     )
 
     for video in args.videos:
@@ -384,6 +386,7 @@ def _tune(args: argparse.Namespace) -> int:
     per_box = detection_report(chains, matched)
     per_video = [(chain.fps, replay_outcomes(chain, matched, best_tracking)[0]) for chain in chains]
     by_length = length_split(per_video, tuned.threshold, tuned.margin)
+    chosen = score_outcomes([o for _, outcomes in per_video for o in outcomes], tuned.threshold, tuned.margin)
     report = {
         "threshold": tuned.threshold, "margin": tuned.margin,
         "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,
@@ -403,6 +406,7 @@ def _tune(args: argparse.Namespace) -> int:
         "per_detection": per_box.to_json(),
         "detector": found.to_json(),
         "by_track_length": by_length.to_json(),
+        "mixed_wrong": chosen.mixed_wrong, "wrong_tracks": chosen.mistakes.total(),
     }
     print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
           f"({len(args.videos)} video(s), {len(trials)} tracker setting(s) tried):")
@@ -414,6 +418,7 @@ def _tune(args: argparse.Namespace) -> int:
     print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
+    print(f"  {mixed_sentence(chosen.mixed_wrong, chosen.mistakes.total())}")
     print(f"  {per_box.report()}")
     print(f"  {found.report()}")
     if args.json:

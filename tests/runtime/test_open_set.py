@@ -125,6 +125,7 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     by_length = report["by_track_length"]  # the same tracks, split at 1 s: the toy video's two tracks are long
     assert by_length["long"]["known_tracks"] == 1 and by_length["long"]["known_accuracy"] == 1.0
     assert by_length["short"]["known_tracks"] == 0
+    assert (report["mixed_wrong"], report["wrong_tracks"]) == (0, 0)  # every track named right, none mixed
     stored = Store(gallery).open_set()
     assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
     # Whitening was judged (one enrolled fish: it meets the targets no better, so it stays off).
@@ -137,6 +138,7 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert set(report["splitting"]["values"]) == {"0", "10", "15", "20"} and report["splitting"]["window"] == 0
     assert Store(gallery).tracking()["split_window"] == report["tracking"]["split_window"] == 0
     assert "track splitting: off; how well the targets are met, none 1.000, 10 frames 1.000" in out
+    assert "wrongly named tracks that followed more than one fish (under 80% of their frames on one): 0 of 0" in out
     assert main(["tune-open-set", *base, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
     assert json.loads((tmp_path / "plain.json").read_text())["whitening"]["whitened_value"] is None
     assert "not tried (--no-whitening)" in capsys.readouterr().out
