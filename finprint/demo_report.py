@@ -74,6 +74,18 @@ def _splitting_phrase(splitting: dict | None) -> str:
     return f", tracks {state} (targets met: {tried})"
 
 
+def daemon_score_lines(daemon: dict) -> list[str]:
+    """The daemon's score on the farm videos as report bullets, from daemon_score.json (demo and results)."""
+    return [
+        f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
+        f"({daemon['known_correct']}/{daemon['known_tracks']})",
+        f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "
+        f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
+        f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
+        *([f"- {mixed_sentence(daemon['mixed_wrong'], sum(daemon['mistakes'].values()))}"] if "mixed_wrong" in daemon else []),
+    ]
+
+
 def open_set_sentence(daemon: dict) -> str:
     """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
@@ -209,12 +221,7 @@ def write_report(results: dict, workdir: Path) -> Path:
         lines += [
             f"- gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}",
             f"- {open_set_sentence(daemon)}",
-            f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
-            f"({daemon['known_correct']}/{daemon['known_tracks']})",
-            f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "
-            f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
-            f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
-            *([f"- {mixed_sentence(daemon['mixed_wrong'], sum(daemon['mistakes'].values()))}"] if "mixed_wrong" in daemon else []),
+            *daemon_score_lines(daemon),
         ]
     lines += ["", "![report](report.png)", ""]
     md = workdir / "REPORT.md"

@@ -25,6 +25,7 @@ from finprint.demo_report import (
     DETECT_COLUMNS,
     EMBED_COLUMNS,
     _margin,
+    daemon_score_lines,
     manifest_rows,
     model_rows,
     open_set_sentence,
@@ -32,7 +33,6 @@ from finprint.demo_report import (
 )
 from finprint.distill.report import markdown_table
 from finprint.errors import FinprintError
-from finprint.runtime.score import mixed_sentence
 
 # DeepFish on 2 CPU cores: the teacher is the expensive part (about 0.2 s per 256 px image forward).
 DEEPFISH_PRESETS: dict[str, Preset] = {
@@ -248,12 +248,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
             f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}. {open_set_sentence(daemon)}",
             "",
             *([scored_on, ""] if scored_on else []),
-            f"- known-individual tracks identified correctly: {100 * daemon['known_accuracy']:.1f}% "
-            f"({daemon['known_correct']}/{daemon['known_tracks']})",
-            f"- unknown-individual tracks flagged unknown: {100 * daemon['unknown_flag_rate']:.1f}% "
-            f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
-            f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
-            *([f"- {mixed_sentence(daemon['mixed_wrong'], sum(daemon['mistakes'].values()))}"] if "mixed_wrong" in daemon else []),
+            *daemon_score_lines(daemon),
             "",
         ]
     lines += _gpu_check(GPU_CHECK_LOG)
