@@ -130,7 +130,11 @@ class DetectTask:
 
     @torch.no_grad()
     def teacher_targets(self, teacher: nn.Module, batch: dict) -> dict:
-        """Teacher scores, boxes, pyramid features and per-fish soft masks; cached per (frame, augmentation variant)."""
+        """Teacher scores, boxes, pyramid features and per-fish soft masks; on a CPU cached per (frame,
+        augmentation variant). On a GPU the teacher's forward pass costs less than the cache's trips through
+        host memory: cached there, the KD student trained at 115 images/s on an H200 against 270 without KD."""
+        if batch["images"].device.type != "cpu":
+            return self.teacher_forward(teacher, batch)
         keys = batch["keys"]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         fresh: dict[tuple[int, int], dict[str, Any]] = {}  # over the cache budget: this step only
@@ -164,6 +168,17 @@ class DetectTask:
             "boxes": torch.stack([it["boxes"] for it in items]).to(dev),
             "feats": [torch.stack([it["feats"][lvl] for it in items]).to(dev) for lvl in range(len(items[0]["feats"]))],
             "soft_masks": soft.to(dev),
+        }
+
+    @torch.no_grad()
+    def teacher_forward(self, teacher: nn.Module, batch: dict) -> dict:
+        """teacher_targets without the cache, on the batch's device (the same half-precision targets)."""
+        out = _unwrap(teacher).run(batch["images"], extras=True)
+        return {
+            "scores": out["scores"].half(),
+            "boxes": out["boxes"].half(),
+            "feats": [f.half() for f in out["feats"]],
+            "soft_masks": teacher_soft_masks(out, batch["boxes"], batch["valid"]),
         }
 
     def loss(self, model: nn.Module, batch: dict, teacher_out: dict | None, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:

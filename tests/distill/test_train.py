@@ -272,3 +272,44 @@ def test_mask_weight_sets_the_mask_loss_share(tiny_data, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "mask_weight" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def _kd_batch(tiny_data: Path, tmp_path: Path):
+    from finprint.distill import registry
+    from finprint.distill.detect_task import DetectTask
+
+    task = DetectTask()
+    dataset, _ = task.build_data(_cfg(tiny_data, tmp_path / "out", extra={"no_augment": 1}))
+    batch = task.collate([dataset[i] for i in range(3)])
+    torch.manual_seed(0)
+    return task, registry.build("fishseg-teacher").eval(), batch
+
+
+def _assert_same_targets(a: dict, b: dict) -> None:
+    for key in ("scores", "boxes", "soft_masks"):
+        assert a[key].dtype == b[key].dtype == torch.float16
+        torch.testing.assert_close(a[key].cpu(), b[key].cpu())
+    assert len(a["feats"]) == len(b["feats"])
+    for x, y in zip(a["feats"], b["feats"], strict=True):
+        torch.testing.assert_close(x.cpu(), y.cpu())
+
+
+def test_uncached_teacher_targets_match_the_cached_ones(tiny_data, tmp_path):
+    # The GPU path (teacher_forward, no host cache) must teach exactly what the CPU cache teaches.
+    task, teacher, batch = _kd_batch(tiny_data, tmp_path)
+    cached = task.teacher_targets(teacher, batch)
+    assert len(task._cache) == 3
+    _assert_same_targets(task.teacher_forward(teacher, batch), cached)
+    _assert_same_targets(task.teacher_targets(teacher, batch), cached)  # second pass: from the cache
+
+
+@pytest.mark.gpu
+def test_teacher_targets_on_a_gpu_skip_the_host_cache(tiny_data, tmp_path):
+    task, teacher, batch = _kd_batch(tiny_data, tmp_path)
+    cached = task.teacher_targets(teacher, batch)
+    on_gpu = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    out = task.teacher_targets(teacher.cuda(), on_gpu)
+    assert out["scores"].device.type == "cuda"
+    assert len(task._cache) == 3  # only the CPU pass cached
+    for key in ("scores", "boxes"):
+        torch.testing.assert_close(out[key].cpu(), cached[key], atol=2e-2, rtol=2e-2)
