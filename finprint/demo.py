@@ -126,7 +126,10 @@ PRESETS: dict[str, Preset] = {
     # no fish 3.61 -> 1.41. Yet the daemon's chain (own gallery, tune-open-set) went 94.9 % / 91.7 % -> 91.8 % /
     # 89.2 % on the tuning videos and 90.3 % / 89.6 % -> 90.5 % / 61.4 % on the scored ones: it also finds fish
     # under 30 % visible, whose crops are named right 58 % of the time, and the margin tuned on the tuning
-    # strangers (0.06) lets the scored ones through. The embedder (500 auxiliary fish) is trained on a GPU by
+    # strangers (0.06) lets the scored ones through. And with ten times the stills (scripts/gpu-detector-data, the
+    # stride-4-prototype pair, 30 epochs on an H200): INT8 test box mAP50-95 0.373 -> 0.653, clear-view fish found
+    # 78.6 % -> 94.5 %, 0.60 stray boxes per frame, but scored videos 93.5 % / 83.5 % -> 76.6 % / 73.3 % with the
+    # plain fine-tuned embedder (scripts/detector-data-check; docs/ARCHITECTURE.md). The embedder (500 auxiliary fish) is trained on a GPU by
     # `scripts/gpu-train FARM embedder`; on 2 CPU cores its five runs take hours.
     # Embedder variants, each the KD student fine-tuned on CPU (finprint distill --init, --no-kd, 16-24 epochs
     # at lr 0.001, repeats=4) on a re-synthesised farm with the same fish (`--aux-clips 12 --reid-min-visible
