@@ -485,8 +485,10 @@ class Demo:
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,
                                  detector=det, embedder=emb, backend="cpu")
             print(result.report(), flush=True)
-            for key in ("known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks", "mixed_wrong"):
+            for key in ("known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks", "mixed_wrong",
+                        "known_frames", "known_frames_right", "unknown_frames", "unknown_frames_flagged"):
                 totals[key] = totals.get(key, 0) + getattr(result, key)
+            totals["covered"] = [a + b for a, b in zip(totals.get("covered", [0, 0, 0]), result.covered, strict=True)]
             mistakes.update(result.mistakes)
         totals["mistakes"] = dict(mistakes.most_common())  # "truth -> named": tracks, over every scored video
         totals["known_accuracy"] = totals["known_correct"] / max(totals["known_tracks"], 1)

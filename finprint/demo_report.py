@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from finprint.distill.report import markdown_table
-from finprint.runtime.score import mixed_sentence
+from finprint.runtime.score import covered_sentence, frames_sentence, mixed_sentence
 
 DETECT_COLUMNS = ("box_map", "box_map50", "mask_map", "mask_map50")
 EMBED_COLUMNS = ("rank1", "rank5", "map", "auroc", "fpr95")
@@ -83,6 +83,9 @@ def daemon_score_lines(daemon: dict) -> list[str]:
         f"({daemon['unknown_flagged']}/{daemon['unknown_tracks']})",
         f"- tracks matching no ground-truth fish: {daemon['unmatched_tracks']}",
         *([f"- {mixed_sentence(daemon['mixed_wrong'], sum(daemon['mistakes'].values()))}"] if "mixed_wrong" in daemon else []),
+        *([f"- {frames_sentence(daemon['known_frames_right'], daemon['known_frames'], daemon['unknown_frames_flagged'], daemon['unknown_frames'])}"]
+          if "known_frames" in daemon else []),
+        *([f"- {covered_sentence(tuple(daemon['covered']))}"] if "covered" in daemon else []),
     ]
 
 

@@ -51,6 +51,14 @@ class ScoreResult:
     # Wrongly named tracks that followed more than one fish (purity under MIXED_PURITY): those are the tracker's
     # to fix, the rest the embedder's or the open-set rule's.
     mixed_wrong: int = 0
+    # The same rates with each track weighted by its frames. Counted per track, a fish cut into several tracks
+    # (pieces of a large fish, or two boxes on one) counts once per piece; per frame it counts once per frame.
+    known_frames: int = 0
+    known_frames_right: int = 0
+    unknown_frames: int = 0
+    unknown_frames_flagged: int = 0
+    # Ground-truth fish instances by how many tracks were on them at once: none, one, several.
+    covered: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def known_accuracy(self) -> float:
@@ -67,6 +75,9 @@ class ScoreResult:
             f"tracks matching no ground-truth fish: {self.unmatched_tracks}"
             + (f"\nmistakes (truth -> named, tracks): {self.mistakes_text()}" if self.mistakes else "")
             + (f"\n{mixed_sentence(self.mixed_wrong, self.mistakes.total())}" if self.mistakes else "")
+            + (f"\n{frames_sentence(self.known_frames_right, self.known_frames, self.unknown_frames_flagged, self.unknown_frames)}"
+               if self.known_frames or self.unknown_frames else "")
+            + (f"\n{covered_sentence(self.covered)}" if sum(self.covered) else "")
         )
 
     def mistakes_text(self, most: int = 8) -> str:
@@ -85,15 +96,40 @@ def mixed_sentence(mixed_wrong: int, wrong: int) -> str:
             f"on one): {mixed_wrong} of {wrong}")
 
 
-def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float, unmatched: int = 0) -> ScoreResult:
+def frames_sentence(known_right: int, known: int, unknown_flagged: int, unknown: int) -> str:
+    """The report line with the rates weighted by track length."""
+    def rate(part: int, whole: int) -> str:
+        return f"{100 * part / whole:.1f}%" if whole else "-"
+
+    return (f"weighted by track length: known fish named right in {rate(known_right, known)} of their {known} track-frames, "
+            f"strangers flagged in {rate(unknown_flagged, unknown)} of {unknown}")
+
+
+def covered_sentence(covered: tuple[int, int, int]) -> str:
+    """The report line that says how often a fish had no track, one, or several at once (each piece a track)."""
+    total = max(sum(covered), 1)
+    none, one, several = (100 * n / total for n in covered)
+    return (f"fish instances with no track on them {none:.1f}%, one {one:.1f}%, several at once {several:.1f}% "
+            f"(of {sum(covered)}; several = a fish cut into pieces or followed twice, each piece scored as a track)")
+
+
+def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float, unmatched: int = 0,
+                   covered: Counter | None = None) -> ScoreResult:
+    """The tracks' outcomes at an open-set rule -> ScoreResult (`covered`: replay_outcomes' tally, if kept)."""
     # What each track should be called: its own fish, or unknown for a stranger.
     named = [(o, o.predicted(threshold, margin), UNKNOWN if o.truth_unknown else o.truth) for o in outcomes]
     right = Counter(o.truth_unknown for o, name, should in named if name == should)
+    frames, frames_right = Counter(), Counter()
+    for o, name, should in named:
+        frames[o.truth_unknown] += o.frames
+        frames_right[o.truth_unknown] += o.frames if name == should else 0
     strangers = sum(o.truth_unknown for o in outcomes)
     wrong = [(o, name) for o, name, should in named if name != should]
     return ScoreResult(
         len(outcomes) - strangers, right[False], strangers, right[True], unmatched,
         Counter(f"{o.truth} -> {name}" for o, name in wrong), sum(o.purity < MIXED_PURITY for o, _ in wrong),
+        frames[False], frames_right[False], frames[True], frames_right[True],
+        tuple((covered or Counter())[k] for k in range(3)),
     )
 
 
@@ -395,9 +431,11 @@ def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVide
 
 def replay_outcomes(
     video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, match_iou: float = 0.5,
+    covered: Counter | None = None,
 ) -> tuple[list[TrackOutcome], int]:
     """The daemon's tracker and identity voting over a video's chain outputs -> (one outcome per track that
-    overlaps a ground-truth fish, the number of tracks that overlap none)."""
+    overlaps a ground-truth fish, the number of tracks that overlap none). `covered`, if given, counts each
+    ground-truth fish instance under how many reported tracks were on it (0, 1, 2 = two or more)."""
     tr = tracking or TrackingConfig()
     resolver = tr.make_resolver(gallery, {video.camera: video.px_per_cm}, margin=0.0)
     tracker = tr.make_tracker()
@@ -418,6 +456,7 @@ def replay_outcomes(
                                  frame.embeddings[idx], [None] * len(idx)))
         collect(resolver.end(video.camera, [t.track_id for t in tracker.ended], ts))
         instances = video.truth.get(index, [])
+        on_fish = np.zeros(len(instances), int)
         if tracks and instances:
             gt_boxes = np.array([inst["box_xyxy"] for inst in instances], np.float32)
             ious = iou_matrix(frame.boxes_xyxy[idx], gt_boxes)
@@ -427,6 +466,9 @@ def replay_outcomes(
                     gid = str(instances[j]["individual_id"])
                     gt_votes[t.track_id][gid] += 1
                     gt_unknown[gid] = bool(instances[j]["unknown"])
+                    on_fish[j] += 1
+        if covered is not None:
+            covered.update(np.minimum(on_fish, 2).tolist())
     collect(resolver.end_all(len(video.frames) / video.fps))
     outcomes, unmatched = [], 0
     for track_id, ev in sorted(ended.items()):
@@ -448,10 +490,11 @@ def track_outcomes(
     gallery: Gallery,
     tracking: TrackingConfig | None = None,
     match_iou: float = 0.5,
+    covered: Counter | None = None,
 ) -> tuple[list[TrackOutcome], int]:
     """Run the daemon's per-camera chain over a labelled video -> (one outcome per track that overlaps a
-    ground-truth fish, the number of tracks that overlap none)."""
-    return replay_outcomes(run_chain(video, truth_json, pipeline), gallery, tracking, match_iou)
+    ground-truth fish, the number of tracks that overlap none); `covered` as in replay_outcomes."""
+    return replay_outcomes(run_chain(video, truth_json, pipeline), gallery, tracking, match_iou, covered)
 
 
 def open_pipeline_and_gallery(
@@ -496,11 +539,12 @@ def score_video(
     pipeline, gallery, rule, resolved = open_pipeline_and_gallery(gallery_db, detector, embedder, backend, threshold, margin,
                                                                   tracking)
     try:
-        outcomes, unmatched = track_outcomes(video, truth_json, pipeline, gallery, resolved, match_iou)
+        covered: Counter = Counter()
+        outcomes, unmatched = track_outcomes(video, truth_json, pipeline, gallery, resolved, match_iou, covered)
     finally:
         pipeline.close()
     log.info("open set: %s", rule.source)
-    return score_outcomes(outcomes, rule.threshold, rule.margin, unmatched)
+    return score_outcomes(outcomes, rule.threshold, rule.margin, unmatched, covered)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
     wrong = daemon["known_tracks"] - daemon["known_correct"] + daemon["unknown_tracks"] - daemon["unknown_flagged"]
     assert sum(daemon["mistakes"].values()) == wrong  # every wrongly named track, as "truth -> named"
     assert 0 <= daemon["mixed_wrong"] <= wrong  # of those, the tracks that followed more than one fish
+    assert 0 <= daemon["known_frames_right"] <= daemon["known_frames"] and daemon["known_frames"] >= daemon["known_tracks"]
+    assert len(daemon["covered"]) == 3 and sum(daemon["covered"]) > 0  # fish instances under 0, 1, several tracks
     # Only the farm's own fish are enrolled, not the auxiliary fish that reid/train also holds.
     assert list((work / "farm" / "reid" / "train").glob("aux*.jpg"))
     enrolled = Store(work / "gallery.db").load_gallery(0.5).individuals
@@ -28,6 +30,7 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
     report = (work / "REPORT.md").read_text()
     assert report.startswith("# finprint demo report")
     assert f"followed more than one fish (under 80% of their frames on one): {daemon['mixed_wrong']} of {wrong}" in report
+    assert f"of their {daemon['known_frames']} track-frames" in report and f"(of {sum(daemon['covered'])};" in report
     assert (work / "report.png").stat().st_size > 10_000
     assert sorted(p.name for p in (work / "models" / "detector").glob("*.int8.onnx"))
     # A second run continues: every step is already done.

@@ -1,4 +1,5 @@
 import json
+from collections import Counter
 
 import cv2
 import numpy as np
@@ -53,6 +54,46 @@ def test_score_outcomes_counts_known_unknown_and_unmatched():
     assert score_outcomes(outcomes, threshold=0.7, margin=0.5).unknown_flagged == 2  # no lead big enough: all unknown
 
 
+def test_score_weights_tracks_by_their_frames_too():
+    outcomes = [
+        TrackOutcome("fish000", False, "fish000", 0.9, 0.3, 90),  # one long track, named right
+        TrackOutcome("fish000", False, "fish001", 0.9, 0.3, 5),  # two short pieces, named wrong
+        TrackOutcome("fish000", False, "fish001", 0.9, 0.3, 5),
+        TrackOutcome("unk000", True, "fish000", 0.5, 0.3, 30),  # flagged
+        TrackOutcome("unk000", True, "fish000", 0.9, 0.3, 10),  # missed
+    ]
+    r = score_outcomes(outcomes, threshold=0.7, margin=0.0)
+    assert (r.known_correct, r.known_tracks) == (1, 3)  # a third of the tracks ...
+    assert (r.known_frames_right, r.known_frames, r.unknown_frames_flagged, r.unknown_frames) == (90, 100, 30, 40)
+    assert ("weighted by track length: known fish named right in 90.0% of their 100 track-frames, "
+            "strangers flagged in 75.0% of 40") in r.report()  # ... but nine in ten of the frames
+    assert "strangers flagged in -" in score_outcomes(outcomes[:3], threshold=0.7, margin=0.0).report()
+
+
+def test_replay_counts_fish_with_no_track_one_or_several():
+    # One fish in 12 frames: no box in the first 2, one box in the next 5, then two boxes on it (a fish cut in
+    # two halves that each overlap it at IoU 0.5, as a coarse detector does) in the last 5.
+    gallery = Gallery(["fishA"], np.eye(3, dtype=np.float32)[:1])
+    fish = np.array([0, 0, 40, 20], np.float32)
+    frames, truth = [], {}
+    for i in range(12):
+        boxes = [] if i < 2 else [fish] if i < 7 else [np.array([0, 0, 20, 20], np.float32), np.array([20, 0, 40, 20], np.float32)]
+        boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        emb = np.tile(np.array([1.0, 0, 0], np.float32), (len(boxes), 1))
+        frames.append(ChainFrame(boxes, np.ones(len(boxes), np.float32), emb))
+        truth[i] = [{"individual_id": "fishA", "unknown": False, "visible_fraction": 1.0, "box_xyxy": fish.tolist()}]
+    video = LabelledVideo("v.mp4", "1", 10.0, 1.0, frames, truth)
+    covered: Counter = Counter()
+    outcomes, unmatched = replay_outcomes(video, gallery, TrackingConfig(min_hits=1, match_iou=0.1), match_iou=0.5,
+                                          covered=covered)
+    # Halves overlap the fish at IoU 0.5 exactly: both count as on it.
+    assert covered == {0: 2, 1: 5, 2: 5}
+    r = score_outcomes(outcomes, threshold=0.5, margin=0.0, unmatched=unmatched, covered=covered)
+    assert r.covered == (2, 5, 5)
+    assert "no track on them 16.7%, one 41.7%, several at once 41.7% (of 12;" in r.report()
+    assert "several at once" not in score_outcomes(outcomes, threshold=0.5, margin=0.0).report()  # not tallied
+
+
 def test_score_says_which_fish_was_taken_for_which():
     lookalike = [TrackOutcome("unk001", True, "fish004", 0.9, 0.1, 30) for _ in range(3)]
     outcomes = [
@@ -80,7 +121,7 @@ def test_score_tells_wrong_tracks_that_followed_several_fish_from_wrong_names():
     ]
     r = score_outcomes(outcomes, threshold=0.7, margin=0.05)
     assert (r.mistakes.total(), r.mixed_wrong) == (3, 2)
-    assert r.report().endswith("wrongly named tracks that followed more than one fish (under 80% of their frames on one): 2 of 3")
+    assert "\nwrongly named tracks that followed more than one fish (under 80% of their frames on one): 2 of 3\n" in r.report()
     assert score_outcomes(outcomes[3:], threshold=0.7, margin=0.05).mixed_wrong == 0
 
 
