@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -314,8 +315,10 @@ def _tune(args: argparse.Namespace) -> int:
         tune_tracking,
     )
     from finprint.runtime.score import (
+        covered_sentence,
         detection_report,
         detector_recall,
+        frames_sentence,
         length_split,
         mixed_sentence,
         open_pipeline_and_gallery,
@@ -384,9 +387,11 @@ def _tune(args: argparse.Namespace) -> int:
                 splitting_report["window"] = window
     tuned = best.tuned
     per_box = detection_report(chains, matched)
-    per_video = [(chain.fps, replay_outcomes(chain, matched, best_tracking)[0]) for chain in chains]
+    covered: Counter = Counter()
+    per_video = [(chain.fps, replay_outcomes(chain, matched, best_tracking, covered=covered)[0]) for chain in chains]
     by_length = length_split(per_video, tuned.threshold, tuned.margin)
-    chosen = score_outcomes([o for _, outcomes in per_video for o in outcomes], tuned.threshold, tuned.margin)
+    chosen = score_outcomes([o for _, outcomes in per_video for o in outcomes], tuned.threshold, tuned.margin,
+                            covered=covered)
     report = {
         "threshold": tuned.threshold, "margin": tuned.margin,
         "known_tracks": tuned.known_tracks, "unknown_tracks": tuned.unknown_tracks,
@@ -407,6 +412,9 @@ def _tune(args: argparse.Namespace) -> int:
         "detector": found.to_json(),
         "by_track_length": by_length.to_json(),
         "mixed_wrong": chosen.mixed_wrong, "wrong_tracks": chosen.mistakes.total(),
+        "known_frames": chosen.known_frames, "known_frames_right": chosen.known_frames_right,
+        "unknown_frames": chosen.unknown_frames, "unknown_frames_flagged": chosen.unknown_frames_flagged,
+        "covered": list(chosen.covered),
     }
     print(f"tuned on {tuned.known_tracks} tracks of enrolled fish and {tuned.unknown_tracks} of strangers "
           f"({len(args.videos)} video(s), {len(trials)} tracker setting(s) tried):")
@@ -419,6 +427,8 @@ def _tune(args: argparse.Namespace) -> int:
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
     print(f"  {mixed_sentence(chosen.mixed_wrong, chosen.mistakes.total())}")
+    print(f"  {frames_sentence(chosen.known_frames_right, chosen.known_frames, chosen.unknown_frames_flagged, chosen.unknown_frames)}")
+    print(f"  {covered_sentence(chosen.covered)}")
     print(f"  {per_box.report()}")
     print(f"  {found.report()}")
     if args.json:

@@ -126,6 +126,9 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert by_length["long"]["known_tracks"] == 1 and by_length["long"]["known_accuracy"] == 1.0
     assert by_length["short"]["known_tracks"] == 0
     assert (report["mixed_wrong"], report["wrong_tracks"]) == (0, 0)  # every track named right, none mixed
+    # Every track named right: so is every track-frame; and the toy fish had one track or none, never two.
+    assert report["known_frames_right"] == report["known_frames"] > 0 and report["covered"][2] == 0
+    assert report["covered"][1] > 0
     stored = Store(gallery).open_set()
     assert stored is not None and stored["threshold"] == report["threshold"] and stored["embedder"] == "emb.onnx"
     # Whitening was judged (one enrolled fish: it meets the targets no better, so it stays off).
@@ -133,6 +136,8 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert set(report["whitening"]["tracker_space_values"]) == {"embedder", "gallery"}  # the tracker was tuned too
     out = capsys.readouterr().out
     assert stored["whitening"] is None and "gallery whitening: off" in out
+    assert f"known fish named right in 100.0% of their {report['known_frames']} track-frames" in out
+    assert "several at once 0.0%" in out
     assert Store(gallery).tracking()["appearance_space"] == report["tracking"]["appearance_space"] == "embedder"
     # Track splitting was tried at each window; the toy fish never changes, so nothing to split and it stays off.
     assert set(report["splitting"]["values"]) == {"0", "10", "15", "20"} and report["splitting"]["window"] == 0
