@@ -96,7 +96,11 @@ class WatchdogConfig(_Strict):
 
 class TrackingConfig(_Strict):
     high_score: float = Field(default=0.5, ge=0, le=1)
-    low_score: float = Field(default=0.1, ge=0, le=1)
+    # ByteTrack's second pass keeps tracks alive on detections from low_score up to high_score. The pipeline
+    # drops detections under the detector's score threshold (models.score_threshold, else its manifest's)
+    # first, so null = every detection the pipeline passes; a value under that threshold changes nothing
+    # (the daemon says so at start).
+    low_score: float | None = Field(default=None, ge=0, le=1)
     match_iou: float = Field(default=0.3, ge=0, le=1)
     max_lost_frames: int = Field(default=30, ge=1)
     min_hits: int = Field(default=3, ge=1)  # frames before a track is reported
@@ -124,7 +128,7 @@ class TrackingConfig(_Strict):
 
     def make_tracker(self) -> ByteTracker:
         return ByteTracker(
-            self.high_score, self.low_score, self.match_iou, self.max_lost_frames, self.min_hits,
+            self.high_score, 0.0 if self.low_score is None else self.low_score, self.match_iou, self.max_lost_frames, self.min_hits,
             appearance_gate=self.appearance_gate, appearance_weight=self.appearance_weight,
             appearance_momentum=self.appearance_momentum,
         )
@@ -214,7 +218,7 @@ def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
         _check_writable_file(sinks.jsonl, "event log", "sinks.jsonl")
     if sinks.snapshots is not None and not (sinks.snapshots.is_dir() and os.access(sinks.snapshots, os.W_OK)):
         raise ConfigError(f"sinks.snapshots: {sinks.snapshots} is not a writable folder")
-    if cfg.tracking.low_score > cfg.tracking.high_score:
+    if cfg.tracking.low_score is not None and cfg.tracking.low_score > cfg.tracking.high_score:
         raise ConfigError("tracking.low_score must not exceed tracking.high_score")
     return cfg.model_copy(update={"cameras": cameras, "models": models, "gallery": gallery, "sinks": sinks})
 

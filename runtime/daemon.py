@@ -171,6 +171,11 @@ class Daemon:
 
         m = self.cfg.models
         self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
+        low = self.cfg.tracking.low_score
+        if low is not None and low < self.pipeline.score_threshold:
+            log.warning("tracking.low_score %g is under the detector's score threshold %g: detections between them never "
+                        "reach the tracker; lower models.score_threshold to %g to feed them to it (more crops to embed), "
+                        "or leave tracking.low_score out", low, self.pipeline.score_threshold, low)
 
     def _stop_pipeline(self) -> None:
         self.pipeline.close()

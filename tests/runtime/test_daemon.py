@@ -156,3 +156,28 @@ def test_the_daemon_tracks_and_splits_as_its_gallery_was_tuned_unless_the_config
             assert daemon.resolver.split_window == (12 if expected == "gallery" else 0)
         finally:
             daemon.stop()
+
+
+def test_a_low_score_under_the_detectors_threshold_is_said_at_start(farm, tmp_path, caplog):
+    # The pipeline drops detections under the detector's threshold (the toy manifest's 0.25) before the tracker.
+    for tracking, warned in (({"min_hits": 2}, False), ({"min_hits": 2, "low_score": 0.25}, False),
+                             ({"min_hits": 2, "low_score": 0.1}, True)):
+        folder = tmp_path / str(tracking.get("low_score"))
+        folder.mkdir()
+        caplog.clear()
+        daemon = Daemon(load_config(_config(farm, folder, tracking=tracking)))
+        daemon.start()
+        try:
+            said = [r.getMessage() for r in caplog.records if "tracking.low_score" in r.getMessage()]
+            assert bool(said) == warned, said
+            if warned:
+                assert "0.1 is under the detector's score threshold 0.25" in said[0]
+        finally:
+            daemon.stop()
+
+
+def test_the_trackers_second_pass_takes_whatever_the_detector_passes_by_default():
+    from finprint.runtime.config import TrackingConfig
+
+    assert TrackingConfig().low_score is None and TrackingConfig().make_tracker().low_score == 0.0
+    assert TrackingConfig(low_score=0.2).make_tracker().low_score == 0.2
