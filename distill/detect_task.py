@@ -140,16 +140,15 @@ class DetectTask:
         fresh: dict[tuple[int, int], dict[str, Any]] = {}  # over the cache budget: this step only
         if missing:
             idx = torch.tensor(missing, device=batch["images"].device)
-            out = _unwrap(teacher).run(batch["images"][idx], extras=True)
-            soft = teacher_soft_masks(out, batch["boxes"][idx], batch["valid"][idx])
+            out = self.teacher_forward(teacher, {k: batch[k][idx] for k in ("images", "boxes", "valid")})
             budget = float(self.cache_mb) * 2**20
             for j, i in enumerate(missing):
                 n = int(batch["valid"][i].sum())
                 item = {
-                    "scores": out["scores"][j].half().cpu(),
-                    "boxes": out["boxes"][j].half().cpu(),
-                    "feats": [f[j].half().cpu() for f in out["feats"]],
-                    "soft_masks": soft[j, :n].cpu(),
+                    "scores": out["scores"][j],
+                    "boxes": out["boxes"][j],
+                    "feats": [f[j] for f in out["feats"]],
+                    "soft_masks": out["soft_masks"][j, :n],
                 }
                 size = sum(t.numel() * 2 for t in [item["scores"], item["boxes"], item["soft_masks"], *item["feats"]])
                 if self._cache_bytes + size <= budget:

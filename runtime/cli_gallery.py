@@ -315,10 +315,8 @@ def _tune(args: argparse.Namespace) -> int:
         tune_tracking,
     )
     from finprint.runtime.score import (
-        covered_sentence,
         detection_report,
         detector_recall,
-        frames_sentence,
         length_split,
         mixed_sentence,
         open_pipeline_and_gallery,
@@ -427,8 +425,8 @@ def _tune(args: argparse.Namespace) -> int:
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
     print(f"  {mixed_sentence(chosen.mixed_wrong, chosen.mistakes.total())}")
-    print(f"  {frames_sentence(chosen.known_frames_right, chosen.known_frames, chosen.unknown_frames_flagged, chosen.unknown_frames)}")
-    print(f"  {covered_sentence(chosen.covered)}")
+    for line in chosen.fragmentation_lines():
+        print(f"  {line}")
     print(f"  {per_box.report()}")
     print(f"  {found.report()}")
     if args.json:

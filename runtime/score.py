@@ -75,10 +75,16 @@ class ScoreResult:
             f"tracks matching no ground-truth fish: {self.unmatched_tracks}"
             + (f"\nmistakes (truth -> named, tracks): {self.mistakes_text()}" if self.mistakes else "")
             + (f"\n{mixed_sentence(self.mixed_wrong, self.mistakes.total())}" if self.mistakes else "")
-            + (f"\n{frames_sentence(self.known_frames_right, self.known_frames, self.unknown_frames_flagged, self.unknown_frames)}"
-               if self.known_frames or self.unknown_frames else "")
-            + (f"\n{covered_sentence(self.covered)}" if sum(self.covered) else "")
+            + "".join(f"\n{line}" for line in self.fragmentation_lines())
         )
+
+    def fragmentation_lines(self) -> list[str]:
+        """The rates weighted by track length and the fish under no/one/several tracks, where counted."""
+        return [
+            *([frames_sentence(self.known_frames_right, self.known_frames, self.unknown_frames_flagged, self.unknown_frames)]
+              if self.known_frames or self.unknown_frames else []),
+            *([covered_sentence(self.covered)] if sum(self.covered) else []),
+        ]
 
     def mistakes_text(self, most: int = 8) -> str:
         top = self.mistakes.most_common(most)
