@@ -74,6 +74,18 @@ def _splitting_phrase(splitting: dict | None) -> str:
     return f", tracks {state} (targets met: {tried})"
 
 
+def _reporting_phrase(reporting: dict | None) -> str:
+    """How many frames tune-open-set made a track wait before it is reported (older reports say nothing)."""
+    if not reporting or len(reporting.get("values") or {}) < 2:
+        return ""
+    uncovered = reporting.get("uncovered") or {}
+    tried = ", ".join(f"{n} {v:.3f}" + (f" / {100 * uncovered[n]:.0f}%" if uncovered.get(n) is not None else "")
+                      for n, v in reporting["values"].items())
+    hits = reporting["min_hits"]
+    return (f", tracks reported once seen in {2 * hits - 1} frames (min_hits {hits}; min_hits tried: targets met / "
+            f"fish instances under no track: {tried})")
+
+
 def daemon_score_lines(daemon: dict) -> list[str]:
     """The daemon's score on the farm videos as report bullets, from daemon_score.json (demo and results)."""
     return [
@@ -104,7 +116,7 @@ def open_set_sentence(daemon: dict) -> str:
             f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
             f"that are not the scored videos' unknown fish): {tracker}threshold {tuned['threshold']:.2f}, "
             f"margin {tuned['margin']:.2f}{_whitening_phrase(tuned.get('whitening'))}"
-            f"{_splitting_phrase(tuned.get('splitting'))}; on those videos "
+            f"{_splitting_phrase(tuned.get('splitting'))}{_reporting_phrase(tuned.get('reporting'))}; on those videos "
             f"{100 * tuned['known_accuracy']:.1f}% of {tuned['known_tracks']} "
             f"known tracks named right, {100 * tuned['unknown_flag_rate']:.1f}% of {tuned['unknown_tracks']} stranger tracks "
             f"flagged (with the embedder manifest's threshold{' and the default tracker' if tracker else ''}: "

@@ -52,6 +52,10 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
                             help="tracker confident-detection scores to try (default 0.2,0.25,0.3,0.35,0.4,0.5)")
         parser.add_argument("--gates", type=_gate_list, default=None, metavar="G,G,...",
                             help="tracker appearance gates to try, 'off' for boxes only (default off,0,0.1,0.2,0.3)")
+        parser.add_argument("--min-hits", type=_int_list, default=None, metavar="N,N,...",
+                            help="tracking.min_hits values to try besides the default 3 (a track is reported once seen "
+                                 "in 2 x min_hits - 1 frames; default 5,10,15,20; '3' keeps the default, for a farm "
+                                 "that wants brief glimpses of its fish counted)")
         parser.add_argument("--keep-tracking", action="store_true",
                             help="tune only the threshold and margin, for the tracker settings the daemon uses now")
         parser.add_argument("--no-whitening", action="store_true",
@@ -104,6 +108,16 @@ def _gate_list(text: str) -> tuple[float | None, ...]:
         raise argparse.ArgumentTypeError(f"expected numbers or 'off' separated by commas, got {text!r}") from None
     if any(v is not None and not -1.0 <= v <= 1.0 for v in values):
         raise argparse.ArgumentTypeError(f"gates are cosine similarities in [-1, 1], got {text!r}")
+    return values
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"every value must be 1 or more, got {text!r}")
     return values
 
 
@@ -285,6 +299,16 @@ def _splitting_text(report: dict, kept: bool) -> str:
     return f"track splitting: {state}; how well the targets are met, {tried}"
 
 
+def _min_hits_text(report: dict, kept: bool) -> str:
+    hits = report["min_hits"]
+    state = f"min_hits {hits} (a track is reported once seen in {2 * hits - 1} frames)"
+    if kept or len(report["values"]) < 2:
+        return f"tracks reported: {state} (not tuned)"
+    tried = ", ".join(f"{n} {v:.3f} ({100 * report['uncovered'][n]:.0f}%)" for n, v in report["values"].items())
+    return (f"tracks reported: {state}; how well the targets are met at each min_hits (share of the fish instances "
+            f"then under no reported track), {tried}")
+
+
 def _variants(chains: list, gallery: Gallery, base: TrackingConfig, key: str, values: tuple,
               args: argparse.Namespace) -> Iterator[tuple]:
     """(value, its trial, its tracker settings) for each value of one tracker setting that gave tracks to tune on."""
@@ -308,7 +332,9 @@ def _tune(args: argparse.Namespace) -> int:
     from finprint.runtime.open_set import (
         APPEARANCE_GATES,
         HIGH_SCORES,
+        MIN_HITS,
         SPLIT_WINDOWS,
+        choose_min_hits,
         file_digest,
         rates,
         replay_trial,
@@ -383,6 +409,20 @@ def _tune(args: argparse.Namespace) -> int:
             if trial.rank_key() < best.rank_key():
                 best, best_tracking = trial, trying
                 splitting_report["window"] = window
+    # Waiting longer before reporting a track drops short tracks: mostly fish seen in part, which the embedder
+    # names badly, but also brief sightings; so the report says how much of the fish each choice leaves untracked,
+    # and choose_min_hits keeps the shorter wait unless the longer one names fish strictly better.
+    hits_report: dict = {"min_hits": best_tracking.min_hits, "values": {best_tracking.min_hits: best.value},
+                         "uncovered": {best_tracking.min_hits: best.uncovered}}
+    if not args.keep_tracking:
+        by_hits = {best_tracking.min_hits: (best, best_tracking)}
+        tried = tuple(sorted(set(args.min_hits or MIN_HITS) - {best_tracking.min_hits}))
+        for hits, trial, trying in _variants(chains, matched, best_tracking, "min_hits", tried, args):
+            by_hits[hits] = trial, trying
+            hits_report["values"][hits], hits_report["uncovered"][hits] = trial.value, trial.uncovered
+        hits_report["min_hits"] = choose_min_hits({hits: trial for hits, (trial, _) in by_hits.items()})
+        best, best_tracking = by_hits[hits_report["min_hits"]]
+        hits_report["values"] = dict(sorted(hits_report["values"].items()))
     tuned = best.tuned
     per_box = detection_report(chains, matched)
     covered: Counter = Counter()
@@ -396,7 +436,7 @@ def _tune(args: argparse.Namespace) -> int:
         "known_accuracy": tuned.known_accuracy, "unknown_flag_rate": tuned.unknown_flag_rate,
         "tracking": {"high_score": best.high_score, "appearance_gate": best.appearance_gate,
                      "appearance_space": best_tracking.appearance_space, "split_window": best_tracking.split_window,
-                     "tuned": not args.keep_tracking},
+                     "min_hits": best_tracking.min_hits, "tuned": not args.keep_tracking},
         "before": {"threshold": before.threshold, "margin": before.margin, "source": before.source,
                    "high_score": tracking.high_score, "appearance_gate": tracking.appearance_gate,
                    "known_accuracy": k0, "unknown_flag_rate": u0},
@@ -405,6 +445,7 @@ def _tune(args: argparse.Namespace) -> int:
                     "unknown_flag_rate": t.tuned.unknown_flag_rate, "tracks": t.tracks} for t in trials],
         "whitening": whitening_report,
         "splitting": splitting_report,
+        "reporting": hits_report,
         "videos": [str(v) for v in args.videos],
         "per_detection": per_box.to_json(),
         "detector": found.to_json(),
@@ -421,6 +462,7 @@ def _tune(args: argparse.Namespace) -> int:
           f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}%")
     print(f"  {_whitening_text(whitening_report, args.no_whitening)}")
     print(f"  {_splitting_text(splitting_report, args.keep_tracking)}")
+    print(f"  {_min_hits_text(hits_report, args.keep_tracking)}")
     print(f"  before ({before.source}; tracker high_score {tracking.high_score:g}, appearance_gate "
           f"{_gate_text(tracking.appearance_gate)}): {100 * k0:.1f}% and {100 * u0:.1f}%")
     print(f"  {by_length.report()}")
@@ -439,9 +481,10 @@ def _tune(args: argparse.Namespace) -> int:
             store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, emb_sha, tuned_on, matched.whitening)
             if not args.keep_tracking:
                 store.set_tracking(best.high_score, best.appearance_gate, args.detector.name, file_digest(args.detector),
-                                   emb_sha, tuned_on, best_tracking.appearance_space, best_tracking.split_window)
+                                   emb_sha, tuned_on, best_tracking.appearance_space, best_tracking.split_window,
+                                   best_tracking.min_hits)
         finally:
             store.close()
         print(f"stored in {args.gallery}; the daemon uses it unless its config sets models.open_set_threshold/margin "
-              "or tracking.high_score/appearance_gate/appearance_space/split_window")
+              "or tracking.high_score/appearance_gate/appearance_space/split_window/min_hits")
     return 0

@@ -103,7 +103,11 @@ class TrackingConfig(_Strict):
     low_score: float | None = Field(default=None, ge=0, le=1)
     match_iou: float = Field(default=0.3, ge=0, le=1)
     max_lost_frames: int = Field(default=30, ge=1)
-    min_hits: int = Field(default=3, ge=1)  # frames before a track is reported
+    # A track is confirmed at its `min_hits`-th frame and reported (events, a sighting, a name voted over its
+    # confirmed frames) once it has been followed `min_hits` frames more: 2 * min_hits - 1 frames in all, and
+    # a shorter track is dropped. Short tracks are mostly fish seen in part, which no embedder names reliably,
+    # so waiting longer trades brief sightings for fewer wrong names; `finprint tune-open-set` tries it.
+    min_hits: int = Field(default=3, ge=1)
     # Appearance in association (runtime/tracker.py): a detection whose embedding's cosine similarity to
     # a track's running mean is below the gate never continues that track; null = boxes only.
     appearance_gate: float | None = Field(default=0.3, ge=-1, le=1)

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -47,11 +48,15 @@ MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
 # and 89 % at 0.1, so at the old fixed 0.5 its tracks broke into 3-10 fragments per fish.
 HIGH_SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 APPEARANCE_GATES: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
-TUNED_TRACKING = ("high_score", "appearance_gate", "appearance_space", "split_window")
+TUNED_TRACKING = ("high_score", "appearance_gate", "appearance_space", "split_window", "min_hits")
 # Columns added to the tracking row later: NULL in an older gallery's row means "not tuned", not a tuned choice.
 ADDED_TRACKING = tuple(column for table, column, _ in ADDED_COLUMNS if table == "tracking")
 # Track splitting windows (frames) that `finprint tune-open-set` tries besides none (IdentityResolver.associate).
 SPLIT_WINDOWS = (10, 15, 20)
+# `tracking.min_hits` tried besides the default 3 (a track is reported once seen in 2 * min_hits - 1 frames): with
+# a detector that keeps one track per fish, the wrongly named tracks are short ones of fish seen in part
+# (docs/ARCHITECTURE.md).
+MIN_HITS = (5, 10, 15, 20)
 
 
 @dataclass(frozen=True)
@@ -150,10 +155,22 @@ class TrackingTrial:
     tuned: Tuned
     tracks: int  # tracks that overlapped a ground-truth fish
     value: float  # goodness() of the tuned pair
+    uncovered: float = float("nan")  # share of the ground-truth fish instances under no reported track
 
     def rank_key(self) -> tuple[float, float, int]:
         # Best value; then the larger sum of both rates; then fewer tracks (each decision sees more frames).
         return (-self.value, -(self.tuned.known_accuracy + self.tuned.unknown_flag_rate), self.tracks)
+
+
+def choose_min_hits(trials: dict[int, TrackingTrial]) -> int:
+    """Of trials at several `min_hits`, the fewest frames unless more meet the targets strictly better (a better
+    goodness(), or as good with a larger sum of both rates). Fewer tracks alone never wins here, as it does for
+    the other tracker settings: waiting longer drops brief sightings, so it must pay for itself in right names."""
+    chosen = min(trials)
+    for hits in sorted(trials):
+        if trials[hits].rank_key()[:2] < trials[chosen].rank_key()[:2]:
+            chosen = hits
+    return chosen
 
 
 def replay_trial(
@@ -163,13 +180,14 @@ def replay_trial(
     tracks hold no enrolled fish or no stranger)."""
     from finprint.runtime.score import replay_outcomes
 
-    outcomes = [o for v in videos for o in replay_outcomes(v, gallery, tracking)[0]]
+    covered: Counter = Counter()
+    outcomes = [o for v in videos for o in replay_outcomes(v, gallery, tracking, covered=covered)[0]]
     try:
         tuned = tune(outcomes, min_known, min_unknown)
     except ValueError:
         return None
     return TrackingTrial(tracking.high_score, tracking.appearance_gate, tuned, len(outcomes),
-                         goodness(tuned, min_known, min_unknown))
+                         goodness(tuned, min_known, min_unknown), covered[0] / max(covered.total(), 1))
 
 
 def tune_tracking(

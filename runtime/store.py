@@ -69,7 +69,8 @@ CREATE TABLE IF NOT EXISTS tracking (
     tuned_on TEXT NOT NULL,
     created REAL NOT NULL,
     appearance_space TEXT,
-    split_window INTEGER
+    split_window INTEGER,
+    min_hits INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,7 +96,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 # Columns added after galleries were already out on farms: (table, column, SQL type). SQLite's
 # CREATE TABLE IF NOT EXISTS leaves an older table as it was, so they are added on open (NULL = unset).
-ADDED_COLUMNS = (("open_set", "whitening", "REAL"), ("tracking", "appearance_space", "TEXT"), ("tracking", "split_window", "INTEGER"))
+ADDED_COLUMNS = (("open_set", "whitening", "REAL"), ("tracking", "appearance_space", "TEXT"), ("tracking", "split_window", "INTEGER"),
+                 ("tracking", "min_hits", "INTEGER"))
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
@@ -160,19 +162,21 @@ class Store:
                 (threshold, margin, embedder, embedder_sha256, tuned_on, time.time(), whitening))
 
     def set_tracking(self, high_score: float, appearance_gate: float | None, detector: str, detector_sha256: str,
-                     embedder_sha256: str, tuned_on: str, appearance_space: str = "embedder", split_window: int = 0) -> None:
+                     embedder_sha256: str, tuned_on: str, appearance_space: str = "embedder", split_window: int = 0,
+                     min_hits: int = 3) -> None:
         """Tracker settings tuned with the open-set rule (NULL gate = boxes only), replacing any earlier ones."""
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO tracking(id, high_score, appearance_gate, detector, detector_sha256, embedder_sha256,"
-                " tuned_on, created, appearance_space, split_window) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " tuned_on, created, appearance_space, split_window, min_hits) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (high_score, appearance_gate, detector, detector_sha256, embedder_sha256, tuned_on, time.time(), appearance_space,
-                 split_window))
+                 split_window, min_hits))
 
     def tracking(self) -> dict | None:
-        """The tuned tracker row; `appearance_space` and `split_window` are None in a gallery tuned before they were stored."""
+        """The tuned tracker row; `appearance_space`, `split_window` and `min_hits` are None in a gallery tuned before
+        they were stored."""
         keys = ("high_score", "appearance_gate", "detector", "detector_sha256", "embedder_sha256", "tuned_on", "appearance_space",
-                "split_window")
+                "split_window", "min_hits")
         with self._lock:
             row = self._conn.execute(f"SELECT {', '.join(keys)} FROM tracking WHERE id = 1").fetchone()
         return dict(zip(keys, row, strict=True)) if row else None

@@ -61,6 +61,10 @@ def test_the_report_says_how_the_open_set_was_set():
             "0.966, 15 frames 0.973, 20 frames 0.962);") in open_set_sentence({"open_set": tuned})
     tuned["splitting"] = {"window": 0, "values": {"0": 0.98, "10": 0.94}}
     assert "tracks not split (targets met: none 0.980, 10 frames 0.940);" in open_set_sentence({"open_set": tuned})
+    assert "reported after" not in open_set_sentence({"open_set": tuned})  # a report from before min_hits was tried
+    tuned["reporting"] = {"min_hits": 10, "values": {"3": 0.949, "10": 1.0}, "uncovered": {"3": 0.217, "10": 0.298}}
+    assert ("tracks reported once seen in 19 frames (min_hits 10; min_hits tried: targets met / fish instances under no "
+            "track: 3 0.949 / 22%, 10 1.000 / 30%);") in open_set_sentence({"open_set": tuned})
     tuned["per_detection"] = {"known_boxes": 4088, "rank1": 0.888, "clear_view_rank1": 0.945, "partly_hidden_rank1": 0.806,
                               "stranger_boxes": 1881, "stranger_auroc": 0.93}
     text = open_set_sentence({"open_set": tuned})

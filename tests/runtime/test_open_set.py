@@ -143,6 +143,14 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert set(report["splitting"]["values"]) == {"0", "10", "15", "20"} and report["splitting"]["window"] == 0
     assert Store(gallery).tracking()["split_window"] == report["tracking"]["split_window"] == 0
     assert "track splitting: off; how well the targets are met, none 1.000, 10 frames 1.000" in out
+    # Reporting a track later was tried too. A track is reported once seen in 2 * min_hits - 1 frames, so 10-20
+    # leave the 12-frame video no track to tune on, and 5 names the fish no better: the default 3 stays.
+    reporting = report["reporting"]
+    assert set(reporting["values"]) == {"3", "5"} and reporting["min_hits"] == 3
+    assert Store(gallery).tracking()["min_hits"] == report["tracking"]["min_hits"] == 3
+    # A track is confirmed at its min_hits-th frame: before that each fish is under no reported track.
+    assert reporting["uncovered"]["3"] == pytest.approx(2 / 12) and reporting["uncovered"]["5"] == pytest.approx(4 / 12)
+    assert "tracks reported: min_hits 3 (a track is reported once seen in 5 frames); how well the targets are met" in out
     assert "wrongly named tracks that followed more than one fish (under 80% of their frames on one): 0 of 0" in out
     assert main(["tune-open-set", *base, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
     assert json.loads((tmp_path / "plain.json").read_text())["whitening"]["whitened_value"] is None
@@ -217,6 +225,25 @@ def test_tracker_tuning_finds_the_score_this_detector_gives_its_fish():
     assert best.tracks == 2
 
 
+def _trial(value: float, known: float, unknown: float, tracks: int):
+    from finprint.runtime.open_set import TrackingTrial, Tuned
+
+    return TrackingTrial(0.35, None, Tuned(0.7, 0.05, known, unknown, tracks, tracks), tracks, value)
+
+
+def test_a_track_waits_longer_before_it_is_reported_only_when_that_names_fish_better():
+    from finprint.runtime.open_set import choose_min_hits
+
+    # The results farm's pattern: 3 frames short of the targets, 5-15 meeting both, 15 with the largest sum of rates.
+    trials = {3: _trial(0.949, 0.902, 0.909, 116), 5: _trial(1.0, 0.963, 0.915, 101), 10: _trial(1.0, 0.959, 0.917, 85),
+              15: _trial(1.0, 0.956, 0.923, 71), 20: _trial(0.974, 0.925, 0.913, 63)}
+    assert choose_min_hits(trials) == 15
+    # As good, with fewer tracks, is not better: the brief sightings are kept.
+    assert choose_min_hits({3: _trial(1.0, 0.96, 0.92, 100), 10: _trial(1.0, 0.96, 0.92, 60)}) == 3
+    assert choose_min_hits({3: _trial(1.0, 0.96, 0.92, 100), 10: _trial(0.98, 0.94, 0.99, 60)}) == 3
+    assert choose_min_hits({10: _trial(0.9, 0.9, 0.9, 60)}) == 10
+
+
 def test_tracker_settings_come_from_the_config_then_the_tuned_gallery_then_the_defaults(tmp_path, caplog):
     from finprint.runtime.config import TrackingConfig
     from finprint.runtime.open_set import resolve_tracking
@@ -237,6 +264,11 @@ def test_tracker_settings_come_from_the_config_then_the_tuned_gallery_then_the_d
     assert tracking.split_window == 15 and "split_window 15 from the gallery (tuned)" in source
     tracking, source = resolve_tracking(TrackingConfig(split_window=0), {**stored, "split_window": 15}, det, emb)
     assert tracking.split_window == 0 and "split_window 0 from the config" in source
+    assert tracking.min_hits == 3 and "min_hits 3 (default: tuned before it was stored)" in source
+    tracking, source = resolve_tracking(TrackingConfig(), {**stored, "min_hits": 10}, det, emb)
+    assert tracking.min_hits == 10 and "min_hits 10 from the gallery (tuned)" in source
+    tracking, source = resolve_tracking(TrackingConfig(min_hits=3), {**stored, "min_hits": 10}, det, emb)
+    assert tracking.min_hits == 3 and "min_hits 3 from the config" in source
     tracking, source = resolve_tracking(TrackingConfig(high_score=0.6), stored, det, emb)
     assert (tracking.high_score, tracking.appearance_gate) == (0.6, None) and "high_score 0.6 from the config" in source
     assert tracking.min_hits == TrackingConfig().min_hits  # untouched fields stay

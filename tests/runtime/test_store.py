@@ -78,13 +78,14 @@ def test_a_gallery_from_before_whitening_opens_and_keeps_its_tuned_rule(tmp_path
     assert store.open_set() == {"threshold": 0.8, "margin": 0.05, "embedder": "emb.onnx", "embedder_sha256": "abc",
                                 "tuned_on": "cam1.mp4", "whitening": None}
     tracking = store.tracking()
-    assert tracking is not None and (tracking["high_score"], tracking["appearance_space"], tracking["split_window"]) == (0.35, None, None)
+    assert tracking is not None and (tracking["high_score"], tracking["appearance_space"], tracking["split_window"],
+                                     tracking["min_hits"]) == (0.35, None, None, None)
     store.set_open_set(0.7, 0.02, "emb.onnx", "abc", "cam1.mp4", whitening=0.3)
-    store.set_tracking(0.5, 0.0, "det.onnx", "def", "abc", "cam1.mp4", appearance_space="gallery", split_window=15)
+    store.set_tracking(0.5, 0.0, "det.onnx", "def", "abc", "cam1.mp4", appearance_space="gallery", split_window=15, min_hits=10)
     store.enroll("fish000", np.eye(4, dtype=np.float32)[:2])
     store.close()
     store = Store(path)  # opening again adds nothing twice
     assert store.open_set()["whitening"] == 0.3 and store.tracking()["appearance_space"] == "gallery"
-    assert store.tracking()["split_window"] == 15
+    assert store.tracking()["split_window"] == 15 and store.tracking()["min_hits"] == 10
     assert store.load_gallery(0.5, whitening=0.3).whitening == 0.3 and store.load_gallery(0.5).whitening is None
     store.close()
