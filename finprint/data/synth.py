@@ -193,7 +193,7 @@ def _write_calib_videos(
     lookalikes = [make_lookalike(known[int(look_rng.integers(len(known)))], f"str{len(strangers) + i:03d}", look_rng)
                   for i in range(cfg.calib_lookalikes)]
     stranger_textures = {ind.id: render_texture(ind) for ind in strangers + lookalikes}
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     videos = []
     for k, camera in enumerate(tqdm(cameras, desc="open-set tuning videos", unit="camera", disable=None)):
         ids = sorted(rng.choice(len(known), size=min(cfg.video_fish, len(known)), replace=False))
@@ -379,7 +379,7 @@ def _reid_crop(cfg: SynthConfig, image: np.ndarray, box: np.ndarray, mask: np.nd
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not overwrite:
             raise ConfigError(f"{out} exists and is not empty; pass --overwrite or pick another --out")
         if not (out / "farm.json").exists():
@@ -468,13 +468,10 @@ def _group_poses(n: int, cfg: SynthConfig, scales: list[float], rng: np.random.G
     return out
 
 
-def synthesize(cfg: SynthConfig) -> dict:
-    """Write a whole farm under cfg.out; returns a summary (counts per split, crops, videos)."""
-    cfg.validate()
-    out = Path(cfg.out)
-    _prepare_out(out, cfg.overwrite)
+def _population(cfg: SynthConfig) -> tuple[np.random.Generator, list[Individual], list[Individual], dict[str, np.ndarray], list[dict]]:
+    """The farm's fish and cameras, drawn first from the main random stream -> (that stream, known fish, unknown
+    fish, every fish's texture, cameras)."""
     rng = np.random.default_rng(cfg.seed)
-
     known = make_population(cfg.individuals, rng, prefix="fish")
     unknown = make_population(cfg.unknown, rng, prefix="unk", unknown=True)
     textures = {ind.id: render_texture(ind) for ind in known + unknown}
@@ -482,6 +479,39 @@ def synthesize(cfg: SynthConfig) -> dict:
     for c in range(cfg.cameras):
         water = sample_camera_water(rng, cfg.water[c % len(cfg.water)] if cfg.water else None)
         cameras.append({"id": c + 1, "px_per_cm": round(float(rng.uniform(2.0, 3.0)), 3), "water": water})
+    return rng, known, unknown, textures, cameras
+
+
+def write_tuning_videos(farm: str | Path, out: str | Path, seconds: float) -> list[dict]:
+    """A farm's open-set tuning videos written again at another length into `out` (cam<k>.mp4 and .json): the
+    same cameras, known fish and strangers as its calib/ (their own random stream, drawn after everything else,
+    so the farm is otherwise untouched and one at this length from `synth --calib-videos` would hold the same
+    videos). More tuning video gives `finprint tune-open-set` more tracks to choose from."""
+    farm, out = Path(farm), Path(out)
+    doc_path = farm / "farm.json"
+    if not doc_path.is_file():
+        raise ConfigError(f"{farm}: no farm.json; is this a farm written by finprint data synth?")
+    if seconds <= 0:
+        raise ConfigError(f"--seconds must be positive, got {seconds:g}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out}: not empty; give a new folder (nothing there is overwritten)")
+    config = json.loads(doc_path.read_text()).get("config")
+    if not isinstance(config, dict):
+        raise ConfigError(f"{doc_path}: no generator config (written by an older finprint)")
+    fields = SynthConfig.__dataclass_fields__
+    cfg = SynthConfig(out=farm, **{k: v for k, v in config.items() if k in fields and k != "out"})
+    cfg.calib_video_seconds = float(seconds)
+    cfg.validate()
+    _, known, _, textures, cameras = _population(cfg)
+    return _write_calib_videos(out, cfg, known, textures, cameras)
+
+
+def synthesize(cfg: SynthConfig) -> dict:
+    """Write a whole farm under cfg.out; returns a summary (counts per split, crops, videos)."""
+    cfg.validate()
+    out = Path(cfg.out)
+    _prepare_out(out, cfg.overwrite)
+    rng, known, unknown, textures, cameras = _population(cfg)
 
     # Small farms get shorter sequences, so train, val and test each still get a group.
     per_group = max(1, min(cfg.frames_per_group, cfg.images // 3))

@@ -19,6 +19,7 @@ from finprint.data.synth import (
     reid_crops_aligned,
     reid_crops_masked,
     synthesize,
+    write_tuning_videos,
 )
 from finprint.data.views import render_reid_views
 from finprint.errors import ConfigError
@@ -382,6 +383,32 @@ def test_open_set_tuning_videos_hold_known_fish_and_strangers_of_their_own(farm:
     for name in before:
         if name.startswith(("images", "labels", "videos", "reid/")):
             assert after[name] == before[name], name
+
+
+def test_tuning_videos_written_again_are_the_farms_own_at_another_length(tmp_path: Path) -> None:
+    cfg = _small(tmp_path / "farm")
+    cfg.calib_video_seconds = 1.0
+    synthesize(cfg)
+    farm = tmp_path / "farm"
+    # At the farm's own length: the same videos and ground truth, byte for byte.
+    again = write_tuning_videos(farm, tmp_path / "same", 1.0)
+    assert [v["video"] for v in again] == ["cam1.mp4", "cam2.mp4"]
+    assert _hashes(tmp_path / "same") == _hashes(farm / "calib")
+    # Longer: three times the frames, strangers among the fish, and in front of the first camera the same cast
+    # (the next camera's cast is drawn after the first video, whose length moves the random stream).
+    def cast(path: Path) -> set[str]:
+        return {i["individual_id"] for f in json.loads(path.read_text())["frames"] for i in f["instances"]}
+
+    write_tuning_videos(farm, tmp_path / "long", 3.0)
+    for name in ("cam1.json", "cam2.json"):
+        assert len(json.loads((tmp_path / "long" / name).read_text())["frames"]) == 30
+        assert any(k.startswith("str") for k in cast(tmp_path / "long" / name))
+    assert cast(tmp_path / "long" / "cam1.json") >= cast(farm / "calib" / "cam1.json")
+    # Nothing already there is overwritten; a folder that is no farm is named.
+    with pytest.raises(ConfigError, match="not empty"):
+        write_tuning_videos(farm, tmp_path / "long", 3.0)
+    with pytest.raises(ConfigError, match="no farm.json"):
+        write_tuning_videos(tmp_path / "long", tmp_path / "other", 3.0)
 
 
 def test_lookalike_strangers_resemble_a_known_fish_and_appear_in_every_tuning_video(tmp_path: Path) -> None:
