@@ -412,17 +412,15 @@ def _tune(args: argparse.Namespace) -> int:
     # Waiting longer before reporting a track drops short tracks: mostly fish seen in part, which the embedder
     # names badly, but also brief sightings; so the report says how much of the fish each choice leaves untracked,
     # and choose_min_hits keeps the shorter wait unless the longer one names fish strictly better.
-    hits_report: dict = {"min_hits": best_tracking.min_hits, "values": {best_tracking.min_hits: best.value},
-                         "uncovered": {best_tracking.min_hits: best.uncovered}}
+    by_hits = {best_tracking.min_hits: (best, best_tracking)}
     if not args.keep_tracking:
-        by_hits = {best_tracking.min_hits: (best, best_tracking)}
         tried = tuple(sorted(set(args.min_hits or MIN_HITS) - {best_tracking.min_hits}))
-        for hits, trial, trying in _variants(chains, matched, best_tracking, "min_hits", tried, args):
-            by_hits[hits] = trial, trying
-            hits_report["values"][hits], hits_report["uncovered"][hits] = trial.value, trial.uncovered
-        hits_report["min_hits"] = choose_min_hits({hits: trial for hits, (trial, _) in by_hits.items()})
-        best, best_tracking = by_hits[hits_report["min_hits"]]
-        hits_report["values"] = dict(sorted(hits_report["values"].items()))
+        by_hits.update((hits, (trial, trying)) for hits, trial, trying in
+                       _variants(chains, matched, best_tracking, "min_hits", tried, args))
+        best, best_tracking = by_hits[choose_min_hits({hits: trial for hits, (trial, _) in by_hits.items()})]
+    hits_report = {"min_hits": best_tracking.min_hits,
+                   "values": {hits: trial.value for hits, (trial, _) in sorted(by_hits.items())},
+                   "uncovered": {hits: trial.uncovered for hits, (trial, _) in sorted(by_hits.items())}}
     tuned = best.tuned
     per_box = detection_report(chains, matched)
     covered: Counter = Counter()

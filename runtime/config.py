@@ -105,8 +105,9 @@ class TrackingConfig(_Strict):
     max_lost_frames: int = Field(default=30, ge=1)
     # A track is confirmed at its `min_hits`-th frame and reported (events, a sighting, a name voted over its
     # confirmed frames) once it has `min_hits` confirmed frames, the confirming one included: 2 * min_hits - 1
-    # frames in all, and a shorter track is dropped. Short tracks are mostly fish seen in part, which no embedder names reliably,
-    # so waiting longer trades brief sightings for fewer wrong names; `finprint tune-open-set` tries it.
+    # frames in all, and a shorter track is dropped. Short tracks are mostly fish seen in part, which no
+    # embedder names reliably, so waiting longer trades brief sightings for fewer wrong names;
+    # `finprint tune-open-set` tries it.
     min_hits: int = Field(default=3, ge=1)
     # Appearance in association (runtime/tracker.py): a detection whose embedding's cosine similarity to
     # a track's running mean is below the gate never continues that track; null = boxes only.
