@@ -185,6 +185,14 @@ def check_config(cfg: TrainConfig) -> None:
                 f"neighbours: expected a whole number >= 0 (how many nearest identities an item may pair with; 0 = off), "
                 f"got {neighbours!r}"
             )
+    if entry.pretrained is not None and cfg.pretrained != "none":
+        # Refuse a missing package or a wrong file before anything is written (the weights load again later).
+        from finprint.distill.backbones import EfficientNetLite, load_weights
+        from finprint.runtime.manifest import Preprocess
+
+        load_weights(EfficientNetLite(entry.pretrained, Preprocess(width=32, height=32)), cfg.pretrained)
+    elif entry.pretrained is None and cfg.pretrained not in (None, "none"):
+        raise ConfigError(f"--pretrained: model '{cfg.model}' has no pretrained trunk (models with one: `finprint models`)")
     if cfg.teacher is not None:
         tdir = Path(cfg.teacher)
         if not tdir.is_dir():
@@ -194,6 +202,21 @@ def check_config(cfg: TrainConfig) -> None:
         tcfg = runs.read_config(tdir)
         if tcfg.get("task") != cfg.task:
             raise FinprintError(f"{tdir}: the teacher is a '{tcfg.get('task')}' model, the student a '{cfg.task}' model")
+
+
+def _load_pretrained(model: nn.Module, cfg: TrainConfig) -> None:
+    """Start a trunk model from ImageNet (or `--pretrained FILE`) weights; freeze its first stages if asked."""
+    trunk = getattr(model, "trunk", None)
+    if trunk is None:
+        return
+    if cfg.pretrained != "none":
+        from finprint.distill.backbones import load_weights
+
+        cfg.pretrained_sha256 = load_weights(trunk, cfg.pretrained)
+        log.info("%s trunk: %s weights (sha256 %s)", cfg.model, cfg.pretrained or "ImageNet", cfg.pretrained_sha256[:12])
+    stages = int(cfg.extra.get("freeze_stages", 0))
+    if stages:
+        trunk.freeze(stages)
 
 
 def _prepare_out(cfg: TrainConfig, resume: bool) -> Path:
@@ -239,6 +262,8 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         kd_mod = task.kd_modules(model, teacher)
         if kd_mod is not None:
             kd_mod.to(device)
+    if not resume and cfg.init is None:
+        _load_pretrained(model, cfg)
     if cfg.init is not None:
         init_model, init_cfg = runs.load_model(cfg.init, "best", device)
         if init_cfg.get("model") != cfg.model:
