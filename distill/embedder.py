@@ -163,15 +163,18 @@ def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64
     crops removes that lag (Wu & Johnson, "Rethinking Batch in BatchNorm", 2021). Only the
     buffers change: the forward pass and the exported graph stay the same.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(crops) < 2:
-        return
     was_training = model.training
+    model.train()
+    # A frozen trunk stage keeps its BatchNorm in eval mode (backbones.EfficientNetLite.freeze): its
+    # ImageNet statistics are what the layers above it trained on, so they stay.
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not norms or len(crops) < 2:
+        model.train(was_training)
+        return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
-    model.train()
     device = next(model.parameters()).device
     for start in range(0, len(crops), batch):
         chunk = crops[start : start + batch]

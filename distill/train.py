@@ -204,12 +204,13 @@ def check_config(cfg: TrainConfig) -> None:
             raise FinprintError(f"{tdir}: the teacher is a '{tcfg.get('task')}' model, the student a '{cfg.task}' model")
 
 
-def _load_pretrained(model: nn.Module, cfg: TrainConfig) -> None:
-    """Start a trunk model from ImageNet (or `--pretrained FILE`) weights; freeze its first stages if asked."""
+def _prepare_trunk(model: nn.Module, cfg: TrainConfig, load: bool) -> None:
+    """A trunk model: start from ImageNet (or `--pretrained FILE`) weights when `load` (a new run), and freeze
+    its first `freeze_stages` stages (every time, resumed runs too)."""
     trunk = getattr(model, "trunk", None)
     if trunk is None:
         return
-    if cfg.pretrained != "none":
+    if load and cfg.pretrained != "none":
         from finprint.distill.backbones import load_weights
 
         cfg.pretrained_sha256 = load_weights(trunk, cfg.pretrained)
@@ -262,8 +263,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         kd_mod = task.kd_modules(model, teacher)
         if kd_mod is not None:
             kd_mod.to(device)
-    if not resume and cfg.init is None:
-        _load_pretrained(model, cfg)
+    _prepare_trunk(model, cfg, load=not resume and cfg.init is None)
     if cfg.init is not None:
         init_model, init_cfg = runs.load_model(cfg.init, "best", device)
         if init_cfg.get("model") != cfg.model:
