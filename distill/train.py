@@ -34,6 +34,7 @@ from finprint.errors import ConfigError, FinprintError
 log = logging.getLogger(__name__)
 
 WARMUP_FRACTION = 0.05
+PROGRESS_EVERY_S = 120.0
 
 
 @dataclass
@@ -320,6 +321,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         train_model.train()
         sums: dict[str, float] = {}
         n_steps, n_images, t0 = 0, 0, time.perf_counter()
+        last_note = t0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not env.main or not sys.stderr.isatty(), leave=False)
         for batch in bar:
             batch = to_device(batch, device)
@@ -346,6 +348,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             for k, v in parts.items():
                 sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
             bar.set_postfix(loss=f"{sums['loss'] / n_steps:.3f}")
+            if bar.disable and env.main and time.perf_counter() - last_note > PROGRESS_EVERY_S:
+                # No progress bar in a log file: a line now and then says the run is alive and how fast it goes.
+                last_note = time.perf_counter()
+                log.info("epoch %d: step %d/%d, %.1f images/s, loss %.3f", epoch + 1, n_steps, steps_per_epoch,
+                         n_images / (last_note - t0), sums["loss"] / n_steps)
         elapsed = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch, **{k: v / max(1, n_steps) for k, v in sums.items()}}
         row["images_per_s"] = n_images * env.world / max(elapsed, 1e-9)
