@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
@@ -179,9 +180,10 @@ def _max_similarity_excluding_self(emb: np.ndarray) -> np.ndarray:
 
 def evaluate_embedder(
     engine: InferEngine, pre: Preprocess, reid_set: ReidSet, batch: int = 32, cross_camera: bool | None = None,
-    open_set_split: str = "auto",
+    open_set_split: str = "auto", matches_png: str | None = None,
 ) -> dict:
     """Re-ID (rank1, rank5, map) and open-set (auroc, fpr95) of an embedder on a re-ID crop set.
+    `matches_png`: also draw 8 queries with their top-5 gallery crops there (right and wrong marked).
 
     With `gallery/` and `query/` subsets, the one rule of `open_set.embedder_report` applies: known means
     "in the gallery", and with no stranger among the queries a fixed half of the gallery's identities
@@ -213,6 +215,10 @@ def evaluate_embedder(
         return values if any(values) else None
 
     g_cams = cams(gallery)
+    if matches_png:
+        from finprint.data.show import _write_sheet, matches_sheet
+
+        _write_sheet(matches_sheet(query, query_emb, gallery, gallery_emb), Path(matches_png))
     if same_set:
         # In one folder an identity seen once has no other crop to match: that is a skipped query,
         # not an unknown fish; open-set needs a gallery it was never enrolled in.

@@ -281,6 +281,37 @@ def crop_sheet(dataset: ReidSet, n: int = 16, seed: int = 0, per_identity: int =
     return np.vstack([_header(grid.shape[1], f"{dataset.root.parent.name}/{dataset.root.name}  (re-ID crops)", subtitle), grid])
 
 
+RIGHT_GREEN = (80, 200, 80)
+
+
+def matches_sheet(
+    query: list[Crop], query_emb: np.ndarray, gallery: list[Crop], gallery_emb: np.ndarray, n: int = 8, k: int = 5, seed: int = 0
+) -> np.ndarray:
+    """`n` queries (evenly spread, reproducible) each followed by its top-`k` gallery crops by cosine
+    similarity: green frame = the same identity, red = another; the similarity under each crop."""
+    q = query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12)
+    g = gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)
+    picks = sorted(random.Random(seed).sample(range(len(query)), min(n, len(query))))
+    rows, right = [], 0
+    for i in picks:
+        sims = g @ q[i]
+        top = np.argsort(-sims, kind="stable")[:k]
+        right += gallery[top[0]].identity == query[i].identity
+        tiles = [_crop_tile(query[i], MUTED)]
+        for j in top:
+            tile = _crop_tile(gallery[j], RIGHT_GREEN if gallery[j].identity == query[i].identity else UNKNOWN_RED)
+            tile[CROP_H:] = BACKGROUND
+            _text(tile, f"{gallery[j].identity}  {sims[j]:.2f}", (2, CROP_H + 15), 0.4, TEXT)
+            tiles.append(tile)
+        label = np.full((CROP_H + CAPTION_H, ROW_LABEL_W, 3), BACKGROUND, np.uint8)
+        _text(label, _fit(query[i].identity, ROW_LABEL_W - 8, 0.55), (4, CROP_H // 2), 0.55, TEXT, 1)
+        _text(label, "query, then top-5", (4, CROP_H // 2 + 20), 0.4, MUTED)
+        rows.append(np.hstack([label] + [np.hstack([np.full((CROP_H + CAPTION_H, GAP, 3), BACKGROUND, np.uint8), t]) for t in tiles]))
+    grid = _grid(rows, 1)
+    subtitle = f"{right}/{len(picks)} right at rank 1  |  green = same identity, red = another; cosine similarity under each crop"
+    return np.vstack([_header(grid.shape[1], "queries and their nearest gallery crops", subtitle), grid])
+
+
 def plain_image_frames(folder: Path) -> DetectionSet:
     """A folder of unlabelled frames (e.g. a farm's tank footage) as a frame set without instances."""
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))

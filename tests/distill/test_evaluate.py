@@ -278,7 +278,10 @@ def test_cli_eval_market_layout_with_disjoint_identities(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     model = _mean_colour_onnx(tmp_path / "mean_colour.onnx")
     out = tmp_path / "eval.json"
-    assert main(["eval", "--model", str(model), "--data", str(_market_folder(tmp_path / "market")), "--json", str(out)]) == 0
+    sheet = tmp_path / "matches.png"
+    assert main(["eval", "--model", str(model), "--data", str(_market_folder(tmp_path / "market")), "--json", str(out),
+                 "--matches", str(sheet)]) == 0
+    assert cv2.imread(str(sheet)).shape[0] > 5 * 96  # five queries, a row each
     metrics = json.loads(out.read_text())["metrics"]
     assert (metrics["rank1"], metrics["map"], metrics["queries"]) == (1.0, pytest.approx(1.0), 5)
     # No stranger among the queries: a fixed half of the gallery's fish play the strangers.
