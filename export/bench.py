@@ -256,11 +256,14 @@ def bench_pipeline(folder: Path, frames: list[np.ndarray], threads: int, backend
             pipe.process(frames[:2])  # warm-up
             pipe.latency_ms.clear()
             start = time.perf_counter()
-            for frame in frames:
-                pipe.process([frame])
+            fish = [len(pipe.process([frame])[0].detections) for frame in frames]
             seconds = time.perf_counter() - start
             results.append({"precision": precision, "detector": det.name, "embedder": emb.name,
-                            "frames_per_s": len(frames) / seconds, "stages": pipe.latency_summary()})
+                            "frames_per_s": len(frames) / seconds, "ms_per_frame": 1000 * seconds / len(frames),
+                            "fish_per_frame": float(np.mean(fish)), "fish": fish,
+                            # the per-fish share of a frame's time: crops and embedder, over the fish they served
+                            "ms_per_fish": (sum(pipe.latency_ms["crops"]) + sum(pipe.latency_ms["embedder"])) / max(1, sum(fish)),
+                            "stages": pipe.latency_summary()})
         finally:
             pipe.close()
     if not results:
@@ -281,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
         report["pipeline"] = bench_pipeline(args.models, frames, args.threads, args.backend)
         for p in report["pipeline"]:
             stages = ", ".join(f"{k} {v['p50_ms']:.1f}" for k, v in p["stages"].items())
-            print(f"pipeline {p['precision']}: {p['frames_per_s']:.1f} frames/s (p50 ms: {stages})")
+            print(f"pipeline {p['precision']}: {p['frames_per_s']:.1f} frames/s, {p['fish_per_frame']:.1f} fish per frame, "
+                  f"{p['ms_per_fish']:.1f} ms per fish (p50 ms: {stages})")
     out = args.json or args.models / "bench.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

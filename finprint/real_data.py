@@ -177,6 +177,26 @@ class RealRun:
         self.steps._step("bench (models, then the INT8 chain on ras-frames)", out.is_file, run)
         return json.loads(out.read_text())
 
+    def pictures(self) -> dict[str, str]:
+        """Contact sheets: the INT8 detector on DeepFish validation frames and on ras-frames (no labels there:
+        what it finds), and the INT8 embedder's nearest gallery crops for 8 f4k queries."""
+        img = self.w / "img"
+        sheets: dict[str, str] = {}
+        det = next(iter(sorted((self.w / "models" / "detector").glob("*.int8.onnx"))), None)
+        if det is not None:
+            for name, args in (("deepfish_val", [str(self.data.masks), "--groups", DEEPFISH_VAL]), ("ras_frames", [str(self.data.ras)])):
+                out = img / f"{name}.png"
+                self._run(f"picture {name}", out, "data", "show", *args, "--model", str(det), "--out", str(out), "--n", "12",
+                          done=out.is_file)
+                sheets[name] = str(out)
+        emb = next(iter(sorted((self.w / "models" / "embedder").glob("*.int8.onnx"))), None)
+        if emb is not None:
+            out = img / "f4k_matches.png"
+            self._run("picture f4k_matches", out, "eval", "--model", str(emb), "--data", str(self.data.tracklets), "--matches", str(out),
+                      done=out.is_file)
+            sheets["f4k_matches"] = str(out)
+        return sheets
+
     def run(self) -> dict:
         self.data.check()
         self.w.mkdir(parents=True, exist_ok=True)
@@ -186,6 +206,7 @@ class RealRun:
             self.results["embedder"] = self.embedder()
         if self.only is None:
             self.results["bench"] = self.bench()
+            self.results["pictures"] = self.pictures()
         (self.w / "real.json").write_text(json.dumps(self.results, indent=1) + "\n")
         return self.results
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from finprint.distill.report import markdown_table
@@ -119,9 +120,13 @@ def render_real(real: dict, machine: str) -> str:
     if bench:
         lines += ["### Bench (ONNX Runtime CPU, 2 threads, all models interleaved in one run)", "",
                   markdown_table(_bench_rows(bench)), "", _speed_line(bench, "detector"), _speed_line(bench, "embedder"), ""]
-        pipe = bench.get("pipeline")
-        if pipe:
-            lines += [f"- INT8 chain on the ras-frames (crowded tanks): {json.dumps(pipe)}", ""]
+        for pipe in bench.get("pipeline", []):
+            lines.append(f"- {pipe['precision']} chain (detector -> crops -> embedder) on the crowded ras-frames: "
+                         f"{pipe['ms_per_frame']:.0f} ms per frame ({pipe['frames_per_s']:.1f} frames/s) with "
+                         f"{pipe['fish_per_frame']:.1f} fish found per frame, {pipe['ms_per_fish']:.1f} ms per fish")
+        lines.append("")
+    for name, path in (real.get("pictures") or {}).items():
+        lines += [f"![{name}](img/real_{name}.png)", ""]
     steps = real.get("steps", {})
     if steps:
         lines += ["Wall time of each step (this machine):", "",
@@ -146,6 +151,9 @@ def results_json(real: dict) -> dict[str, float]:
                     out[f"{dataset}/{kind}/gate/{stage}/{k}"] = g["metrics"][k]
     for r in (real.get("bench") or {}).get("models", []):
         out[f"bench/{r['file']}/p50_ms"] = r["p50_ms"]
+    for pipe in (real.get("bench") or {}).get("pipeline", []):
+        for key in ("ms_per_frame", "fish_per_frame", "ms_per_fish"):
+            out[f"ras-frames/chain-{pipe['precision']}/{key}"] = pipe[key]
     for name, step in real.get("steps", {}).items():
         if not step.get("skipped"):
             out[f"seconds/{name}"] = step["seconds"]
@@ -163,6 +171,10 @@ def splice(document: str, section: str) -> str:
 
 
 def write(real: dict, machine: str, results_md: Path, results_js: Path) -> None:
+    img = results_md.parent / "img"
+    for name, path in (real.get("pictures") or {}).items():
+        img.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, img / f"real_{name}.png")
     document = results_md.read_text() if results_md.is_file() else "# finprint results\n"
     results_md.write_text(splice(document, render_real(real, machine)))
     merged = json.loads(results_js.read_text()) if results_js.is_file() else {}
