@@ -125,7 +125,7 @@ def render_real(real: dict, machine: str) -> str:
                          f"{pipe['ms_per_frame']:.0f} ms per frame ({pipe['frames_per_s']:.1f} frames/s) with "
                          f"{pipe['fish_per_frame']:.1f} fish found per frame, {pipe['ms_per_fish']:.1f} ms per fish")
         lines.append("")
-    for name, path in (real.get("pictures") or {}).items():
+    for name in real.get("pictures") or {}:
         lines += [f"![{name}](img/real_{name}.png)", ""]
     steps = real.get("steps", {})
     if steps:
