@@ -219,8 +219,29 @@ class RealRun:
         if self.only is None and (self.w / "models").is_dir():
             self.results["bench"] = self.bench()
             self.results["pictures"] = self.pictures()
-        (self.w / "real.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        previous = json.loads((self.w / "real.json").read_text()) if (self.w / "real.json").is_file() else {}
+        steps = {**previous.get("steps", {}), **{k: v for k, v in self.results["steps"].items() if not v.get("skipped")}}
+        (self.w / "real.json").write_text(json.dumps({**previous, **self.results, "steps": steps}, indent=1) + "\n")
         return self.results
+
+
+def collect(workdir: Path) -> dict:
+    """What earlier real-data runs left under WORKDIR/real (scores, gates, bench, pictures, step times), without
+    training anything: `python -m finprint.results --only real-report` renders it."""
+    w = workdir / "real"
+    previous = json.loads((w / "real.json").read_text()) if (w / "real.json").is_file() else {}
+    results: dict = {"preset": previous.get("preset", asdict(RealPreset())), "steps": previous.get("steps", {})}
+    for prefix, kind in (("det-", "detector"), ("emb-", "embedder")):
+        evals = {p.stem.removeprefix(prefix): json.loads(p.read_text())["metrics"] for p in sorted((w / "eval").glob(f"{prefix}*.json"))}
+        if evals:
+            results[kind] = {"eval": dict(sorted(evals.items(), key=lambda kv: (not kv[0].startswith("teacher"), kv[0]))),
+                             "gate": _gate(w / "models" / kind)}
+    if (w / "bench.json").is_file():
+        results["bench"] = json.loads((w / "bench.json").read_text())
+    pictures = {p.stem: str(p) for p in sorted((w / "img").glob("*.png"))} if (w / "img").is_dir() else {}
+    if pictures:
+        results["pictures"] = pictures
+    return results
 
 
 def _gate(models: Path) -> list[dict]:
