@@ -166,7 +166,7 @@ class RealRun:
         models = w / "models" / "embedder"
         self._run("export embedder student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
                   "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.tracklets),
-                  "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+                  "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
         return {"eval": evals, "gate": _gate(models)}
 
     def bench(self) -> dict:
