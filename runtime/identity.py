@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
+Similarities = tuple[list[str], np.ndarray]  # (individuals, (N, K) similarity of each row to each), Gallery.similarities
 # The margin used when the gallery has not been tuned (finprint tune-open-set) and the config sets none.
 # It was picked on the results-preset farm's scored videos in an earlier version (0.02-0.07 all did as
 # well there), so it is a starting point, not a measurement; tuning replaces it.
@@ -362,15 +363,14 @@ class IdentityResolver:
         self.px_per_cm = px_per_cm
         self.min_frames = min_frames
         self._tracks: dict[tuple[str, int], TrackIdentity] = {}
-        # The similarities `associate` measured for a frame's tracks (to split them), kept for that frame's
-        # `observe`: matching against the gallery costs about as much per frame as the embedder.
-        self._measured: tuple[tuple, list[str], np.ndarray] | None = None
 
     def associate(
         self, camera: str, tracker: ByteTracker, boxes_xyxy: np.ndarray, scores: np.ndarray, embeddings: np.ndarray, ts: float,
-    ) -> tuple[list[Track], list[dict]]:
+    ) -> tuple[list[Track], list[dict], Similarities | None]:
         """One frame's detections through a camera's tracker -> (its confirmed tracks, "track_end" events of
-        tracks split here). In the gallery's space (`appearance_space="gallery"`) the whitening that tells the
+        tracks split here, the tracks' similarities to the gallery when splitting measured them, rows aligned
+        with the tracks: hand them to `observe`, as `CameraChain.step` does, since matching against the gallery
+        costs about as much per frame as the embedder). In the gallery's space (`appearance_space="gallery"`) the whitening that tells the
         farm's fish apart can also keep a track from jumping from one of them to another at a crossing
         (runtime/tracker.py).
 
@@ -384,6 +384,7 @@ class IdentityResolver:
         looks = self.gallery.project(embeddings) if self.appearance_space == "gallery" else embeddings
         tracks = [t for t in tracker.update(boxes_xyxy, scores, looks) if t.confirmed]
         events: list[dict] = []
+        measured: Similarities | None = None
         if self.split_window and tracks:
             names, sims = self.gallery.similarities(embeddings[[t.det_index for t in tracks]])
             for row, t in enumerate(tracks):
@@ -398,8 +399,8 @@ class IdentityResolver:
                     events += self.end(camera, [old_id], ts)
                     tracker.relabel(t)
                     self._record(camera, t.track_id, ts).continues = old_id
-            self._measured = ((camera, ts, tuple(t.track_id for t in tracks)), names, sims)
-        return tracks, events
+            measured = (names, sims)
+        return tracks, events, measured
 
     def _record(self, camera: str, track_id: int, ts: float) -> TrackIdentity:
         key = (camera, track_id)
@@ -416,13 +417,15 @@ class IdentityResolver:
         track_ids: list[int],
         boxes_xyxy: np.ndarray,
         embeddings: np.ndarray,
-        masks: list[np.ndarray | None],
+        lengths_px: list[float | None],
+        similarities: Similarities | None = None,
     ) -> list[dict]:
-        """One frame's tracked fish (rows aligned) -> events ("identified" / "reidentified")."""
+        """One frame's tracked fish (rows aligned; `lengths_px`: each fish's length from its mask, see
+        `mask_length_px`; `similarities`: as `associate` returns them, else measured here) -> events
+        ("identified" / "reidentified")."""
         events: list[dict] = []
-        measured, self._measured = self._measured, None
-        if measured is not None and measured[0] == (camera, ts, tuple(track_ids)):
-            names, sims = measured[1], measured[2]
+        if similarities is not None:
+            names, sims = similarities
         else:
             names, sims = self.gallery.similarities(embeddings) if len(track_ids) else ([], None)
         scale = self.px_per_cm.get(camera, 1.0)
@@ -435,10 +438,8 @@ class IdentityResolver:
             if rec.last_centre_px is not None:
                 rec.path_cm += float(np.hypot(centre[0] - rec.last_centre_px[0], centre[1] - rec.last_centre_px[1])) / scale
             rec.last_centre_px = centre
-            if masks[i] is not None:
-                length_px = mask_length_px(masks[i])
-                if length_px:
-                    rec.lengths_cm.append(length_px / scale)
+            if lengths_px[i]:
+                rec.lengths_cm.append(lengths_px[i] / scale)
             identity = rec.identity
             if rec.frames >= self.min_frames and identity != rec.announced_as:
                 kind = "identified" if rec.announced_as is None else "reidentified"
