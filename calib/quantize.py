@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from finprint.calib.calibset import CalibSet
 
+from finprint.calib.calibset import CalibSet
 from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from finprint.data.types import Frame
 from finprint.distill.detect_data import (
     Augment,
     DetectionDataset,
@@ -29,12 +32,9 @@ from finprint.distill.kd_detect import (
 )
 from finprint.distill.tasks import TrainConfig
 from finprint.distill.torch_engine import TorchEngine
+from finprint.errors import ConfigError, DataError
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.preprocess import preprocess_batch
-from torch import nn
-
-from finprint.data.types import Frame
-from finprint.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from finprint.distill.registry import register
 from torch import nn
+
+from finprint.distill.registry import register
 
 log = logging.getLogger(__name__)
 

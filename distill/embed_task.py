@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from finprint.distill.embed_data import Augment, IdentityViews, ReidEvalData, collate_views, load_reid_splits
 from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
 from finprint.distill.embedder import recalibrate_batchnorm
@@ -58,7 +60,6 @@ from finprint.distill.tasks import TrainConfig
 from finprint.distill.vos import EnergyRegressor, VirtualOutlierSynthesizer, energy, uncertainty_loss
 from finprint.runtime.crops import embedder_preprocess
 from finprint.runtime.preprocess import to_tensor
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 # `--set` options that widen the geometric augmentation (Augment's max_* fields), e.g. for aligned crops,
-# which the daemon turns by the detector's coarse masks: `python -m finprint.runtime.score --mask-check N`
+# which the daemon turns by the detector's coarse masks: `python -m finprint.tune.score --mask-check N`
 # reports how far their axis and width are off (docs/ARCHITECTURE.md, "aligned crops").
 AUGMENT_OPTIONS = {"aug_rotate_deg": "max_rotate_deg", "aug_scale": "max_scale", "aug_shift": "max_shift", "aug_aspect": "max_aspect"}
 

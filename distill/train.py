@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from finprint.distill import registry, runs
-from finprint.distill.tasks import Task, TrainConfig, get_task
-from finprint.distill.torch_engine import resolve_device
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from finprint.distill import registry, runs
+from finprint.distill.tasks import Task, TrainConfig, get_task
+from finprint.distill.torch_engine import resolve_device
 from finprint.errors import ConfigError, FinprintError
 
 log = logging.getLogger(__name__)

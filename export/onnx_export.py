@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from torch import nn
+
+from finprint import __version__
+from finprint.errors import FinprintError
 from finprint.runtime.manifest import (
     Manifest,
     Preprocess,
@@ -26,10 +30,6 @@ from finprint.runtime.manifest import (
     sha256_file,
     verify_onnx_matches,
 )
-from torch import nn
-
-from finprint import __version__
-from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)
 

@@ -138,7 +138,7 @@ PRESETS: dict[str, Preset] = {
     # Scored videos, known named right / strangers flagged, against 90.3 % / 89.6 %: plain crops 87.8 % /
     # 84.8 %; masked crops (`--reid-masked`, preprocess.crop_mask) 90.4 % / 90.9 %; masked through a mask as
     # coarse as the detector's (`--reid-mask-coarse 10`) 90.9 % / 89.3 %. Box by box all three stay at
-    # 89.6-89.9 % (AUROC 0.929 -> 0.945-0.947). The masks are the limit: `python -m finprint.runtime.score
+    # 89.6-89.9 % (AUROC 0.929 -> 0.945-0.947). The masks are the limit: `python -m finprint.tune.score
     # --mask-check 2` with the masked embedder and its gallery names the tuning videos' boxes right 89.5 % / 88.9 %
     # (cam1 / cam2) with the detector's masks and 95.0 % / 94.7 % with the ground-truth masks. The detector's
     # masks are coarse (INT8 mask mAP50-95 0.17); its teacher's do no better, and a student fine-tuned with
@@ -438,7 +438,7 @@ class Demo:
 
     def _serve_and_score(self, out: Path) -> None:
         from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
-        from finprint.runtime.score import score_video
+        from finprint.tune.score import score_video
 
         det = _pick(self.models / "detector", "int8")
         emb = _pick(self.models / "embedder", "int8")
@@ -481,7 +481,7 @@ class Demo:
             totals["open_set"] = {"tuned": False, "margin": DEFAULT_OPEN_SET_MARGIN}
         mistakes: Counter = Counter()
         for video in sorted((self.farm / "videos").glob("*.mp4")):
-            print(f"\n$ python -m finprint.runtime.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
+            print(f"\n$ python -m finprint.tune.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,
                                  detector=det, embedder=emb, backend="cpu")
             print(result.report(), flush=True)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from finprint.runtime.identity import mask_length_px
 
 if TYPE_CHECKING:

@@ -19,14 +19,14 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from finprint.runtime.chain import CameraChain, ChainFrame
-from finprint.runtime.config import FarmConfig
-from finprint.runtime.settings import open_gallery, resolve_tracking
-from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
-from finprint.runtime.store import JsonlLog, Store
-from finprint.runtime.watchdog import Watchdog
 
 from finprint.errors import FinprintError
+from finprint.runtime.chain import CameraChain, ChainFrame
+from finprint.runtime.config import FarmConfig
+from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
+from finprint.runtime.store import JsonlLog, Store
+from finprint.runtime.tuned import open_gallery, resolve_tracking
+from finprint.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +210,9 @@ class Daemon:
     def _start_http(self) -> None:
         if not self.cfg.http.enabled:
             return
-        from finprint.runtime.http import DaemonCollector, HealthServer
         from prometheus_client import CollectorRegistry
+
+        from finprint.runtime.http import DaemonCollector, HealthServer
 
         registry = CollectorRegistry()
         registry.register(DaemonCollector(self.snapshot))

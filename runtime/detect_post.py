@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from finprint.runtime.preprocess import LetterboxInfo
 
 log = logging.getLogger(__name__)

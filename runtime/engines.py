@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from finprint.runtime.manifest import Manifest, load_manifest, manifest_path_for, verify_onnx_matches
 
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Manifest, load_manifest, manifest_path_for, verify_onnx_matches
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ gallery, each rule with its own tuned tracker setting, threshold and margin): th
 (`finprint tune-open-set`, docs/RESULTS.md) 91.5 % / 88.9 % -> 94.9 % / 91.7 %; the scored 8 s videos
 (RESULTS) 96.8 % / 85.7 % -> 96.8 % / 92.9 %; two minutes per camera of new scored video of the same
 farm (`finprint data synth` with the results farm's options and `--video-seconds 120`, then
-`python -m finprint.runtime.score`; 313 tracks) 90.7 % / 87.0 % -> 90.3 % / 89.6 %; three minutes per
+`python -m finprint.tune.score`; 313 tracks) 90.7 % / 87.0 % -> 90.3 % / 89.6 %; three minutes per
 camera of tuning video (the tracker and rule replayed as tune-open-set does, each rule at its best pair;
 504 tracks) 84.4 % / 80.7 % -> 86.1 % / 82.1 %. So: strangers gain two to seven points; known fish on
 long video move by under two. Votes weighted by each frame's lead or similarity, and other fractions than the

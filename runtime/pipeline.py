@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from finprint.errors import FinprintError
 from finprint.runtime.crops import crop_fish, embedder_preprocess
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.engines import Engine, find_manifest, open_engine
 from finprint.runtime.manifest import Manifest, Preprocess
 from finprint.runtime.preprocess import preprocess_batch, preprocess_image
-
-from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)
 

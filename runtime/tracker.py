@@ -94,18 +94,21 @@ class Track:
 
 
 class ByteTracker:
-    """`update(boxes_tlbr, scores) -> list[Track]`: tracks matched (or still coasting) in this frame."""
+    """`update(boxes_tlbr, scores) -> list[Track]`: tracks matched (or still coasting) in this frame.
+
+    Made by `TrackingConfig.make_tracker` (runtime/config.py), which holds the one set of defaults."""
 
     def __init__(
         self,
-        high_score: float = 0.5,
-        low_score: float = 0.1,
-        match_iou: float = 0.3,
-        max_lost_frames: int = 30,
-        min_hits: int = 3,
-        appearance_gate: float | None = None,
-        appearance_weight: float = 0.5,
-        appearance_momentum: float = 0.8,
+        *,
+        high_score: float,
+        low_score: float,
+        match_iou: float,
+        max_lost_frames: int,
+        min_hits: int,
+        appearance_gate: float | None,
+        appearance_weight: float,
+        appearance_momentum: float,
     ) -> None:
         self.appearance_gate = appearance_gate
         self.appearance_weight = appearance_weight
@@ -214,8 +217,3 @@ class ByteTracker:
         track.track_id = self._next_id
         self._next_id += 1
         return track.track_id
-
-    def flush(self) -> list[Track]:
-        """End every live track (shutdown) and return them."""
-        ended, self._tracks = self._tracks, []
-        return ended

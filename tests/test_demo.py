@@ -2,10 +2,9 @@
 
 import json
 
-from finprint.runtime.store import Store
-
 from finprint.cli import main
 from finprint.demo_report import open_set_sentence
+from finprint.runtime.store import Store
 
 
 def test_demo_runs_every_step_and_writes_its_report(tmp_path):

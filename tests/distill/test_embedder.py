@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from finprint.distill import registry
 from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
 from finprint.distill.embedder import count_params
@@ -268,9 +269,8 @@ def test_student_exports_to_onnx_opset17_with_matching_outputs() -> None:
 
 
 def test_augment_options_widen_the_geometry_and_bad_ones_are_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
-    from finprint.distill.embed_task import EmbedTask
-
     from finprint.cli import main
+    from finprint.distill.embed_task import EmbedTask
 
     data = _fake_reid(tmp_path / "reid", known=3, unknown=1, views=3)
     task = EmbedTask()
