@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from finprint.runtime.pipeline import Pipeline
+    from finprint.runtime.tracker import Track
 
 log = logging.getLogger(__name__)
 
@@ -429,25 +430,33 @@ def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVide
                          float(truth.get("px_per_cm", 1.0)), frames, {f["frame"]: f["instances"] for f in truth["frames"]})
 
 
+def replay(
+    video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, margin: float = 0.0,
+) -> Iterator[tuple[int, list[Track], list[dict]]]:
+    """The daemon's `CameraChain` over a video's recorded model outputs: (frame index, its tracks, its events) per
+    frame, then (number of frames, [], the events of the tracks still open at the end). `margin`: the open-set
+    margin the events' names are decided with (tuning judges the recorded scores at every margin later)."""
+    chain = CameraChain(video.camera, tracking or TrackingConfig(), gallery, margin, px_per_cm=video.px_per_cm)
+    for index, frame in enumerate(video.frames):
+        yield index, *chain.step(frame, index / video.fps)
+    yield len(video.frames), [], chain.close(len(video.frames) / video.fps)
+
+
 def replay_outcomes(
     video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, match_iou: float = 0.5,
     covered: Counter | None = None,
 ) -> tuple[list[TrackOutcome], int]:
-    """The daemon's `CameraChain` over a video's recorded model outputs -> (one outcome per track that
-    overlaps a ground-truth fish, the number of tracks that overlap none). `covered`, if given, counts each
-    ground-truth fish instance under how many reported tracks were on it (0, 1, 2 = two or more)."""
-    chain = CameraChain(video.camera, tracking or TrackingConfig(), gallery, margin=0.0, px_per_cm=video.px_per_cm)
+    """`replay` against the video's ground truth -> (one outcome per track that overlaps a ground-truth fish,
+    the number of tracks that overlap none). `covered`, if given, counts each ground-truth fish instance under
+    how many reported tracks were on it (0, 1, 2 = two or more)."""
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
     ended: dict[int, dict] = {}
-
-    def collect(events: list[dict]) -> None:
+    for index, tracks, events in replay(video, gallery, tracking):
         ended.update((ev["track_id"], ev) for ev in events if ev["type"] == "track_end")
-
-    for index, frame in enumerate(video.frames):
-        ts = index / video.fps
-        tracks, events = chain.step(frame, ts)
-        collect(events)
+        if index == len(video.frames):
+            break
+        frame = video.frames[index]
         idx = [t.det_index for t in tracks]
         instances = video.truth.get(index, [])
         on_fish = np.zeros(len(instances), int)
@@ -463,7 +472,6 @@ def replay_outcomes(
                     on_fish[j] += 1
         if covered is not None:
             covered.update(np.minimum(on_fish, 2).tolist())
-    collect(chain.close(len(video.frames) / video.fps))
     outcomes, unmatched = [], 0
     for track_id, ev in sorted(ended.items()):
         votes = gt_votes.get(track_id)
