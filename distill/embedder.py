@@ -148,7 +148,3 @@ def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -58,10 +58,6 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_de
     return np.asarray(keep, dtype=np.int64)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free logistic
-
-
 def assemble_masks(
     coefs: np.ndarray, protos: np.ndarray, boxes_orig: np.ndarray, info: LetterboxInfo
 ) -> np.ndarray:

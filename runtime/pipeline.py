@@ -83,10 +83,6 @@ class Pipeline:
             raise FinprintError(f"{engine.source}: no manifest and a dynamic input size: cannot tell the letterbox size")
         return Preprocess(width=int(spec.shape[3]), height=int(spec.shape[2]))  # type: ignore[arg-type]
 
-    @property
-    def manifests(self) -> tuple[Manifest | None, Manifest | None]:
-        return find_manifest(self.detector_path, None, False), find_manifest(self.embedder_path, None, False)
-
     def _record(self, stage: str, started: float) -> float:
         now = time.perf_counter()
         samples = self.latency_ms[stage]

@@ -11,7 +11,7 @@ import torch
 
 from finprint.distill import registry
 from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
-from finprint.distill.embedder import count_params
+from finprint.distill.flops import count_params
 from finprint.distill.kd_embed import relational_kd_loss
 from finprint.distill.open_set import choose_open_set_threshold
 from finprint.distill.tasks import TrainConfig
