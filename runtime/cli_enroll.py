@@ -31,16 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--track", type=int, default=None, help="video: which track (default: the longest)")
     parser.add_argument("--all-tracks", action="store_true",
                         help="video: every track (an enrolment clip that shows only this fish, leaving and re-entering)")
-    # The daemon follows fish through boxes down to its tracker's low score, so the gallery should hold the
-    # half-hidden, edge-on views those boxes show, not only what a fixed 0.5 (the old value) let through.
-    # On the results farm: 10,557 embeddings instead of 9,192; the closest enrolled fish right for 89.4 %
-    # instead of 88.8 % of the minute-long tuning videos' boxes, but 88.6 % either way on three minutes
-    # per camera: no measurable gain in identity, kept because it enrols what the daemon sees.
+    # The daemon follows fish through boxes down to its tracker's low score, so the gallery holds the half-hidden,
+    # edge-on views those boxes show (experiments/2026-11-27-track-identity).
     parser.add_argument("--min-score", type=float, default=None,
                         help="video: lowest detection score a frame's fish needs to be enrolled "
                              "(default: the detector's own score threshold, from its manifest)")
-    # 20 kept per 6 s clip scored below 60 on the results farm's tuning videos, and 200 spread over a
-    # minute's clip about as well as all 600 frames (docs/DEPLOY.md): each kept frame is an angle to match.
+    # Each kept frame is an angle to match (experiments/2026-11-27-track-identity).
     parser.add_argument("--max-samples", type=int, default=200,
                         help="embeddings kept per enrolment, spread evenly over it (default 200)")
     parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")

@@ -10,21 +10,9 @@ far it led the runner-up in those frames. A score below the open-set threshold i
 so is a lead below the open-set margin (an ambiguous match: a stranger that resembles two known fish
 sits between them, where a known fish is clearly its own).
 
-Why votes first: at a crossing a track can leave one fish for the one in front and hold both. Scoring
-every fish over all of the track's frames (the rule before this one) let the second fish's frames lift
-the runner-up's score, so the lead collapsed and a track that was mostly one known fish was called
-unknown. Judged on its own frames, the majority fish keeps its lead, and the track is named after the
-fish it showed most, as the sighting record and the scorer (docs/CONTRACTS.md) count it. Measured on
-the results farm (known tracks named right / strangers flagged; before -> after, same models and
-gallery, each rule with its own tuned tracker setting, threshold and margin): the tuning videos
-(`finprint tune-open-set`, docs/RESULTS.md) 91.5 % / 88.9 % -> 94.9 % / 91.7 %; the scored 8 s videos
-(RESULTS) 96.8 % / 85.7 % -> 96.8 % / 92.9 %; two minutes per camera of new scored video of the same
-farm (`finprint data synth` with the results farm's options and `--video-seconds 120`, then
-`python -m finprint.tune.score`; 313 tracks) 90.7 % / 87.0 % -> 90.3 % / 89.6 %; three minutes per
-camera of tuning video (the tracker and rule replayed as tune-open-set does, each rule at its best pair;
-504 tracks) 84.4 % / 80.7 % -> 86.1 % / 82.1 %. So: strangers gain two to seven points; known fish on
-long video move by under two. Votes weighted by each frame's lead or similarity, and other fractions than the
-better half, were within a point of the plain count (scratch replays).
+Votes first: at a crossing a track can leave one fish for the one in front and hold both; judged on its own
+frames, the majority fish keeps its lead, and the track is named after the fish it showed most, as the
+sighting record and the scorer (docs/CONTRACTS.md) count it. Evidence: experiments/2026-11-27-track-identity.
 
 Per track and fish the votes are counted and the similarities and leads of its frames are kept as
 histograms of 0.01-wide bins, so a track's state stays bounded however long the fish stays in view.
@@ -47,16 +35,11 @@ log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
 Similarities = tuple[list[str], np.ndarray]  # (individuals, (N, K) similarity of each row to each), Gallery.similarities
-# The margin used when the gallery has not been tuned (finprint tune-open-set) and the config sets none.
-# It was picked on the results-preset farm's scored videos in an earlier version (0.02-0.07 all did as
-# well there), so it is a starting point, not a measurement; tuning replaces it.
+# The margin used when the gallery has not been tuned (finprint tune-open-set) and the config sets none: a
+# starting point, not a measurement; tuning replaces it (experiments/2026-11-27-track-identity).
 DEFAULT_OPEN_SET_MARGIN = 0.03
 # Gallery whitening's regularisation (see `within_class_whitening`): the share of the mean within-fish
-# variance added to every direction. Measured on the masked chain (scripts/masked-crops-check, fine
-# detector; scratch replays over one pass of the models), box by box on the tuning / scored videos:
-# off 86.1 / 89.0 %, 1.0 87.3 / 90.7 %, 0.3 87.8 / 90.8 %, 0.1 88.0 / 91.0 %; tune-open-set's criterion
-# .968 / .980 / .980 / .968 (1.0 and 0.3 tie; 0.3 names more of the tuning videos' boxes right), so 0.3.
-# Through the results preset's daemon step (tune-open-set then keeps it on): known tracks 89.3 -> 92.9 %.
+# variance added to every direction (experiments/2026-11-28-gallery-whitening-and-splitting).
 WHITENING_STRENGTH = 0.3
 
 
@@ -378,9 +361,8 @@ class IdentityResolver:
         track then has no single identity: the first fish's votes name it, and the second fish's sightings are
         lost. When the last `split_window` frames of a track voted for one fish in at least `split_share` of
         them, and that fish is not the one the track is named after, the track is ended before this frame and
-        the tracker goes on with it under a new id (the new record's `continues` says which). Scratch replays
-        on the masked chain (docs/ARCHITECTURE.md) lifted one embedder and cost two others, so it is a tuned
-        choice (`finprint tune-open-set`), off by default."""
+        the tracker goes on with it under a new id (the new record's `continues` says which). A tuned choice
+        (`finprint tune-open-set`), off by default (experiments/2026-11-28-gallery-whitening-and-splitting)."""
         looks = self.gallery.project(embeddings) if self.appearance_space == "gallery" else embeddings
         tracks = [t for t in tracker.update(boxes_xyxy, scores, looks) if t.confirmed]
         events: list[dict] = []

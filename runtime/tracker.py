@@ -8,11 +8,8 @@ Appearance (as BoT-SORT/DeepSORT do, optional): given each detection's embedding
 running mean of its own, and the confident pass refuses a pair whose cosine similarity is below
 `appearance_gate` and prefers, among overlapping candidates, the one that looks like the track. Fish
 cross each other far more than pedestrians: with boxes alone a track that follows one fish into a
-crossing often leaves it following the other, and a track that shows two fish has no single identity.
-Measured on the results farm's tuning videos (calib/, aux-trained student): with the gate at 0.3 the
-frames on their track's majority fish went from 75 % to 88 % (0.2: 84 %, 0.4: 93 %), at the price of
-more, shorter tracks (54 -> 85); the per-track identity score at the best threshold stayed within noise
-(0.85 without, 0.83 with). A purer track is what a sighting record needs, so the gate is on by default.
+crossing often leaves it following the other, and a track that shows two fish has no single identity. A
+purer track is what a sighting record needs, so the gate is on by default (experiments/2026-11-27-track-identity).
 
 The tracker compares whatever vectors it is given. `IdentityResolver.associate` gives it the embedder's, or
 with `tracking.appearance_space: gallery` the gallery's whitened ones (runtime/identity.py), where two of

@@ -1,10 +1,8 @@
 """How sure a track's match must be before it names a fish: tuned on labelled farm video, kept with the gallery.
 
-The embedder's manifest carries an open-set threshold measured on still re-ID crops (TPR 95 % on the
-gallery/query set). Tracks on the farm's cameras score differently: a fish entering the frame, seen
-edge-on or through turbid water, cut out by the detector's box rather than a hand-drawn one. On the
-results-preset farm the manifest's 0.774 sat above the score of 7-9 correctly matched video tracks.
-So the threshold and the margin (how far the closest fish must lead the runner-up) are tuned on
+The embedder's manifest carries an open-set threshold measured on still re-ID crops. Tracks on the farm's
+cameras score differently: a fish entering the frame, seen edge-on or through turbid water, cut out by the
+detector's box rather than a hand-drawn one (experiments/2026-11-27-track-identity). So the threshold and the margin (how far the closest fish must lead the runner-up) are tuned on
 videos of the farm's own pens with known ground truth: the tagged fish plus a few strangers (fish
 from elsewhere, never enrolled), as `finprint data synth --calib-videos` writes them. They are stored
 in the gallery database with the embedder they were tuned for; the daemon and the scorer use them
@@ -34,15 +32,14 @@ THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.01), 2)
 MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
 # Tracker settings tried by `finprint tune-open-set` (each replayed over the same detector and embedder
 # outputs, so the sweep costs one pass of the models). The confident-detection score depends on how the
-# detector's scores are calibrated: the results farm's INT8 student finds 61 % of well-visible fish at 0.5
-# and 89 % at 0.1, so at the old fixed 0.5 its tracks broke into 3-10 fragments per fish.
+# detector's scores are calibrated (experiments/2026-11-27-track-identity).
 HIGH_SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 APPEARANCE_GATES: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
 # Track splitting windows (frames) that `finprint tune-open-set` tries besides none (IdentityResolver.associate).
 SPLIT_WINDOWS = (10, 15, 20)
 # `tracking.min_hits` tried besides the default 3 (a track is reported once seen in 2 * min_hits - 1 frames): with
 # a detector that keeps one track per fish, the wrongly named tracks are short ones of fish seen in part
-# (docs/ARCHITECTURE.md).
+# (experiments/2026-11-28-min-hits).
 MIN_HITS = (5, 10, 15, 20)
 
 
