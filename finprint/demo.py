@@ -76,10 +76,10 @@ class Preset:
     # ... in front of every camera, not only one (its gallery then holds each pen's water and light;
     # experiments/2026-11-27-track-identity).
     enrol_clip_every_camera: bool = True
-    # Open-set tuning video per camera (finprint data synth --calib-videos; own strangers): the gallery's
+    # Open-set tuning video per camera (finprint data synth --tuning-videos; own strangers): the gallery's
     # threshold and margin come from `finprint tune-open-set` on them, never from the scored videos; 0 = none
     # (the manifest's threshold and the default margin).
-    calib_video_seconds: float = 8.0
+    tuning_video_seconds: float = 8.0
     # Farm options for the embedder's data (finprint data synth): other fish for its metric, more views of the
     # farm's own fish (experiments/2026-11-27-model-design).
     synth_extra: tuple[str, ...] = field(default=())
@@ -96,7 +96,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         images=48, individuals=5, unknown=2, video_seconds=2, size="256x192", imgsz=128,
         det_teacher_epochs=1, det_student_epochs=1, emb_teacher_epochs=1, emb_student_epochs=1,
-        batch=8, calib_size=8, enrol_clip_seconds=2, calib_video_seconds=2,
+        batch=8, calib_size=8, enrol_clip_seconds=2, tuning_video_seconds=2,
         synth_extra=("--aux-individuals", "2", "--aux-views", "2"),  # so the test sees aux fish kept out of the gallery
     ),
     "demo": Preset(
@@ -119,7 +119,7 @@ PRESETS: dict[str, Preset] = {
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
         synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=2",),
         # A minute of enrolment and of tuning video per pen (experiments/2026-11-27-track-identity).
-        enrol_clip_seconds=60, enrol_samples=600, calib_video_seconds=60,
+        enrol_clip_seconds=60, enrol_samples=600, tuning_video_seconds=60,
     ),
     "full": Preset(
         images=600, individuals=20, unknown=5, video_seconds=12, size="480x320", imgsz=320,
@@ -285,7 +285,7 @@ class Demo:
         self._step("farm", lambda: (self.farm / "farm.json").is_file(), lambda: self._finprint(
             "data", "synth", "--out", str(self.farm), "--images", str(p.images), "--individuals", str(p.individuals),
             "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed),
-            "--enrol-clips", str(p.enrol_clip_seconds), "--calib-videos", str(p.calib_video_seconds),
+            "--enrol-clips", str(p.enrol_clip_seconds), "--tuning-videos", str(p.tuning_video_seconds),
             *(["--enrol-clips-every-camera"] if p.enrol_clip_every_camera else []), *p.synth_extra))
         if self.only == "embedder":
             self.embedder_runs()
@@ -421,14 +421,16 @@ class Demo:
         n_clips = len(known) - len(from_crops)
         n_files = sum(len(clips.get(i, [])) for i in known if i not in from_crops)
         totals: dict = {"enrolment": f"{n_clips} fish from {n_files} video clips (all tracks), {len(from_crops)} from still re-ID crops"}
-        calib_videos = sorted((self.farm / "calib").glob("*.mp4"))
+        from finprint.data.synth import tuning_videos
+
+        tuning_clips = tuning_videos(self.farm)
         tuned_json = self.w / "open_set.json"
         tuned_json.unlink(missing_ok=True)
         # The farm's own tuning videos (their strangers are not the scored videos' unknown fish); a smoke
         # model may find too few tracks to tune on (exit 2): then the manifest's threshold stays.
-        if calib_videos and self._finprint(
+        if tuning_clips and self._finprint(
             "tune-open-set", "--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu",
-            "--json", str(tuned_json), *[str(v) for v in calib_videos], ok_codes=(0, 2)) == 0:
+            "--json", str(tuned_json), *[str(v) for v in tuning_clips], ok_codes=(0, 2)) == 0:
             tuned = json.loads(tuned_json.read_text())
             trials = tuned.pop("trials", [])  # every tracker setting tried: kept in open_set.json
             totals["open_set"] = tuned | {"tuned": True, "tracker_settings_tried": len(trials)}

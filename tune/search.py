@@ -4,7 +4,7 @@ The embedder's manifest carries an open-set threshold measured on still re-ID cr
 cameras score differently: a fish entering the frame, seen edge-on or through turbid water, cut out by the
 detector's box rather than a hand-drawn one (experiments/2026-11-27-track-identity). So the threshold and the margin (how far the closest fish must lead the runner-up) are tuned on
 videos of the farm's own pens with known ground truth: the tagged fish plus a few strangers (fish
-from elsewhere, never enrolled), as `finprint data synth --calib-videos` writes them. They are stored
+from elsewhere, never enrolled), as `finprint data synth --tuning-videos` writes them. They are stored
 in the gallery database with the embedder they were tuned for; the daemon and the scorer use them
 unless the config sets `models.open_set_threshold` / `models.open_set_margin` (runtime/tuned.py).
 
