@@ -103,20 +103,15 @@ class SynthConfig:
     enrol_views: int = 0
     # Other fish, never on this farm (ids aux000..), reid/train only: the many identities a re-ID
     # embedder learns its metric from, so that a stranger is not pulled onto the nearest known fish.
-    # Measured on the demo farm with the same CPU budget (30 epochs): 40 enrolment views per fish moved
-    # per-crop video rank-1 0.65 -> 0.67; 100 aux fish x 12 views cut the known fish's share of the
-    # batches and lowered val rank-1 (0.70 -> 0.21). Both are off by default; they need a longer schedule.
+    # Both are off by default: they need a longer schedule (experiments/2026-11-27-model-design).
     aux_individuals: int = 0
     aux_views: int = 12
     # Video of the auxiliary fish: clips of `aux_clip_fish` of them swimming together in one of the farm's
     # cameras (its water varied per clip), cut into reid/train crops every `aux_clip_crop_every`-th decoded
     # frame, as for the enrolment clips. The still views above are a render, not what the daemon sees (mp4
     # frames, fish passing in front of each other); these put the many identities of the metric in the
-    # daemon's domain. The clips themselves are not kept. Own random stream; 0 = none. Off in every preset:
-    # on the results farm `--aux-clips 24` added 10,829 video crops (about 22 per aux fish) and the embedder
-    # runs retrained on an H200 (scripts/gpu-train) named fish no better: box by box on the 60 s tuning videos
-    # (tune-open-set's report) 88.8 % -> 88.5 % right, stranger AUROC 0.930 -> 0.929; tracks 90.7 % / 86.8 % ->
-    # 90.7 % / 85.9 % (known named right / strangers flagged).
+    # daemon's domain. The clips themselves are not kept. Own random stream; 0 = none. Off in every preset: the
+    # embedder named fish no better with them (experiments/2026-11-27-model-design).
     aux_clip_seconds: float = 0.0
     aux_clip_fish: int = 5
     aux_clip_crop_every: int = 5
