@@ -39,7 +39,18 @@ class TrainConfig:
     kd_weight: float = 1.0
     qat: bool = False
     init: str | None = None  # start from this RUN's best weights (QAT fine-tuning of a trained student)
-    extra: dict = field(default_factory=dict)  # task-specific options
+    extra: dict = field(default_factory=dict)  # the task's options as given (`--set`); typed in `options`
+
+    def __post_init__(self) -> None:
+        from finprint.distill.options import LoopOptions, parse_options
+
+        # Parsed once: an unknown key or a bad value fails here, before anything is written.
+        self._options: LoopOptions = parse_options(self.task, self.extra) if self.task in ("detect", "embed") else LoopOptions()
+
+    @property
+    def options(self) -> Any:
+        """The task's typed options (distill/options.py: DetectOptions or EmbedOptions)."""
+        return self._options
 
     def to_dict(self) -> dict:
         return asdict(self)

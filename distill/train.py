@@ -168,23 +168,7 @@ def check_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if cfg.task == "detect" and cfg.imgsz % 32:
         raise ConfigError(f"imgsz must be a multiple of 32 for the detector, got {cfg.imgsz}")
-    if cfg.task == "detect":
-        from finprint.distill.detect_task import train_augment
-
-        train_augment(cfg.extra)
-        weight = cfg.extra.get("mask_weight", 0.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise ConfigError(f"mask_weight: expected a number >= 0 (the mask loss's weight; default 2), got {weight!r}")
-    if cfg.task == "embed":
-        from finprint.distill.embed_task import embed_augment
-
-        embed_augment(cfg.extra)
-        neighbours = cfg.extra.get("neighbours", 0)
-        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 0:
-            raise ConfigError(
-                f"neighbours: expected a whole number >= 0 (how many nearest identities an item may pair with; 0 = off), "
-                f"got {neighbours!r}"
-            )
+    # The task's options (--set) were typed and checked when the config was made (distill/options.py).
     if cfg.teacher is not None:
         tdir = Path(cfg.teacher)
         if not tdir.is_dir():
@@ -225,7 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             device = torch.device("cuda", env.local_rank)
             torch.cuda.set_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(int(cfg.extra.get("threads", 2)))
+        torch.set_num_threads(cfg.options.threads)
     use_amp = cfg.amp and device.type == "cuda"
     seed_everything(cfg.seed + env.rank)
 
@@ -255,7 +239,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     sampler = EpochSampler(len(train_ds), cfg.seed, env.rank, env.world)
     loader = DataLoader(
         train_ds, batch_size=cfg.batch, sampler=sampler, collate_fn=task.collate, drop_last=len(sampler) >= 2 * cfg.batch,
-        num_workers=int(cfg.extra.get("workers", 0)), persistent_workers=False,
+        num_workers=cfg.options.workers, persistent_workers=False,
     )
     steps_per_epoch = max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.epochs * steps_per_epoch))
