@@ -303,9 +303,9 @@ def detector_recall(videos: list[LabelledVideo], match_iou: float = 0.5) -> Dete
 @dataclass(frozen=True)
 class LengthSplit:
     """The tracks at one setting, split by how long each was followed: fragments under `seconds` (a fish
-    seen briefly at a crossing or the frame's edge) carry few frames of evidence, and on the results farm
-    that is where most names went wrong; when short tracks do much worse than long ones, the tracker's
-    continuity through crossings limits identity, not the open-set rule."""
+    seen briefly at a crossing or the frame's edge) carry few frames of evidence (experiments/2026-11-28-min-hits);
+    when short tracks do much worse than long ones, the tracker's continuity through crossings limits identity,
+    not the open-set rule."""
 
     seconds: float
     short: ScoreResult
