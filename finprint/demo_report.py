@@ -113,7 +113,7 @@ def open_set_sentence(daemon: dict) -> str:
                        f"{'off' if gate is None else f'{gate:g}'} (best of {tuned.get('tracker_settings_tried', '?')} "
                        "settings tried), ")
         return (
-            f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
+            f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (tuning/, with strangers "
             f"that are not the scored videos' unknown fish): {tracker}threshold {tuned['threshold']:.2f}, "
             f"margin {tuned['margin']:.2f}{_whitening_phrase(tuned.get('whitening'))}"
             f"{_splitting_phrase(tuned.get('splitting'))}{_reporting_phrase(tuned.get('reporting'))}; on those videos "
