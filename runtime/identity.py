@@ -333,9 +333,11 @@ class IdentityResolver:
     changes, or the track ends. State is bounded by the tracker's live tracks."""
 
     def __init__(
-        self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN,
-        appearance_space: str = "embedder", split_window: int = 0, split_share: float = 0.8,
+        self, gallery: Gallery, px_per_cm: dict[str, float], *, min_frames: int, margin: float, appearance_space: str,
+        split_window: int, split_share: float,
     ) -> None:
+        """Made by `TrackingConfig.make_resolver` (runtime/config.py), which holds the one set of defaults; `margin`
+        is the open-set rule's (runtime/tuned.py)."""
         self.gallery = gallery
         self.appearance_space = appearance_space  # "gallery": the tracker compares looks as the gallery matches
         # Track splitting (0 = off): a track whose last `split_window` frames voted for one other known fish in

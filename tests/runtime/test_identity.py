@@ -2,15 +2,22 @@ import numpy as np
 import pytest
 
 from finprint.runtime.identity import (
+    DEFAULT_OPEN_SET_MARGIN,
     SIMILARITY_BINS,
     UNKNOWN,
     WHITENING_STRENGTH,
     Gallery,
-    IdentityResolver,
     better_half_mean,
     mask_length_px,
     within_class_whitening,
 )
+
+
+def IdentityResolver(gallery, px_per_cm, min_frames, margin=DEFAULT_OPEN_SET_MARGIN):  # noqa: N802
+    """The resolver as the daemon makes it, from TrackingConfig (its defaults besides min_hits)."""
+    from finprint.runtime.config import TrackingConfig
+
+    return TrackingConfig(min_hits=min_frames).make_resolver(gallery, px_per_cm, margin)
 
 
 def _unit(v):
