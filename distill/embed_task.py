@@ -76,7 +76,7 @@ class EmbedTask:
 
     def build_data(self, cfg: TrainConfig) -> tuple[IdentityViews, ReidEvalData]:
         self.options = opts = cfg.options
-        images, labels, names, eval_data = load_reid_splits(cfg.data, embedder_preprocess())
+        images, labels, names, eval_data = load_reid_splits(cfg.data, embedder_preprocess(), opts.val_identities)
         self.num_classes, self.identity_names = len(names), names
         n_bn = min(opts.precise_bn, len(images))
         if n_bn >= 2:

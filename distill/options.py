@@ -25,6 +25,7 @@ class LoopOptions:
 
     workers: int = _opt(0, "data-loader worker processes")
     threads: int = _opt(2, "torch threads on a CPU", low=1)
+    freeze_stages: int = _opt(0, "models with a pretrained trunk: its stem and first N stages stay frozen (`finprint models`)")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class EmbedOptions(LoopOptions):
     vos_start: int = _opt(50, "VOS: steps before it starts")
     vos_queue: int = _opt(16, "VOS: embeddings kept per identity", low=1)
     open_set_tpr: float = _opt(0.95, "the known-fish rate the manifest's open-set threshold is set at", low=None)
+    val_identities: int | str = _opt("auto", "training identities held out for validation: a number, or auto (a tenth, "
+                                             "at least 2, where the test identities are not the training ones)",
+                                     kind="auto-int")
     precise_bn: int = _opt(192, "clean crops whose batch statistics replace BatchNorm's before each validation (0 = off)")
 
 
@@ -102,6 +106,12 @@ def _value(f: Any, value: Any) -> Any:
         if not 0 < lo <= hi:
             raise ConfigError(f"{name}: need 0 < low <= high, got [{lo}, {hi}]")
         return lo, hi
+    if meta["kind"] == "auto-int":
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{name}: expected auto or a whole number >= 0 ({meta['help']}), got {value!r}")
+        return value
     if kind == "bool":
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
