@@ -48,3 +48,23 @@ def test_help_lists_every_option(capsys):
     out = capsys.readouterr().out
     for name in ("aug_variants", "kd_mask_all", "neighbours", "kd_kind", "precise_bn", "workers", "threads"):
         assert name in out, name
+
+
+def test_every_preset_sets_only_options_its_task_knows():
+    """The demo's, the results' and the real-data runs' `--set` options parse (an unknown one would now stop them)."""
+    import yaml
+
+    from finprint.demo import PRESETS
+    from finprint.real_data import REAL_PRESETS
+    from finprint.results import DEEPFISH_PRESETS
+
+    def parse(task, pairs):
+        return parse_options(task, {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in pairs)})
+
+    for preset in (*PRESETS.values(), *DEEPFISH_PRESETS.values()):
+        parse("detect", (*preset.train_extra, *preset.det_extra))
+        if preset.emb_teacher_epochs:
+            parse("embed", (*preset.train_extra, *preset.emb_extra))
+    for real in REAL_PRESETS.values():
+        parse("detect", (*real.det_teacher_sets, *real.det_student_sets))
+        parse("embed", (*real.emb_teacher_sets, *real.emb_student_sets))
