@@ -130,6 +130,8 @@ class RealRun:
                         "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.det_teacher_epochs)
         runs.update(self._students("det", "detector", teacher, p.det_student, [*data, *student_sets], p.det_student_epochs))
         evals = {name: self._eval(run, str(self.data.masks), "--val-groups", DEEPFISH_VAL) for name, run in runs.items()}
+        if not p.seeds:  # teachers only (--real-seeds with no seed): nothing to export
+            return {"eval": evals, "gate": []}
         calib = w / "calib-detector"
         self._run("calibration set (DeepFish training habitats + ras-frames)", calib, "calib", "build", "--data", str(self.data.masks),
                   "--data", str(self.data.ras), "--out", str(calib), "--size", str(p.calib_size), "--kind", "detector",
@@ -156,6 +158,8 @@ class RealRun:
                         "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.emb_teacher_epochs)
         runs.update(self._students("emb", "embedder", teacher, p.emb_student, [*data, *student_sets], p.emb_student_epochs))
         evals = {name: self._eval(run, str(self.data.tracklets)) for name, run in runs.items()}
+        if not p.seeds:
+            return {"eval": evals, "gate": []}
         calib = w / "calib-embedder"
         self._run("calibration set (f4k training crops)", calib, "calib", "build", "--data", str(self.data.tracklets / "train"),
                   "--out", str(calib), "--size", str(p.calib_size), "--kind", "embedder", done=lambda: (calib / "calib.json").is_file())
@@ -212,7 +216,7 @@ class RealRun:
             self.results["detector"] = self.detector()
         if self.only in (None, "embedder"):
             self.results["embedder"] = self.embedder()
-        if self.only is None:
+        if self.only is None and (self.w / "models").is_dir():
             self.results["bench"] = self.bench()
             self.results["pictures"] = self.pictures()
         (self.w / "real.json").write_text(json.dumps(self.results, indent=1) + "\n")
