@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from finprint.runtime.manifest import Preprocess
 from torch import nn
 
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Preprocess
 
 # (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-B0's seven stages.
 B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))

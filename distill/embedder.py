@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from finprint.distill.registry import register
 from torch import nn
+
+from finprint.distill.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,3 @@ def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

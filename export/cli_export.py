@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from finprint.calib.calibset import load_calibset
     from finprint.calib.qat import is_qat
     from finprint.calib.quantize import quantize_int8
+    from finprint.data.synth import embedder_crop_flags
     from finprint.distill.runs import load_teacher
     from finprint.distill.torch_engine import TorchEngine
     from finprint.export.fp16 import convert_to_fp16
@@ -128,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from finprint.export.parity import check_parity
     from finprint.runtime.engines import OrtEngine
-
-    from finprint.data.synth import embedder_crop_flags
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from finprint.runtime.manifest import Manifest, sha256_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 
