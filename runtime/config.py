@@ -180,21 +180,26 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return p if p.is_absolute() else (base / p)
 
 
+def _can(path: Path, mode: int) -> bool:
+    """os.access for the effective user: the one the daemon writes as (systemd's User=, or sudo -u)."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
 def _check_writable_file(path: Path, what: str, key: str) -> None:
     if path.exists():
-        if path.is_dir() or not os.access(path, os.W_OK):
+        if path.is_dir() or not _can(path, os.W_OK):
             raise ConfigError(f"{key}: {what} {path} is not a writable file")
         return
     parent = path.parent
     if not parent.is_dir():
         raise ConfigError(f"{key}: {what} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
+    if not _can(parent, os.W_OK):
         raise ConfigError(f"{key}: {what} {path}: folder {parent} is not writable")
 
 
 def _check_writable_folder(path: Path, key: str) -> None:
     """SQLite in WAL mode writes `-wal` and `-shm` files beside the database: its folder must be writable too."""
-    if path.exists() and not os.access(path.parent, os.W_OK | os.X_OK):
+    if path.exists() and not _can(path.parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}: folder {path.parent} is not writable (SQLite keeps its -wal and -shm files there)")
 
 
@@ -278,7 +283,7 @@ def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
         _check_writable_folder(sinks.sqlite, "sinks.sqlite")
     if sinks.jsonl is not None:
         _check_writable_file(sinks.jsonl, "event log", "sinks.jsonl")
-    if sinks.snapshots is not None and not (sinks.snapshots.is_dir() and os.access(sinks.snapshots, os.W_OK)):
+    if sinks.snapshots is not None and not (sinks.snapshots.is_dir() and _can(sinks.snapshots, os.W_OK)):
         raise ConfigError(f"sinks.snapshots: {sinks.snapshots} is not a writable folder")
     read = {"models.detector": models.detector, "models.embedder": models.embedder}
     read.update({f"cameras.{i}.source": Path(c.source) for i, c in enumerate(cameras) if c.resolved_kind() == "file"})

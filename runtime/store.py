@@ -126,7 +126,8 @@ def check_integrity(conn: sqlite3.Connection, path: str | Path) -> None:
     except sqlite3.DatabaseError as exc:
         raise FinprintError(f"{path}: not a usable finprint database ({exc}); restore it from a backup") from exc
     if [r[0] for r in rows] != ["ok"]:
-        raise FinprintError(f"{path}: the database is damaged ({rows[0][0]}); restore it from a backup")
+        detail = "; ".join(line for r in rows for line in str(r[0]).splitlines() if line.strip())
+        raise FinprintError(f"{path}: the database is damaged ({detail}); restore it from a backup")
 
 
 def check_database_file(path: str | Path) -> None:
