@@ -234,6 +234,7 @@ def test_a_dead_capture_thread_is_restarted_then_failed_and_healthz_says_so(farm
     daemon.start()
     try:
         src = daemon.sources[1]
+        _unhealthy_within(daemon, "camera cam2: ")  # a dead thread is a problem at once, not a "streaming" camera
         assert _until(lambda: daemon.watchdog.thread_restarts >= 1, TIMEOUT_S + 1)  # noticed and restarted
         body = _unhealthy_within(daemon, "camera cam2: failed")  # three deaths in a row: given up, said so
         assert "KeyError" in " ".join(body["problems"]) and body["states"]["cam2"] == "failed"
