@@ -109,6 +109,9 @@ def connect(path: str | Path) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.executescript(SCHEMA)
         _add_missing_columns(conn)
+    except sqlite3.OperationalError as exc:  # full disk, read-only file, locked: the file may be fine
+        conn.close()
+        raise FinprintError(f"{path}: cannot use the database ({exc})") from exc
     except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
         conn.close()
         raise FinprintError(f"{path}: not a usable finprint database ({exc}); restore it from a backup") from exc
@@ -198,6 +201,13 @@ class Store:
         with self._lock:
             self._conn.close()
 
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # SQLite may have rolled back by itself (SQLITE_FULL can)
+                log.debug("%s: rollback: %s", self.path, exc)
+
     # -- gallery -------------------------------------------------------------------------------
     def embedder(self) -> dict | None:
         """The embedder this gallery's embeddings came from: {"name", "identity"} (model_identity), or None
@@ -224,23 +234,35 @@ class Store:
         now = time.time()
         with self._lock:
             self._conn.execute("BEGIN")
-            if embedder is not None:
-                self._conn.execute("INSERT OR REPLACE INTO gallery_embedder(id, name, identity, created) VALUES (1, ?, ?, ?)",
-                                   (embedder[0], embedder[1], now))
-            self._conn.execute("INSERT OR IGNORE INTO individuals(id, created) VALUES (?, ?)", (individual_id, now))
-            self._conn.executemany(
-                "INSERT INTO embeddings(individual_id, dim, vector, source, created) VALUES (?, ?, ?, ?, ?)",
-                [(individual_id, emb.shape[1], row.tobytes(), source, now) for row in emb],
-            )
-            self._conn.execute("COMMIT")
+            try:
+                if embedder is not None:
+                    self._conn.execute("INSERT OR REPLACE INTO gallery_embedder(id, name, identity, created) VALUES (1, ?, ?, ?)",
+                                       (embedder[0], embedder[1], now))
+                self._conn.execute("INSERT OR IGNORE INTO individuals(id, created) VALUES (?, ?)", (individual_id, now))
+                self._conn.executemany(
+                    "INSERT INTO embeddings(individual_id, dim, vector, source, created) VALUES (?, ?, ?, ?, ?)",
+                    [(individual_id, emb.shape[1], row.tobytes(), source, now) for row in emb],
+                )
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed statement (a full disk) leaves the transaction open: end it, so the next
+                # write can BEGIN, and nothing of this batch is half-committed.
+                self._rollback()
+                raise
         return len(emb)
 
     def forget(self, individual_id: str) -> bool:
         with self._lock:
             self._conn.execute("BEGIN")
-            self._conn.execute("DELETE FROM embeddings WHERE individual_id = ?", (individual_id,))
-            cur = self._conn.execute("DELETE FROM individuals WHERE id = ?", (individual_id,))
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("DELETE FROM embeddings WHERE individual_id = ?", (individual_id,))
+                cur = self._conn.execute("DELETE FROM individuals WHERE id = ?", (individual_id,))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed statement (a full disk) leaves the transaction open: end it, so the next
+                # write can BEGIN, and nothing of this batch is half-committed.
+                self._rollback()
+                raise
         return cur.rowcount > 0
 
     def load_gallery(self, threshold: float, whitening: float | None = None) -> Gallery:
@@ -318,14 +340,20 @@ class Store:
             return
         with self._lock:
             self._conn.execute("BEGIN")
-            for ev in events:
-                self._conn.execute(
-                    "INSERT INTO events(ts, type, camera, individual_id, payload) VALUES (?, ?, ?, ?, ?)",
-                    (ev["ts"], ev["type"], ev.get("camera"), ev.get("individual_id"), json.dumps(ev, sort_keys=True)),
-                )
-                if ev["type"] == "track_end":
-                    self._record_sighting(ev)
-            self._conn.execute("COMMIT")
+            try:
+                for ev in events:
+                    self._conn.execute(
+                        "INSERT INTO events(ts, type, camera, individual_id, payload) VALUES (?, ?, ?, ?, ?)",
+                        (ev["ts"], ev["type"], ev.get("camera"), ev.get("individual_id"), json.dumps(ev, sort_keys=True)),
+                    )
+                    if ev["type"] == "track_end":
+                        self._record_sighting(ev)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed statement (a full disk) leaves the transaction open: end it, so the next
+                # write can BEGIN, and nothing of this batch is half-committed.
+                self._rollback()
+                raise
 
     def _record_sighting(self, ev: dict) -> None:
         self._conn.execute(
@@ -351,9 +379,15 @@ class Store:
             return
         with self._lock:
             self._conn.execute("BEGIN")
-            for ev in ended:
-                self._update_individual(ev)
-            self._conn.execute("COMMIT")
+            try:
+                for ev in ended:
+                    self._update_individual(ev)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed statement (a full disk) leaves the transaction open: end it, so the next
+                # write can BEGIN, and nothing of this batch is half-committed.
+                self._rollback()
+                raise
 
     def count(self, table: str) -> int:
         if table not in ("individuals", "embeddings", "sightings", "events"):

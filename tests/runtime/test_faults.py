@@ -33,7 +33,11 @@ TIMEOUT_S = 1.0  # watchdog.frame_timeout_s of these tests: each fault must show
 
 
 def _frame(i: int) -> np.ndarray:
-    img = np.full((H, W, 3), 40, np.uint8)
+    """A red frame: the toy detector's fish is there (its score follows the red); frames 25-39 are dark,
+    so each loop of the video ends a track and begins one: events all the time."""
+    if i >= 25:
+        return np.zeros((H, W, 3), np.uint8)
+    img = np.full((H, W, 3), (40, 40, 230), np.uint8)
     img[40:70, 20:100] = (30, 140, 200)  # the fish the toy detector reports
     cv2.putText(img, str(i), (120, 110), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
     return img
@@ -42,7 +46,7 @@ def _frame(i: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("farm")
-    det = make_toy_detector(root / "det.onnx")
+    det = make_toy_detector(root / "det.onnx", score_follows_brightness=True)
     emb = make_toy_embedder(root / "emb.onnx", open_set_threshold=0.9)
     (root / "other").mkdir()
     make_toy_embedder(root / "other" / "emb.onnx", seed=7, open_set_threshold=0.9)  # same size, another model
@@ -253,7 +257,7 @@ def _tiny_tmpfs(folder: Path) -> bool:
     folder.mkdir()
     if os.geteuid() != 0 or not shutil.which("mount"):
         return False
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(folder)], capture_output=True).returncode == 0
 
 
 def _fill(folder: Path) -> Path:
@@ -267,19 +271,27 @@ def _fill(folder: Path) -> Path:
     return filler
 
 
-def test_a_full_filesystem_under_the_event_log_shows_on_healthz_and_loses_nothing(farm, tmp_path, capfd, caplog):
-    """Defect 2: a full disk killed the inference worker, /healthz said "ok", the log's last line was cut and
-    SQLite held events the log never got. Here: a 64 kB tmpfs (mounting works as root), else /dev/full."""
+@pytest.mark.parametrize("sink", ["jsonl", "sqlite"])
+def test_a_full_filesystem_under_a_sink_shows_on_healthz_and_loses_nothing(farm, tmp_path, sink, capfd, caplog):
+    """Defect 2: a full disk (or an SQLite error) killed the inference worker, /healthz said "ok", the log's last
+    line was cut and SQLite held events the log never got. Here: a 512 kB tmpfs filled up while the daemon
+    runs (mounting works as root), else /dev/full for the log."""
     disk = tmp_path / "disk"
     mounted = _tiny_tmpfs(disk)
+    if not mounted and sink == "sqlite":
+        pytest.skip("a database cannot live on /dev/full: this case needs a tmpfs mount (root)")
     try:
-        jsonl = disk / "events.jsonl" if mounted else Path("/dev/full")
-        filler = _fill(disk) if mounted else None
-        daemon = Daemon(load_config(_config(farm, tmp_path, sinks={"jsonl": str(jsonl)})))
+        jsonl = disk / "events.jsonl" if mounted and sink == "jsonl" else tmp_path / "events.jsonl" if mounted else Path("/dev/full")
+        sinks = {"jsonl": str(jsonl), **({"sqlite": str(disk / "events.db")} if sink == "sqlite" else {})}
+        db = disk / "events.db" if sink == "sqlite" else tmp_path / "gallery.db"
+        daemon = Daemon(load_config(_config(farm, tmp_path, sinks=sinks)))
         daemon.start()
         try:
-            body = _unhealthy_within(daemon, "sink jsonl: cannot write", timeout=20)
-            assert "No space left on device" in " ".join(body["problems"])
+            if mounted:
+                assert _until(lambda: daemon.events_emitted > 0 and not daemon._unlogged, 20)
+                filler = _fill(disk)
+            body = _unhealthy_within(daemon, f"sink {sink}: cannot write", timeout=20)
+            assert "full" in " ".join(body["problems"]) or "No space" in " ".join(body["problems"]), body
             done = daemon.processed["pen1"]
             assert _until(lambda: daemon.processed["pen1"] > done + 10, 10)  # the worker lives on
             assert daemon._worker.is_alive()
@@ -289,16 +301,16 @@ def test_a_full_filesystem_under_the_event_log_shows_on_healthz_and_loses_nothin
         finally:
             daemon.stop()
         if mounted:
-            assert daemon.exit_code == 0
-            assert _same_events(tmp_path, jsonl=jsonl)
+            assert daemon.exit_code == 0 and daemon.events_lost == 0
+            assert _same_events(db.parent, db=db.name, jsonl=jsonl)
         else:  # nothing will ever fit in /dev/full: the exit code says events were lost, SQLite kept them all
             assert daemon.exit_code == 1 and daemon.events_lost > 0
-            conn = sqlite3.connect(tmp_path / "gallery.db")
+            conn = sqlite3.connect(db)
             assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == daemon.events_emitted
             conn.close()
     finally:
         if mounted:
-            subprocess.run(["umount", str(disk)], check=False)
+            subprocess.run(["umount", "-l", str(disk)], check=False)  # lazy: a file still open must not leave it mounted
     _no_traceback(capfd, caplog)
 
 
