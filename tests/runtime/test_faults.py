@@ -178,7 +178,7 @@ class _BadCamera:
                     conn.sendall(b"a" * 65536)
             elif self.mode == "garbage":  # bytes and newlines, never a boundary
                 for _ in range(200):
-                    conn.sendall(bytes(rng.getrandbits(8) for _ in range(2048)) + b"\r\n")
+                    conn.sendall(rng.randbytes(2048) + b"\r\n")
             # every mode then stalls (mode "stall" at once): the connection stays open, silent
             self.stop.wait(10)
         except OSError:
@@ -502,13 +502,16 @@ BAD_IDS = ["", "   ", "unknown", "Unknown", "fish\n007  2025-01-01 00:00  99", "
 
 
 @pytest.mark.parametrize("bad_id", BAD_IDS, ids=["empty", "blank", "unknown", "Unknown", "newline", "control", "lookalike", "long"])
-def test_enroll_refuses_ids_that_are_empty_reserved_or_unprintable(farm, tmp_path, bad_id):
+def test_enroll_refuses_ids_that_are_empty_reserved_or_unprintable(farm, tmp_path, bad_id, capsys):
     """Defect 10: enroll took any id: empty, "unknown" (the matcher's own label), a newline faking a row."""
+    from finprint.cli import main
+
     gallery = tmp_path / "g.db"
-    proc = _cli("enroll", "--gallery", str(gallery), "--id", bad_id, "--embedder", str(farm / "emb.onnx"),
-                "--backend", "cpu", str(farm / "crop.jpg"))
-    _one_line_error(proc, "individual id")
-    assert not gallery.exists() or Store(gallery).count("embeddings") == 0
+    code = main(["enroll", "--gallery", str(gallery), "--id", bad_id, "--embedder", str(farm / "emb.onnx"),
+                 "--backend", "cpu", str(farm / "crop.jpg")])
+    err = capsys.readouterr().err
+    assert code == 2 and "individual id" in err and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert not gallery.exists()  # refused before anything was opened
 
 
 def test_a_gallery_refuses_embeddings_of_another_embedder(farm, tmp_path):
