@@ -140,6 +140,7 @@ class Daemon:
         """Start, wait for SIGTERM/SIGINT/SIGHUP (or `max_frames`, or every camera finished), stop."""
         self.max_frames = max_frames
         previous = {sig: signal.signal(sig, self._on_signal) for sig in SIGNALS}
+        hook, threading.excepthook = threading.excepthook, _log_thread_death
         try:
             self.start()
             while not self.stopping.wait(0.2):
@@ -158,6 +159,7 @@ class Daemon:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            threading.excepthook = hook
         return self.exit_code
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -495,6 +497,13 @@ class Daemon:
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread no guard caught (a library's): one log line, not a traceback on the console; /healthz and
+    the run loop see what it leaves behind (a dead worker exits 1, a dead camera is restarted)."""
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("thread %s died: %s: %s", name, args.exc_type.__name__, args.exc_value)
 
 
 def preflight(cfg: FarmConfig) -> str:

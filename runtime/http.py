@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -109,6 +110,11 @@ class HealthServer:
         class Server(ThreadingHTTPServer):
             request_queue_size = LISTEN_BACKLOG
             daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                # socketserver prints a traceback to stderr; a client that hung up or timed out is one line
+                exc = sys.exc_info()[1]
+                log.warning("http: request from %s failed: %s: %s", client_address, type(exc).__name__, exc)
 
         try:
             self._server = Server((bind, port), Handler)

@@ -8,6 +8,7 @@ A lost stream is reopened with exponential backoff, up to a restart limit.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -168,7 +170,7 @@ class MjpegHttpReader:
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
         self.url = redact(url)  # for messages: no password
-        self._resp = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 - camera URL from config
+        self._resp = urllib.request.urlopen(_request(url), timeout=timeout_s)  # noqa: S310 - camera URL from config
         ctype = self._resp.headers.get("Content-Type", "")
         if "multipart" not in ctype or "boundary=" not in ctype:
             self._resp.close()
@@ -215,6 +217,17 @@ class MjpegHttpReader:
 
     def close(self) -> None:
         self._resp.close()
+
+
+def _request(url: str) -> urllib.request.Request:
+    """urllib takes `user:pass@` for part of the host: send it as HTTP Basic authentication instead."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url)
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urllib.request.Request(urlunsplit(parts._replace(netloc=host)), headers={"Authorization": f"Basic {token}"})
 
 
 def open_reader(source: str | int, kind: str, loop: bool = False) -> FrameReader:

@@ -110,4 +110,7 @@ class Watchdog:
     def _run(self) -> None:
         period = max(0.05, min(self.frame_timeout_s, self.worker_stall_s) / 4)
         while not self._stop.wait(period):
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive anything one check meets
+                log.error("watchdog check failed: %s: %s", type(exc).__name__, exc)

@@ -386,7 +386,7 @@ def test_a_manifest_that_is_a_folder_or_missing_stops_the_daemon_and_check(farm,
     assert proc.returncode == 0 and "no manifest" in proc.stderr, proc.stderr[-2000:]
 
 
-def test_check_runs_a_test_inference_and_a_failing_model_shows_on_healthz(farm, tmp_path, monkeypatch):
+def test_check_runs_a_test_inference_and_a_failing_model_shows_on_healthz(farm, tmp_path, monkeypatch, caplog):
     """Defect 4: a manifest whose preprocess size does not fit the ONNX failed every batch while /healthz said
     200 and --check said ok."""
     models = tmp_path / "models"
@@ -412,6 +412,9 @@ def test_check_runs_a_test_inference_and_a_failing_model_shows_on_healthz(farm, 
         body = _unhealthy_within(daemon, "inference: ")
         assert "illegal memory access" in " ".join(body["problems"])
         assert daemon._worker.is_alive()
+        assert _until(lambda: daemon.inference_errors > 20, 10)
+        said = [r for r in caplog.records if "inference failed" in r.getMessage()]
+        assert len(said) == 1  # one line per LOG_REPEAT_S, not one per batch
     finally:
         daemon.stop()
     _same_events(tmp_path)
@@ -666,3 +669,19 @@ def test_no_camera_password_reaches_a_log_an_error_or_an_endpoint(farm, tmp_path
     for secret in SECRETS:  # ...and no password in any of it
         leaks = [t for t in texts if secret in t]
         assert not leaks, leaks[0][:500]
+
+
+@pytest.mark.parametrize("source, secret", [
+    ("rtsp://admin:S3cretPw@10.0.0.5:554/stream1", "S3cretPw"),
+    ("rtsp://admin:p@ss@word@10.0.0.5/x", "p@ss@word"),
+    ("http://10.0.0.5/video.cgi?user=admin&pwd=Qu3ryPw", "Qu3ryPw"),
+    ("rtspsrc location=rtsp://u:GstPw99@10.0.0.5/x ! decodebin ! appsink", "GstPw99"),
+    ("rtspsrc location=rtsp://10.0.0.5/x user-id=admin user-pw=HdrPw77 ! decodebin ! appsink", "HdrPw77"),
+    ('rtspsrc location="rtsp://10.0.0.5/x" user-pw="Quoted Pw1" ! appsink', "Quoted Pw1"),
+])
+def test_redact_masks_every_form_of_camera_password(source, secret):
+    from finprint.runtime.redact import redact
+
+    assert secret not in redact(source) and "10.0.0.5" in redact(source)
+    quoted = f"nonnumeric port: '{secret}@10.0.0.5'"  # a library error quoting part of the URL
+    assert secret not in redact(quoted, source)
