@@ -177,7 +177,11 @@ class Daemon:
     # -- start/stop steps ------------------------------------------------------------------------
     def _start_store(self) -> None:
         self.store = Store(self.cfg.gallery)  # integrity-checked on open: a damaged gallery is one line, exit 2
-        self.store.check_embedder(model_identity(self.cfg.models.embedder), self.cfg.models.embedder.name)
+        try:
+            self.store.check_embedder(model_identity(self.cfg.models.embedder), self.cfg.models.embedder.name)
+        except FinprintError:
+            self.store.close()  # the step did not finish, so stop() will not close it
+            raise
         sqlite_path = self.cfg.sinks.sqlite
         self.events_store = self.store if sqlite_path is None or Path(sqlite_path) == Path(self.cfg.gallery) else Store(sqlite_path)
         m = self.cfg.models
@@ -259,6 +263,7 @@ class Daemon:
         self._worker.join(self.cfg.watchdog.worker_stall_s)
         if self._worker.is_alive():
             log.error("inference worker did not finish draining; events of queued frames are lost")
+            self.exit_code = 1
             return
         assert self.resolver is not None
         self._emit(self.resolver.end_all(time.time()))
@@ -507,10 +512,10 @@ def _log_thread_death(args: threading.ExceptHookArgs) -> None:
 
 
 def preflight(cfg: FarmConfig) -> str:
-    """`serve --check`: what serve does before its first frame, writing nothing (the config, with its sink
-    paths, is already validated): load both models with their manifests and run a test inference, open
-    and integrity-check the gallery and the events database, check the gallery's embedder, bind the port.
-    A FinprintError says what would have failed."""
+    """`serve --check`: what serve does before its first frame (the config, with its sink paths, is already
+    validated): load both models with their manifests and run a test inference, open and integrity-check the
+    gallery and the events database, check the gallery's embedder, bind the port. No event, log line or
+    snapshot is written. A FinprintError says what would have failed."""
     from finprint.runtime.pipeline import Pipeline
     from finprint.runtime.store import check_database_file
 
