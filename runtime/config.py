@@ -37,7 +37,7 @@ class _Strict(BaseModel):
 
 
 class CameraConfig(_Strict):
-    id: str = Field(pattern=_CAMERA_ID_RE.pattern)  # letters, digits, '.', '_', '-'; 64 at most
+    id: str  # letters, digits, '.', '_', '-'; 64 at most
     # A video file path, a USB index (0, 1 ...), an rtsp:// or http(s):// URL, or a GStreamer pipeline.
     source: str | int
     kind: Literal["auto", "file", "usb", "url", "gstreamer"] = "auto"
@@ -46,6 +46,14 @@ class CameraConfig(_Strict):
     # Frames per second to read at most. None: a video file plays at its own frame rate (like a
     # camera, so the drop-oldest queue is not flooded); live cameras are not throttled.
     fps_limit: float | None = Field(default=None, gt=0)
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _CAMERA_ID_RE.match(value):
+            raise ValueError(f"camera ids are 1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit "
+                             f"(they name snapshot files and metrics), got {value[:80]!r}")
+        return value
 
     def resolved_kind(self) -> str:
         if self.kind != "auto":
@@ -303,7 +311,7 @@ def parse_config(data: object, base: Path, source: str = "config") -> FarmConfig
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {where}: {msg}") from exc
     return validate_config(cfg, base)
 
