@@ -66,10 +66,11 @@ class Daemon:
         self._batches: deque[tuple[float, bool]] = deque(maxlen=4096)  # (monotonic time, failed) per batch
         self._last_inference_error = ""
         self._said: dict[str, float] = {}  # error line -> when it was last logged
-        # Events not yet in SQLite, then not yet in the JSONL log (SQLite commits first: a kill -9 leaves
-        # the log a prefix of the database). Each sink's last error, None while it writes.
+        # Events not yet in SQLite; then, per other sink, events SQLite holds that the sink has not taken
+        # yet (SQLite commits first: a kill -9 leaves every other sink a prefix of the database). Each
+        # sink's last error, None while it writes.
         self._unsaved: list[dict] = []
-        self._unlogged: list[dict] = []
+        self._pending: dict[str, list[dict]] = {}
         self.sink_errors: dict[str, str | None] = {}
         self.unknown_fish = 0
         self.known_fish = 0
@@ -91,8 +92,7 @@ class Daemon:
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.store: Store | None = None
         self.events_store: Store | None = None
-        self.jsonl: JsonlLog | None = None
-        self.mqtt: Any = None
+        self.sinks: dict[str, Any] = {}  # after SQLite, in order: name -> a sink with write_events() and close()
         self.pipeline: Any = None
         self.resolver: IdentityResolver | None = None
         self.http: Any = None
@@ -200,20 +200,28 @@ class Daemon:
             self.store.close()
 
     def _start_sinks(self) -> None:
+        assert self.store is not None
+        if self.store is not self.events_store:
+            self.sinks["gallery"] = _GalleryCounters(self.store)
         if self.cfg.sinks.jsonl is not None:
-            self.jsonl = JsonlLog(self.cfg.sinks.jsonl)
+            self.sinks["jsonl"] = JsonlLog(self.cfg.sinks.jsonl)
         m = self.cfg.sinks.mqtt
         if m is not None:
             from finprint.runtime.mqtt_sink import MqttSink
 
-            self.mqtt = MqttSink(m.host, m.port, m.topic, m.client_id, m.qos, m.buffer)
-            self.mqtt.start()
+            mqtt = MqttSink(m.host, m.port, m.topic, m.client_id, m.qos, m.buffer)
+            mqtt.start()
+            self.sinks["mqtt"] = mqtt
+        self._pending = {name: [] for name in self.sinks}
 
     def _stop_sinks(self) -> None:
-        if self.mqtt is not None:
-            self.mqtt.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
+        for name, sink in reversed(self.sinks.items()):
+            try:
+                sink.close()
+            except OSError as exc:  # an fsync on a failing disk: the other sinks still close
+                log.error("sink %s: close failed: %s", name, exc)
+                self.exit_code = 1
+        self.sinks = {}
 
     def _start_pipeline(self) -> None:
         from finprint.runtime.pipeline import Pipeline
@@ -267,11 +275,12 @@ class Daemon:
             return
         assert self.resolver is not None
         self._emit(self.resolver.end_all(time.time()))
-        if self._unsaved or self._unlogged:  # a sink still cannot write: say what is where, exit 1
-            log.error("%d events never reached SQLite and %d never reached the JSONL log (%s); they are lost, "
-                      "SQLite holds every event the log does", len(self._unsaved), len(self._unlogged),
+        unwritten = {"sqlite": len(self._unsaved), **{name: len(p) for name, p in self._pending.items()}}
+        if any(unwritten.values()):  # a sink still cannot write: say what is where, exit 1
+            log.error("events never written, by sink: %s (%s); SQLite holds every event any other sink does",
+                      ", ".join(f"{k} {n}" for k, n in unwritten.items() if n),
                       "; ".join(f"{k}: {v}" for k, v in self.sink_errors.items() if v))
-            self.events_lost += len(self._unsaved) + len(self._unlogged)
+            self.events_lost += sum(unwritten.values())
             self.exit_code = 1
 
     # -- the inference worker --------------------------------------------------------------------
@@ -297,7 +306,7 @@ class Daemon:
         retry_at = 0.0
         while True:
             self.watchdog.beat()
-            if (self._unsaved or self._unlogged) and time.monotonic() >= retry_at:
+            if self.events_pending() and time.monotonic() >= retry_at:
                 retry_at = time.monotonic() + 1.0  # a sink that cannot write is tried again each second
                 self._flush()
             batch = self._next_batch()
@@ -389,7 +398,9 @@ class Daemon:
         self._flush()
 
     def _flush(self) -> None:
-        """Pending events to SQLite, then to the JSONL log and MQTT: a sink error is recorded, never raised."""
+        """Pending events to SQLite, then to every other sink. A sink's error is recorded (and /healthz says
+        so), never raised; its events wait for the next try. Each write is all or nothing (an SQLite
+        transaction, a JSONL batch cut back on failure), so a retry never doubles an event."""
         if self._unsaved:
             assert self.events_store is not None
             batch = self._unsaved
@@ -399,27 +410,23 @@ class Daemon:
                 self._sink_failed("sqlite", exc)
             else:
                 self._unsaved = []
-                self._unlogged += batch
                 self.sink_errors["sqlite"] = None
-                if self.store is not None and self.store is not self.events_store:
-                    try:  # counters only: the events themselves are committed, so never retried
-                        self.store.update_individuals(batch)
-                    except (sqlite3.Error, OSError) as exc:
-                        self._say(f"gallery: sightings counters not updated for {len(batch)} events: {exc}")
-                if self.mqtt is not None:
-                    self.mqtt.write_events(batch)  # buffers while the broker is away; never raises for that
-        if self._unlogged:
-            if self.jsonl is None:
-                self._unlogged = []
-                return
+                for pending in self._pending.values():
+                    pending += batch
+        for name, sink in self.sinks.items():
+            if not self._pending[name]:
+                continue
             try:
-                self.jsonl.write_events(self._unlogged)  # all or nothing: a failed write leaves no half line
-            except OSError as exc:
-                self._sink_failed("jsonl", exc)
+                sink.write_events(self._pending[name])
+            except (sqlite3.Error, OSError) as exc:
+                self._sink_failed(name, exc)
             else:
-                self._unlogged = []
-                self.sink_errors["jsonl"] = None
+                self._pending[name] = []
+                self.sink_errors[name] = None
         self._bound_pending()
+
+    def events_pending(self) -> int:
+        return len(self._unsaved) + sum(map(len, self._pending.values()))
 
     def _sink_failed(self, sink: str, exc: BaseException) -> None:
         first = not self.sink_errors.get(sink)
@@ -429,13 +436,16 @@ class Daemon:
                       sink, self.sink_errors[sink])
 
     def _bound_pending(self) -> None:
-        for name in ("_unsaved", "_unlogged"):
-            pending = getattr(self, name)
+        lost = max(0, len(self._unsaved) - MAX_PENDING_EVENTS)
+        if lost:
+            self._unsaved = self._unsaved[lost:]
+        for name, pending in self._pending.items():
             if len(pending) > MAX_PENDING_EVENTS:
-                lost = len(pending) - MAX_PENDING_EVENTS
-                self.events_lost += lost
-                setattr(self, name, pending[lost:])
-                self._say(f"{lost} events dropped: a sink has not written for too long ({MAX_PENDING_EVENTS} kept)")
+                lost += len(pending) - MAX_PENDING_EVENTS
+                self._pending[name] = pending[-MAX_PENDING_EVENTS:]
+        if lost:
+            self.events_lost += lost
+            self._say(f"{lost} events dropped: a sink has not written for too long ({MAX_PENDING_EVENTS} kept)")
 
     def _say(self, line: str) -> None:
         """log.error, at most once per LOG_REPEAT_S for the same line (digits aside)."""
@@ -471,7 +481,7 @@ class Daemon:
             "known_fish": self.known_fish,
             "events": self.events_emitted,
             "events_lost": self.events_lost,
-            "events_pending": len(self._unsaved) + len(self._unlogged),
+            "events_pending": self.events_pending(),
             "snapshot_failures": self.snapshot_failures,
             "heartbeat_age_s": self.watchdog.heartbeat_age_s(),
             "inference_errors": self.inference_errors,
@@ -491,7 +501,7 @@ class Daemon:
                        f"{self.cfg.watchdog.frame_timeout_s:g} s ({self._last_inference_error})")
         for sink, error in sorted(self.sink_errors.items()):
             if error:
-                pending = len(self._unsaved) + (len(self._unlogged) if sink == "jsonl" else 0)
+                pending = len(self._unsaved) + len(self._pending.get(sink, ()))
                 out.append(f"sink {sink}: cannot write ({error})" + (f"; {pending} events pending" if sink != "snapshots" else ""))
         return out
 
@@ -502,6 +512,19 @@ class Daemon:
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class _GalleryCounters:
+    """The gallery's per-fish sightings and first/last seen, when events go to another database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def write_events(self, events: list[dict]) -> None:
+        self.store.update_individuals(events)
+
+    def close(self) -> None:
+        pass  # the store step closes the gallery
 
 
 def _log_thread_death(args: threading.ExceptHookArgs) -> None:
