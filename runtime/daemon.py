@@ -224,21 +224,12 @@ class Daemon:
         self.sinks = {}
 
     def _start_pipeline(self) -> None:
-        from finprint.runtime.pipeline import Pipeline
-
-        m = self.cfg.models
-        self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold,
-                                 require_manifest=m.require_manifest)
+        self.pipeline = open_pipeline(self.cfg)
         low = self.cfg.tracking.low_score
         if low is not None and low < self.pipeline.score_threshold:
             log.warning("tracking.low_score %g is under the detector's score threshold %g: detections between them never "
                         "reach the tracker; lower models.score_threshold to %g to feed them to it (more crops to embed), "
                         "or leave tracking.low_score out", low, self.pipeline.score_threshold, low)
-        try:
-            smoke_test_models(self.pipeline)
-        except FinprintError:
-            self.pipeline.close()  # the step did not finish, so stop() will not close it
-            raise
 
     def _stop_pipeline(self) -> None:
         self.pipeline.close()
@@ -534,22 +525,34 @@ def _log_thread_death(args: threading.ExceptHookArgs) -> None:
     log.error("thread %s died: %s: %s", name, args.exc_type.__name__, args.exc_value)
 
 
-def preflight(cfg: FarmConfig) -> str:
-    """`serve --check`: what serve does before its first frame (the config, with its sink paths, is already
-    validated): load both models with their manifests and run a test inference, open and integrity-check the
-    gallery and the events database, check the gallery's embedder, bind the port. No event, log line or
-    snapshot is written. A FinprintError says what would have failed."""
+def open_pipeline(cfg: FarmConfig) -> Any:
+    """The models as serve runs them: manifests required (unless the config says otherwise), then one test
+    inference, so a model that cannot run fails here in one line rather than on every batch. Open, run and
+    close it on one thread."""
     from finprint.runtime.pipeline import Pipeline
-    from finprint.runtime.store import check_database_file
 
     m = cfg.models
     pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold,
                         require_manifest=m.require_manifest)
     try:
         smoke_test_models(pipeline)
-        backends = f"{pipeline.detector.backend}/{pipeline.embedder.backend}"
-    finally:
+    except FinprintError:
         pipeline.close()
+        raise
+    return pipeline
+
+
+def preflight(cfg: FarmConfig) -> str:
+    """`serve --check`: what serve does before its first frame (the config, with its sink paths, is already
+    validated): load both models with their manifests and run a test inference, open and integrity-check the
+    gallery and the events database, check the gallery's embedder, bind the port. No event, log line or
+    snapshot is written. A FinprintError says what would have failed."""
+    from finprint.runtime.store import check_database_file
+
+    m = cfg.models
+    pipeline = open_pipeline(cfg)
+    backends = f"{pipeline.detector.backend}/{pipeline.embedder.backend}"
+    pipeline.close()
     for path in {cfg.gallery, cfg.sinks.sqlite or cfg.gallery}:
         check_database_file(path)
     if cfg.gallery.exists():
