@@ -249,8 +249,9 @@ def _check_distinct(written: dict[str, Path | None], read: dict[str, Path | None
             if {key, other_key} == {"gallery", "sinks.sqlite"} and os.path.realpath(path) == os.path.realpath(other):
                 continue
             if names(key, path) & names(other_key, other) or same(path, other):
-                raise ConfigError(f"{other_key if other_key in written else key}: {other if other_key in written else path} "
-                                  f"is the same file as {key if other_key in written else other_key}; every sink needs its own file")
+                # Name the key to change: the later sink, or the sink that would write over a model or video.
+                bad, bad_path, first = (other_key, other, key) if other_key in written else (key, path, other_key)
+                raise ConfigError(f"{bad}: {bad_path} is the same file as {first}; every sink needs its own file")
 
 
 def _check_bind(bind: str) -> None:
