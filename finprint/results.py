@@ -307,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding deepfish/, deepfish-masks/, f4k-tracklets/, ras-frames/ (the real-data runs)")
     parser.add_argument("--real-preset", choices=sorted(REAL_PRESETS), default="cpu")
     parser.add_argument("--no-scratch", action="store_true", help="real data: skip the teachers trained from scratch")
+    parser.add_argument("--real-seeds", type=int, nargs="+", help="real data: student seeds (default: the preset's, 0 1)")
     parser.add_argument("--only", choices=["detector", "embedder", "daemon", "real", "real-detector", "real-embedder"],
                         help="only the farm's detector runs (teacher, students, QAT) or embedder runs (teacher, students), "
                              "for a GPU machine; no evaluation, no document: copy the det-* / emb-* run folders into the "
@@ -324,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         real_preset = REAL_PRESETS[args.real_preset]
         if args.no_scratch:
             real_preset = dataclasses.replace(real_preset, scratch=False)
+        if args.real_seeds:
+            real_preset = dataclasses.replace(real_preset, seeds=tuple(args.real_seeds))
         real_run = RealRun(args.workdir, RealData.under(args.shared), real_preset, args.device)
         if args.only in ("real", "real-detector", "real-embedder"):
             real_run.only = {"real": None, "real-detector": "detector", "real-embedder": "embedder"}[args.only]
