@@ -70,9 +70,14 @@ def _enroll(args: argparse.Namespace) -> int:
     from finprint.runtime.crops import embedder_preprocess
     from finprint.runtime.engines import find_manifest, open_engine
     from finprint.runtime.preprocess import preprocess_image
+    from finprint.runtime.store import model_identity, validate_individual_id
 
-    store = open_store(args.gallery, must_exist=False)
+    validate_individual_id(args.individual)  # before any model runs or file is touched
+    store = open_store(args.gallery, must_exist=False)  # integrity-checked
     try:
+        embedder = (args.embedder.name, model_identity(args.embedder)) if args.embedder.is_file() else None
+        if embedder is not None:
+            store.check_embedder(embedder[1], embedder[0])
         videos = [p for p in args.paths if p.suffix.lower() in VIDEO_SUFFIXES]
         if videos:
             if len(args.paths) != 1:
@@ -105,7 +110,7 @@ def _enroll(args: argparse.Namespace) -> int:
             embeddings = next(iter(out.values()))
             source = f"crops:{len(images)}"
         embeddings = _sample(np.asarray(embeddings, np.float32), args.max_samples)
-        n = store.enroll(args.individual, embeddings, source=source)
+        n = store.enroll(args.individual, embeddings, source=source, embedder=embedder)
         print(f"{args.individual}: enrolled {n} embeddings into {args.gallery}")
     finally:
         store.close()

@@ -10,7 +10,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="farm.yaml: cameras, models, gallery, sinks")
-    parser.add_argument("--check", action="store_true", help="validate the config and the models, then exit")
+    parser.add_argument("--check", action="store_true", help="everything serve does before its first frame (config, models and a test inference, gallery, port), then exit")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames (tests, soak)")
 
 
@@ -19,13 +19,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)  # ConfigError -> one line, exit 2, before anything starts
     if args.check:
-        from finprint.runtime.pipeline import Pipeline
+        from finprint.runtime.daemon import preflight
 
-        m = cfg.models
-        pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
-        backends = f"{pipeline.detector.backend}/{pipeline.embedder.backend}"
-        pipeline.close()
-        print(f"{args.config}: ok ({len(cfg.cameras)} cameras, models load on {backends})")
+        print(f"{args.config}: ok ({preflight(cfg)})")
         return 0
     from finprint.runtime.daemon import Daemon
 

@@ -6,6 +6,8 @@ falling back to a default. Paths are resolved relative to the config file.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import re
 from pathlib import Path
@@ -15,12 +17,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from finprint.errors import ConfigError
+from finprint.runtime.redact import redact
 from finprint.runtime.tracker import ByteTracker
 
 if TYPE_CHECKING:
     from finprint.runtime.identity import Gallery, IdentityResolver
 
-_URL_RE = re.compile(r"^(rtsp|rtsps|http|https)://[^\s/:?#]+(:\d{1,5})?(/[^\s]*)?$")
+log = logging.getLogger(__name__)
+
+# scheme://[userinfo@]host[:port][/path][?query]; the userinfo ends at the last "@" before the path.
+_URL_RE = re.compile(r"^(rtsp|rtsps|http|https)://([^\s/]*@)?[^\s/:?#@]+(:\d{1,5})?([/?][^\s]*)?$")
+_SCHEME_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://\S*$")
+# Camera ids name snapshot files, metric labels and events: no path separators, spaces or control characters.
+_CAMERA_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class _Strict(BaseModel):
@@ -28,7 +37,7 @@ class _Strict(BaseModel):
 
 
 class CameraConfig(_Strict):
-    id: str = Field(min_length=1)
+    id: str  # letters, digits, '.', '_', '-'; 64 at most
     # A video file path, a USB index (0, 1 ...), an rtsp:// or http(s):// URL, or a GStreamer pipeline.
     source: str | int
     kind: Literal["auto", "file", "usb", "url", "gstreamer"] = "auto"
@@ -38,22 +47,35 @@ class CameraConfig(_Strict):
     # camera, so the drop-oldest queue is not flooded); live cameras are not throttled.
     fps_limit: float | None = Field(default=None, gt=0)
 
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not _CAMERA_ID_RE.match(value):
+            raise ValueError(f"camera ids are 1 to 64 letters, digits, '.', '_' or '-' starting with a letter or digit "
+                             f"(they name snapshot files and metrics), got {value[:80]!r}")
+        return value
+
     def resolved_kind(self) -> str:
         if self.kind != "auto":
             return self.kind
         if isinstance(self.source, int) or str(self.source).isdigit():
             return "usb"
         s = str(self.source)
-        if "://" in s:
+        if _SCHEME_RE.match(s):  # a URL is one word starting with its scheme; a pipeline ("rtspsrc location=rtsp://... ! ...") is not
             return "url"
         if "!" in s:
             return "gstreamer"
+        if "://" in s:
+            return "url"  # malformed: _check_camera says so
         return "file"
 
 
 class ModelsConfig(_Strict):
     detector: Path
     embedder: Path
+    # Each model must have its manifest (sha256 and inputs checked at start). false runs a model without one,
+    # unchecked (a missing manifest is then a warning); a manifest path that is a folder is always an error.
+    require_manifest: bool = True
     backend: Literal["auto", "tensorrt", "ort-gpu", "cpu"] = "auto"  # as finprint.runtime.engines.open_engine
     max_batch: int = Field(default=4, ge=1, le=64)
     score_threshold: float | None = Field(default=None, ge=0, le=1)  # None: the manifest's
@@ -167,16 +189,27 @@ def _resolve(base: Path, p: Path | None) -> Path | None:
     return p if p.is_absolute() else (base / p)
 
 
+def _can(path: Path, mode: int) -> bool:
+    """os.access for the effective user: the one the daemon writes as (systemd's User=, or sudo -u)."""
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
 def _check_writable_file(path: Path, what: str, key: str) -> None:
     if path.exists():
-        if path.is_dir() or not os.access(path, os.W_OK):
+        if path.is_dir() or not _can(path, os.W_OK):
             raise ConfigError(f"{key}: {what} {path} is not a writable file")
         return
     parent = path.parent
     if not parent.is_dir():
         raise ConfigError(f"{key}: {what} {path}: folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
+    if not _can(parent, os.W_OK):
         raise ConfigError(f"{key}: {what} {path}: folder {parent} is not writable")
+
+
+def _check_writable_folder(path: Path, key: str) -> None:
+    """SQLite in WAL mode writes `-wal` and `-shm` files beside the database: its folder must be writable too."""
+    if path.exists() and not _can(path.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}: folder {path.parent} is not writable (SQLite keeps its -wal and -shm files there)")
 
 
 def _check_camera(i: int, cam: CameraConfig, base: Path) -> CameraConfig:
@@ -184,7 +217,8 @@ def _check_camera(i: int, cam: CameraConfig, base: Path) -> CameraConfig:
     kind = cam.resolved_kind()
     if kind == "url":
         if not _URL_RE.match(str(cam.source)):
-            raise ConfigError(f"{key}: malformed camera URL {cam.source!r} (expected rtsp://host[:port]/path or http(s)://...)")
+            raise ConfigError(f"{key}: malformed camera URL {redact(cam.source, cam.source)!r} "
+                              "(expected rtsp://[user:password@]host[:port]/path or http(s)://...)")
     elif kind == "usb":
         if not str(cam.source).isdigit():
             raise ConfigError(f"{key}: a USB camera is an index (0, 1, ...), got {cam.source!r}")
@@ -196,6 +230,41 @@ def _check_camera(i: int, cam: CameraConfig, base: Path) -> CameraConfig:
             raise ConfigError(f"{key}: video file {path} not found")
         return cam.model_copy(update={"source": str(path)})
     return cam
+
+
+def _check_distinct(written: dict[str, Path | None], read: dict[str, Path | None]) -> None:
+    """Two sinks in one file overwrite each other (a JSONL log appended to the gallery database destroys it),
+    and a sink must not write over a model or a video. sinks.sqlite may name the gallery: one database."""
+
+    def names(key: str, path: Path) -> set[str]:
+        real = os.path.realpath(path)
+        return {real} | ({real + s for s in ("-wal", "-shm", "-journal")} if key in ("gallery", "sinks.sqlite") else set())
+
+    def same(a: Path, b: Path) -> bool:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+
+    sinks = [(k, p) for k, p in written.items() if p is not None]
+    others = [(k, p) for k, p in read.items() if p is not None]
+    for i, (key, path) in enumerate(sinks):
+        for other_key, other in sinks[i + 1:] + others:
+            if {key, other_key} == {"gallery", "sinks.sqlite"} and os.path.realpath(path) == os.path.realpath(other):
+                continue
+            if names(key, path) & names(other_key, other) or same(path, other):
+                # Name the key to change: the later sink, or the sink that would write over a model or video.
+                bad, bad_path, first = (other_key, other, key) if other_key in written else (key, path, other_key)
+                raise ConfigError(f"{bad}: {bad_path} is the same file as {first}; every sink needs its own file")
+
+
+def _check_bind(bind: str) -> None:
+    if not bind.strip():
+        raise ConfigError("http.bind: empty; write 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+    try:
+        local = ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        local = bind == "localhost"
+    if not local:
+        log.warning("http.bind %s: /healthz and /metrics are served beyond this machine, without authentication; "
+                    "keep 127.0.0.1 behind a reverse proxy unless the network is trusted", bind)
 
 
 def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
@@ -211,6 +280,7 @@ def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
     gallery = _resolve(base, cfg.gallery)
     assert gallery is not None
     _check_writable_file(gallery, "gallery", "gallery")
+    _check_writable_folder(gallery, "gallery")
     sinks = cfg.sinks.model_copy(
         update={
             "sqlite": _resolve(base, cfg.sinks.sqlite),
@@ -220,10 +290,16 @@ def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
     )
     if sinks.sqlite is not None:
         _check_writable_file(sinks.sqlite, "database", "sinks.sqlite")
+        _check_writable_folder(sinks.sqlite, "sinks.sqlite")
     if sinks.jsonl is not None:
         _check_writable_file(sinks.jsonl, "event log", "sinks.jsonl")
-    if sinks.snapshots is not None and not (sinks.snapshots.is_dir() and os.access(sinks.snapshots, os.W_OK)):
+    if sinks.snapshots is not None and not (sinks.snapshots.is_dir() and _can(sinks.snapshots, os.W_OK)):
         raise ConfigError(f"sinks.snapshots: {sinks.snapshots} is not a writable folder")
+    read = {"models.detector": models.detector, "models.embedder": models.embedder}
+    read.update({f"cameras.{i}.source": Path(c.source) for i, c in enumerate(cameras) if c.resolved_kind() == "file"})
+    _check_distinct({"gallery": gallery, "sinks.sqlite": sinks.sqlite, "sinks.jsonl": sinks.jsonl}, read)
+    if cfg.http.enabled:
+        _check_bind(cfg.http.bind)
     if cfg.tracking.low_score is not None and cfg.tracking.low_score > cfg.tracking.high_score:
         raise ConfigError("tracking.low_score must not exceed tracking.high_score")
     return cfg.model_copy(update={"cameras": cameras, "models": models, "gallery": gallery, "sinks": sinks})
@@ -237,7 +313,7 @@ def parse_config(data: object, base: Path, source: str = "config") -> FarmConfig
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{source}: {where}: {msg}") from exc
     return validate_config(cfg, base)
 

@@ -3,13 +3,20 @@ frames across cameras, one `CameraChain` per camera (tracker and identity), even
 
 start() and stop() are flat ordered lists. stop() ends capture first, lets the worker drain every
 queued frame, closes the remaining tracks, and flushes every event to SQLite, JSONL and MQTT
-before the process exits. SIGTERM and SIGINT call it.
+before the process exits. SIGTERM, SIGINT and SIGHUP call it.
+
+Nothing fails silently: /healthz is 503 with one line per fault (a camera not delivering, a dead
+capture thread, batches failing, a sink that cannot write); a sink that cannot write keeps its
+events pending (bounded) and gets them again once it can, so SQLite and JSONL end up the same;
+a dead inference worker or events that never reached a sink make the process exit 1.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import signal
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,15 +31,30 @@ from finprint.errors import FinprintError
 from finprint.runtime.chain import CameraChain, ChainFrame
 from finprint.runtime.config import FarmConfig
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
-from finprint.runtime.store import JsonlLog, Store
+from finprint.runtime.store import JsonlLog, Store, model_identity
 from finprint.runtime.tuned import open_gallery, resolve_tracking
 from finprint.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+# Events kept for a sink that cannot write (a full disk) until it can again; beyond this the oldest are
+# dropped and counted (finprint_events_lost_total), since memory is not a store.
+MAX_PENDING_EVENTS = 20000
+# /healthz is 503 while more than this share of the batches of the last `frame_timeout_s` failed
+# (at least MIN_BATCHES_FOR_RATE of them): a model that fails every batch must not look healthy.
+MAX_INFERENCE_ERROR_SHARE = 0.5
+MIN_BATCHES_FOR_RATE = 3
+# The same error line at most once per this many seconds (a failing model would log every batch).
+LOG_REPEAT_S = 10.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 
 class Sink(Protocol):
-    """Where events go: the daemon hands every sink every event, in order, and closes each at stop."""
+    """Where events go: the daemon hands every sink every event, in order, and closes each at stop. A write
+    is all or nothing and raises sqlite3.Error or OSError when it cannot; the daemon keeps the events
+    pending under the sink's `name` (on /healthz) and hands them again later."""
+
+    name: str
 
     def write_events(self, events: list[dict]) -> None: ...
 
@@ -41,6 +63,8 @@ class Sink(Protocol):
 
 class _StoreEvents:
     """The events and sightings tables (the store itself is opened and closed by the daemon's store step)."""
+
+    name = "sqlite"
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -53,7 +77,9 @@ class _StoreEvents:
 
 
 class _StoreIndividuals(_StoreEvents):
-    """The gallery's per-fish records, when events go to another database."""
+    """The gallery's per-fish sightings and first/last seen, when events go to another database."""
+
+    name = "gallery"
 
     def write_events(self, events: list[dict]) -> None:
         self.store.update_individuals(events)
@@ -68,7 +94,18 @@ class Daemon:
         self.processed: dict[str, int] = {c.id: 0 for c in cfg.cameras}
         self._fps_window: dict[str, deque[float]] = {c.id: deque(maxlen=64) for c in cfg.cameras}
         self.events_emitted = 0
+        self.events_lost = 0
         self.inference_errors = 0
+        self.snapshot_failures = 0
+        self._batches: deque[tuple[float, bool]] = deque(maxlen=4096)  # (monotonic time, failed) per batch
+        self._last_inference_error = ""
+        self._said: dict[str, float] = {}  # error line -> when it was last logged
+        # Events not yet in SQLite; then, per other sink, events SQLite holds that the sink has not taken
+        # yet (SQLite commits first: a kill -9 leaves every other sink a prefix of the database). Each
+        # sink's last error, None while it writes.
+        self._unsaved: list[dict] = []
+        self._pending: dict[str, list[dict]] = {}
+        self.sink_errors: dict[str, str | None] = {}
         self.unknown_fish = 0
         self.known_fish = 0
         self._started: list[str] = []
@@ -80,6 +117,7 @@ class Daemon:
             CameraSource(
                 c.id, c.source, c.resolved_kind(), self.queues[c.id], loop=c.loop, fps_limit=c.fps_limit,
                 backoff_initial_s=wd.backoff_initial_s, backoff_max_s=wd.backoff_max_s, max_restarts=wd.max_restarts,
+                stable_s=min(2.0, wd.frame_timeout_s),
             )
             for c in cfg.cameras
         ]
@@ -88,7 +126,7 @@ class Daemon:
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.store: Store | None = None
         self.events_store: Store | None = None
-        self.sinks: list[Sink] = []  # every event goes to each, in order (_start_sinks)
+        self.sinks: list[Sink] = []  # SQLite first, then the others in order (_start_sinks)
         self.pipeline: Any = None
         self.http: Any = None
 
@@ -110,7 +148,8 @@ class Daemon:
         log.info("daemon running: %d cameras, gallery %s", len(self.sources), self.cfg.gallery)
 
     def stop(self) -> None:
-        """Capture off, drain, close tracks, flush sinks. Safe to call twice."""
+        """Capture off, drain, close tracks, flush sinks. Safe to call twice. A step that fails is
+        logged (one line) and makes the exit code 1; the steps after it still run."""
         steps = [
             ("cameras", self._stop_cameras),
             ("watchdog", self.watchdog.stop),
@@ -122,17 +161,28 @@ class Daemon:
         ]
         for name, step in steps:
             if name in self._started:
-                step()
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - the remaining steps must still run (flush, close)
+                    log.error("stopping %s failed: %s: %s", name, type(exc).__name__, exc)
+                    self.exit_code = 1
                 self._started.remove(name)
                 log.debug("stopped %s", name)
 
     def run_until_signalled(self, max_frames: int | None = None) -> int:
-        """Start, wait for SIGTERM/SIGINT (or `max_frames`, or every camera finished), stop."""
+        """Start, wait for SIGTERM/SIGINT/SIGHUP (or `max_frames`, or every camera finished), stop."""
         self.max_frames = max_frames
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in SIGNALS}
+        hook, threading.excepthook = threading.excepthook, _log_thread_death
         try:
             self.start()
             while not self.stopping.wait(0.2):
+                if not self._worker.is_alive():
+                    # _work catches every error of a batch; a worker that is gone anyway cannot be restarted
+                    # safely (it owns the engines): exit 1 and let systemd start a fresh process.
+                    log.error("the inference worker died: stopping (exit 1)")
+                    self.exit_code = 1
+                    break
                 if all(s.stats.state in ("finished", "failed") for s in self.sources) and not any(map(len, self.queues.values())):
                     log.info("every camera finished or failed: stopping")
                     if all(s.stats.state == "failed" for s in self.sources):
@@ -142,9 +192,12 @@ class Daemon:
             self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            threading.excepthook = hook
         return self.exit_code
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        # SIGHUP (a closed terminal, `kill -HUP`) drains like SIGTERM rather than killing mid-write;
+        # a new gallery is picked up by restarting.
         log.info("received %s: draining and stopping", signal.Signals(signum).name)
         self.stopping.set()
 
@@ -156,7 +209,12 @@ class Daemon:
 
     # -- start/stop steps ------------------------------------------------------------------------
     def _start_store(self) -> None:
-        self.store = Store(self.cfg.gallery)
+        self.store = Store(self.cfg.gallery)  # integrity-checked on open: a damaged gallery is one line, exit 2
+        try:
+            self.store.check_embedder(model_identity(self.cfg.models.embedder), self.cfg.models.embedder.name)
+        except FinprintError:
+            self.store.close()  # the step did not finish, so stop() will not close it
+            raise
         sqlite_path = self.cfg.sinks.sqlite
         self.events_store = self.store if sqlite_path is None or Path(sqlite_path) == Path(self.cfg.gallery) else Store(sqlite_path)
         m = self.cfg.models
@@ -187,17 +245,19 @@ class Daemon:
             mqtt = MqttSink(m.host, m.port, m.topic, m.client_id, m.qos, m.buffer)
             mqtt.start()
             self.sinks.append(mqtt)
+        self._pending = {sink.name: [] for sink in self.sinks[1:]}
 
     def _stop_sinks(self) -> None:
         for sink in reversed(self.sinks):
-            sink.close()
+            try:
+                sink.close()
+            except OSError as exc:  # an fsync on a failing disk: the other sinks still close
+                log.error("sink %s: close failed: %s", sink.name, exc)
+                self.exit_code = 1
         self.sinks = []
 
     def _start_pipeline(self) -> None:
-        from finprint.runtime.pipeline import Pipeline
-
-        m = self.cfg.models
-        self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
+        self.pipeline = open_pipeline(self.cfg)
         low = self.cfg.tracking.low_score
         if low is not None and low < self.pipeline.score_threshold:
             log.warning("tracking.low_score %g is under the detector's score threshold %g: detections between them never "
@@ -216,7 +276,7 @@ class Daemon:
 
         registry = CollectorRegistry()
         registry.register(DaemonCollector(self.snapshot))
-        self.http = HealthServer(self.cfg.http.bind, self.cfg.http.port, registry, self.health)
+        self.http = HealthServer(self.cfg.http.bind, self.cfg.http.port, registry, self.health)  # FinprintError: port taken
         self.http.start()
 
     def _stop_http(self) -> None:
@@ -236,10 +296,18 @@ class Daemon:
         self._worker.join(self.cfg.watchdog.worker_stall_s)
         if self._worker.is_alive():
             log.error("inference worker did not finish draining; events of queued frames are lost")
+            self.exit_code = 1
             return
         now = time.time()
         for chain in self.chains.values():
             self._emit(chain.close(now))
+        unwritten = {"sqlite": len(self._unsaved), **{name: len(p) for name, p in self._pending.items()}}
+        if any(unwritten.values()):  # a sink still cannot write: say what is where, exit 1
+            log.error("events never written, by sink: %s (%s); SQLite holds every event any other sink does",
+                      ", ".join(f"{k} {n}" for k, n in unwritten.items() if n),
+                      "; ".join(f"{k}: {v}" for k, v in self.sink_errors.items() if v))
+            self.events_lost += sum(unwritten.values())
+            self.exit_code = 1
 
     # -- the inference worker --------------------------------------------------------------------
     def _next_batch(self) -> list[Frame]:
@@ -261,21 +329,30 @@ class Daemon:
 
     def _work(self) -> None:
         total = 0
+        retry_at = 0.0
         while True:
             self.watchdog.beat()
+            if self.events_pending() and time.monotonic() >= retry_at:
+                retry_at = time.monotonic() + 1.0  # a sink that cannot write is tried again each second
+                self._flush()
             batch = self._next_batch()
             if not batch:
                 if self.stopping.is_set():
                     break  # capture is off (stop() stops cameras first) and every queue is drained
                 time.sleep(0.005)
                 continue
+            failed = False
             try:
                 self._process(batch)
-            except (ValueError, RuntimeError, FinprintError) as exc:
-                # One bad batch (an engine error, a frame the models cannot take) must not kill the
-                # worker: log it, count it, and go on with the next frames.
+            except Exception as exc:  # noqa: BLE001 - counted, logged and on /healthz; the worker must go on
+                # One bad batch (an engine error, a frame the models cannot take, a bug) must not kill the
+                # worker: count it (its rate makes /healthz 503), log it, go on with the next frames.
+                # Sink errors never get here: _emit keeps their events pending.
+                failed = True
                 self.inference_errors += 1
-                log.error("inference failed on a batch of %d frames: %s", len(batch), exc)
+                self._last_inference_error = f"{type(exc).__name__}: {exc}"[:300]
+                self._say(f"inference failed on a batch of {len(batch)} frames: {self._last_inference_error}")
+            self._batches.append((time.monotonic(), failed))
             total += len(batch)
             if self.max_frames is not None and total >= self.max_frames and not self.stopping.is_set():
                 log.info("processed %d frames: stopping", total)
@@ -301,12 +378,26 @@ class Daemon:
         for ev in events:
             box = boxes.get(ev["track_id"])
             if ev["type"] == "identified" and box is not None:
-                path = Path(folder) / f"{ev['camera']}_{ev['track_id']}_{int(ev['ts'] * 1000)}.jpg"
-                cv2.imwrite(str(path), crop_fish(frame.image, box))
-                ev["snapshot"] = path.name
+                # Camera ids are checked in the config; the name is made safe here too, so a file name can
+                # never point outside the folder.
+                name = _SAFE_NAME.sub("_", f"{ev['camera']}_{ev['track_id']}_{int(ev['ts'] * 1000)}") + ".jpg"
+                path = Path(folder) / name
+                try:
+                    ok = cv2.imwrite(str(path), crop_fish(frame.image, box))
+                except cv2.error as exc:
+                    ok = False
+                    log.debug("snapshot %s: %s", path, exc)
+                if ok:
+                    ev["snapshot"] = name  # events name only snapshots that were written
+                    self.sink_errors["snapshots"] = None
+                else:
+                    self.snapshot_failures += 1
+                    self.sink_errors["snapshots"] = f"cannot write {path}"
+                    self._say(f"snapshots: cannot write {path} (folder gone or full?)")
 
     def _emit(self, events: list[dict]) -> None:
-        """Every sink gets every event; SQLite and JSONL commit/flush before this returns."""
+        """Every sink gets every event; SQLite and JSONL commit/flush before this returns, unless one
+        cannot write: then its events stay pending (and /healthz says so) until it can."""
         if not events:
             return
         for ev in events:
@@ -317,9 +408,67 @@ class Daemon:
                     self.unknown_fish += 1
                 else:
                     self.known_fish += 1
-        for sink in self.sinks:
-            sink.write_events(events)
         self.events_emitted += len(events)
+        self._unsaved += events
+        self._flush()
+
+    def _flush(self) -> None:
+        """Pending events to SQLite, then to every other sink. A sink's error is recorded (and /healthz says
+        so), never raised; its events wait for the next try. Each write is all or nothing (an SQLite
+        transaction, a JSONL batch cut back on failure), so a retry never doubles an event."""
+        if self._unsaved:
+            assert self.sinks, "events before the sinks started"
+            batch = self._unsaved
+            try:
+                self.sinks[0].write_events(batch)  # SQLite
+            except (sqlite3.Error, OSError) as exc:
+                self._sink_failed("sqlite", exc)
+            else:
+                self._unsaved = []
+                self.sink_errors["sqlite"] = None
+                for pending in self._pending.values():
+                    pending += batch
+        for sink in self.sinks[1:]:  # sinks[0] is SQLite (_unsaved above)
+            if not self._pending[sink.name]:
+                continue
+            try:
+                sink.write_events(self._pending[sink.name])
+            except (sqlite3.Error, OSError) as exc:
+                self._sink_failed(sink.name, exc)
+            else:
+                self._pending[sink.name] = []
+                self.sink_errors[sink.name] = None
+        self._bound_pending()
+
+    def events_pending(self) -> int:
+        return len(self._unsaved) + sum(map(len, self._pending.values()))
+
+    def _sink_failed(self, sink: str, exc: BaseException) -> None:
+        first = not self.sink_errors.get(sink)
+        self.sink_errors[sink] = f"{type(exc).__name__}: {exc}"[:300]
+        if first:
+            log.error("sink %s cannot write (%s); its events are kept and written again once it can",
+                      sink, self.sink_errors[sink])
+
+    def _bound_pending(self) -> None:
+        lost = max(0, len(self._unsaved) - MAX_PENDING_EVENTS)
+        if lost:
+            self._unsaved = self._unsaved[lost:]
+        for name, pending in self._pending.items():
+            if len(pending) > MAX_PENDING_EVENTS:
+                lost += len(pending) - MAX_PENDING_EVENTS
+                self._pending[name] = pending[-MAX_PENDING_EVENTS:]
+        if lost:
+            self.events_lost += lost
+            self._say(f"{lost} events dropped: a sink has not written for too long ({MAX_PENDING_EVENTS} kept)")
+
+    def _say(self, line: str) -> None:
+        """log.error, at most once per LOG_REPEAT_S for the same line (digits aside)."""
+        key = re.sub(r"\d+", "#", line)
+        now = time.monotonic()
+        if now - self._said.get(key, -LOG_REPEAT_S) >= LOG_REPEAT_S:
+            self._said[key] = now
+            log.error("%s", line)
 
     # -- observability -------------------------------------------------------------------------
     def fps(self, camera: str) -> float:
@@ -346,11 +495,104 @@ class Daemon:
             "unknown_fish": self.unknown_fish,
             "known_fish": self.known_fish,
             "events": self.events_emitted,
+            "events_lost": self.events_lost,
+            "events_pending": self.events_pending(),
+            "snapshot_failures": self.snapshot_failures,
             "heartbeat_age_s": self.watchdog.heartbeat_age_s(),
             "inference_errors": self.inference_errors,
             "latency": self.pipeline.latency_summary() if self.pipeline is not None else {},
         }
 
+    def problems(self) -> list[str]:
+        """Every fault that keeps the daemon from doing its job, one readable line each; [] = healthy."""
+        out = self.watchdog.problems()
+        if "worker" in self._started and not self._worker.is_alive() and not self.stopping.is_set():
+            out.append("inference worker: died")
+        since = time.monotonic() - self.cfg.watchdog.frame_timeout_s
+        recent = [failed for ts, failed in list(self._batches) if ts >= since]
+        failed = sum(recent)
+        if len(recent) >= MIN_BATCHES_FOR_RATE and failed > MAX_INFERENCE_ERROR_SHARE * len(recent):
+            out.append(f"inference: {failed} of {len(recent)} batches failed in the last "
+                       f"{self.cfg.watchdog.frame_timeout_s:g} s ({self._last_inference_error})")
+        for sink, error in sorted(self.sink_errors.items()):
+            if error:
+                pending = len(self._unsaved) + len(self._pending.get(sink, ()))
+                out.append(f"sink {sink}: cannot write ({error})" + (f"; {pending} events pending" if sink != "snapshots" else ""))
+        return out
+
     def health(self) -> tuple[bool, dict]:
         snap = self.snapshot()
-        return self.watchdog.healthy, {"states": snap["states"], "latency": snap["latency"]}
+        problems = self.problems()
+        return not problems, {"problems": problems, "states": snap["states"], "latency": snap["latency"]}
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """A thread no guard caught (a library's): one log line, not a traceback on the console; /healthz and
+    the run loop see what it leaves behind (a dead worker exits 1, a dead camera is restarted)."""
+    name = args.thread.name if args.thread is not None else "?"
+    log.error("thread %s died: %s: %s", name, args.exc_type.__name__, args.exc_value)
+
+
+def open_pipeline(cfg: FarmConfig) -> Any:
+    """The models as serve runs them: manifests required (unless the config says otherwise), then one test
+    inference, so a model that cannot run fails here in one line rather than on every batch. Open, run and
+    close it on one thread."""
+    from finprint.runtime.pipeline import Pipeline
+
+    m = cfg.models
+    pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold,
+                        require_manifest=m.require_manifest)
+    try:
+        smoke_test_models(pipeline)
+    except FinprintError:
+        pipeline.close()
+        raise
+    return pipeline
+
+
+def preflight(cfg: FarmConfig) -> str:
+    """`serve --check`: what serve does before its first frame (the config, with its sink paths, is already
+    validated): load both models with their manifests and run a test inference, open and integrity-check the
+    gallery and the events database, check the gallery's embedder, bind the port. No event, log line or
+    snapshot is written. A FinprintError says what would have failed."""
+    from finprint.runtime.store import check_database_file
+
+    m = cfg.models
+    pipeline = open_pipeline(cfg)
+    backends = f"{pipeline.detector.backend}/{pipeline.embedder.backend}"
+    pipeline.close()
+    for path in {cfg.gallery, cfg.sinks.sqlite or cfg.gallery}:
+        check_database_file(path)
+    if cfg.gallery.exists():
+        store = Store(cfg.gallery)  # as serve opens it (tables a newer version adds are created, as serve would)
+        try:
+            store.check_embedder(model_identity(m.embedder), m.embedder.name)
+            n = store.count("individuals")
+        finally:
+            store.close()
+        gallery = f"gallery {n} individuals"
+    else:
+        gallery = "gallery new"
+    if cfg.http.enabled:
+        from finprint.runtime.http import HealthServer
+
+        HealthServer(cfg.http.bind, cfg.http.port, None, lambda: (True, {})).close()
+    return f"{len(cfg.cameras)} cameras, models load and infer on {backends}, {gallery}" + (
+        f", port {cfg.http.port} free" if cfg.http.enabled else "")
+
+
+def smoke_test_models(pipeline: Any) -> None:
+    """One blank frame through the detector and one blank crop through the embedder, as serve does before
+    its first frame: a model whose manifest does not fit it fails here, in one line, not on every batch."""
+    blank = np.zeros((480, 640, 3), np.uint8)
+    try:
+        pipeline.process([blank])
+        emb = pipeline.embed_crops([blank[:64, :64]])
+    except Exception as exc:  # noqa: BLE001 - engines raise their own types (onnxruntime's, TensorRT's)
+        raise FinprintError(f"models: a test inference on a blank frame failed ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}); check each model against its manifest") from exc
+    if emb.ndim != 2 or len(emb) != 1 or not np.isfinite(emb).all():
+        raise FinprintError(f"models: the embedder gave {emb.shape} (finite: {bool(np.isfinite(emb).all())}) for one crop")

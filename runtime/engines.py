@@ -270,8 +270,14 @@ def find_manifest(model_path: Path, manifest: Manifest | str | Path | None, requ
     if isinstance(manifest, Manifest):
         return manifest
     path = Path(manifest) if manifest is not None else manifest_path_for(model_path)
-    if path.is_file() or required:
+    if path.exists() and not path.is_file():  # a folder where the manifest belongs is a mistake, never "no manifest"
+        raise FinprintError(f"{path}: the manifest of {Path(model_path).name} is not a file; put the manifest.json "
+                            "`finprint export` wrote there")
+    if path.is_file():
         return load_manifest(path)
+    if required:
+        raise FinprintError(f"{path}: manifest not found for {Path(model_path).name}; re-run `finprint export` to write it "
+                            "next to the model (a farm config may set models.require_manifest: false to run it unchecked)")
     log.warning("%s: no manifest at %s; inputs are not checked against the export", model_path.name, path)
     return None
 

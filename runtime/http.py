@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from finprint.errors import FinprintError
+
 log = logging.getLogger(__name__)
+
+# An idle or half-open connection holds a handler thread: it is dropped after this long without a request.
+CONNECTION_TIMEOUT_S = 10.0
+# Connections the kernel queues while every handler is busy (http.server's default of 5 refuses a scrape burst).
+LISTEN_BACKLOG = 64
 
 
 class DaemonCollector:
@@ -48,6 +56,8 @@ class DaemonCollector:
             ("events", "events emitted"),
             ("known_fish", "tracks that ended as a known individual"),
             ("inference_errors", "batches whose inference failed"),
+            ("events_lost", "events dropped because a sink could not write for too long, or at exit"),
+            ("snapshot_failures", "snapshots that could not be written"),
         ):
             fam = CounterMetricFamily(f"finprint_{name}", help_text)
             fam.add_metric([], snap[name])
@@ -62,6 +72,9 @@ class DaemonCollector:
         heartbeat = GaugeMetricFamily("finprint_worker_heartbeat_age_seconds", "age of the inference worker's heartbeat")
         heartbeat.add_metric([], snap["heartbeat_age_s"])
         yield heartbeat
+        pending = GaugeMetricFamily("finprint_events_pending", "events waiting for a sink that cannot write")
+        pending.add_metric([], snap["events_pending"])
+        yield pending
 
 
 class HealthServer:
@@ -71,6 +84,8 @@ class HealthServer:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT_S  # socketserver sets it on each connection
+
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug("http: " + fmt, *args)
 
@@ -92,8 +107,19 @@ class HealthServer:
                 else:
                     self._send(404, b"not found: try /healthz or /metrics\n", "text/plain")
 
-        self._server = ThreadingHTTPServer((bind, port), Handler)
-        self._server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            request_queue_size = LISTEN_BACKLOG
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                # socketserver prints a traceback to stderr; a client that hung up or timed out is one line
+                exc = sys.exc_info()[1]
+                log.warning("http: request from %s failed: %s: %s", client_address, type(exc).__name__, exc)
+
+        try:
+            self._server = Server((bind, port), Handler)
+        except (OSError, OverflowError) as exc:  # port taken, an address this machine does not have
+            raise FinprintError(f"http: cannot listen on {bind}:{port} ({exc}); change http.port or http.bind") from exc
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 
     @property
@@ -103,6 +129,10 @@ class HealthServer:
     def start(self) -> None:
         self._thread.start()
         log.info("health and metrics on http://%s:%d/", self._server.server_address[0], self.port)
+
+    def close(self) -> None:
+        """Release the port of a server that was never started (`serve --check`)."""
+        self._server.server_close()
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class MqttSink:
+    name = "mqtt"  # the daemon's sink name (its pending events, /healthz)
+
     def __init__(
         self,
         host: str,

@@ -50,11 +50,12 @@ class Pipeline:
         score_threshold: float | None = None,
         open_set_threshold: float | None = None,
         max_det: int = 50,
+        require_manifest: bool = False,
     ) -> None:
         self.detector_path = Path(detector_path)
         self.embedder_path = Path(embedder_path)
-        det_manifest = find_manifest(self.detector_path, None, False)
-        emb_manifest = find_manifest(self.embedder_path, None, False)
+        det_manifest = find_manifest(self.detector_path, None, require_manifest)
+        emb_manifest = find_manifest(self.embedder_path, None, require_manifest)
         self.detector = open_engine(self.detector_path, backend, manifest=det_manifest)
         try:
             self.embedder = open_engine(self.embedder_path, backend, manifest=emb_manifest)

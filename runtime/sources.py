@@ -8,16 +8,21 @@ A lost stream is reopened with exponential backoff, up to a restart limit.
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import threading
 import time
 import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
+
+from finprint.runtime.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,7 @@ class OpenCvReader:
         self.kind = kind
         self.loop = loop
         self._source = source
+        self._shown = redact(source)  # what errors and logs print: no camera password
         self._lock = threading.Lock()  # read() and a close() from another thread (stop, watchdog)
         self._closed = False
         api = cv2.CAP_GSTREAMER if kind == "gstreamer" else cv2.CAP_ANY
@@ -102,7 +108,7 @@ class OpenCvReader:
             self._cap = cv2.VideoCapture(source, api)
         if not self._cap.isOpened():
             self._cap.release()
-            raise OSError(f"cannot open {kind} source {source!r}")
+            raise OSError(f"cannot open {kind} source {self._shown!r}")
 
     @property
     def native_fps(self) -> float | None:
@@ -113,13 +119,13 @@ class OpenCvReader:
     def read(self) -> np.ndarray | None:
         with self._lock:
             if self._closed:
-                raise OSError(f"{self.kind} source {self._source!r}: reader closed")
+                raise OSError(f"{self.kind} source {self._shown!r}: reader closed")
             image = self._read_locked()
             if self._closed:  # closed by another thread while this read waited: release here, after it
                 self._cap.release()
-                raise OSError(f"{self.kind} source {self._source!r}: reader closed")
+                raise OSError(f"{self.kind} source {self._shown!r}: reader closed")
         if image is None:
-            raise OSError(f"{self.kind} source {self._source!r} stopped delivering frames")
+            raise OSError(f"{self.kind} source {self._shown!r} stopped delivering frames")
         return image
 
     def _read_locked(self) -> np.ndarray | None:
@@ -128,7 +134,7 @@ class OpenCvReader:
             return image
         if self.kind == "file":
             if not self.loop:
-                raise StreamEnded(str(self._source))
+                raise StreamEnded(self._shown)
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, image = self._cap.read()
             if ok:
@@ -146,42 +152,65 @@ class OpenCvReader:
                 self._lock.release()
 
 
+# A camera's MJPEG part is a JPEG of some hundred kB; 4K at top quality stays under 16 MB. A larger
+# Content-Length (a broken or hostile camera: 1 TB) must not be allocated, and header lines are short.
+MJPEG_MAX_PART_BYTES = 32 << 20
+MJPEG_MAX_LINE_BYTES = 8192
+# Bytes read while looking for the next part boundary before the stream counts as garbage.
+MJPEG_MAX_SKIP_BYTES = 2 * MJPEG_MAX_PART_BYTES
+
+
 class MjpegHttpReader:
     """MJPEG over HTTP (multipart/x-mixed-replace), the format of most IP cameras' `/video` URL.
 
     Parsed here rather than through FFmpeg so a lost connection is an immediate OSError (socket
     timeout) instead of a hang, and a broken JPEG is one skipped frame instead of a dead stream.
+    Everything the camera says is bounded (line length, part size, bytes between parts): a camera
+    that breaks a bound is a lost stream (OSError), never a huge allocation.
     """
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        self.url = url
-        self._resp = urllib.request.urlopen(url, timeout=timeout_s)  # noqa: S310 - camera URL from config
+        self.url = redact(url)  # for messages: no password
+        self._resp = urllib.request.urlopen(_request(url), timeout=timeout_s)  # noqa: S310 - camera URL from config
         ctype = self._resp.headers.get("Content-Type", "")
         if "multipart" not in ctype or "boundary=" not in ctype:
             self._resp.close()
-            raise ValueError(f"{url}: not an MJPEG stream (Content-Type {ctype!r})")
+            raise ValueError(f"{self.url}: not an MJPEG stream (Content-Type {ctype[:100]!r})")
         self._boundary = b"--" + ctype.split("boundary=", 1)[1].split(";")[0].strip().strip('"').encode()
 
     def _readline(self) -> bytes:
-        line = self._resp.readline()
+        line = self._resp.readline(MJPEG_MAX_LINE_BYTES + 1)
         if not line:
             raise OSError(f"{self.url}: stream closed by the camera")
+        if len(line) > MJPEG_MAX_LINE_BYTES:
+            raise OSError(f"{self.url}: MJPEG line longer than {MJPEG_MAX_LINE_BYTES} bytes: not a camera stream")
         return line
 
     def read(self) -> np.ndarray | None:
         line = self._readline()
+        skipped = 0
         while not line.startswith(self._boundary):
+            skipped += len(line)
+            if skipped > MJPEG_MAX_SKIP_BYTES:
+                raise OSError(f"{self.url}: no MJPEG part boundary in {skipped} bytes")
             line = self._readline()
         length = None
-        while True:
+        for _ in range(64):  # a part has a handful of headers
             header = self._readline().strip()
             if not header:
                 break
             name, _, value = header.partition(b":")
             if name.strip().lower() == b"content-length":
-                length = int(value.strip())
+                try:
+                    length = int(value.strip())
+                except ValueError:
+                    raise OSError(f"{self.url}: MJPEG Content-Length {value.strip()[:40]!r} is not a number") from None
+        else:
+            raise OSError(f"{self.url}: MJPEG part with more than 64 header lines")
         if length is None:
             raise OSError(f"{self.url}: MJPEG part without Content-Length")
+        if not 0 < length <= MJPEG_MAX_PART_BYTES:
+            raise OSError(f"{self.url}: MJPEG part of {length} bytes (at most {MJPEG_MAX_PART_BYTES} taken)")
         data = self._resp.read(length)
         if len(data) < length:
             raise OSError(f"{self.url}: stream closed mid-frame")
@@ -191,12 +220,23 @@ class MjpegHttpReader:
         self._resp.close()
 
 
+def _request(url: str) -> urllib.request.Request:
+    """urllib takes `user:pass@` for part of the host: send it as HTTP Basic authentication instead."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return urllib.request.Request(url)
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    return urllib.request.Request(urlunsplit(parts._replace(netloc=host)), headers={"Authorization": f"Basic {token}"})
+
+
 def open_reader(source: str | int, kind: str, loop: bool = False) -> FrameReader:
     if kind == "url" and str(source).startswith(("http://", "https://")):
         try:
             return MjpegHttpReader(str(source))
         except ValueError:
-            log.info("%s: not MJPEG, trying FFmpeg", source)
+            log.info("%s: not MJPEG, trying FFmpeg", redact(source))
     return OpenCvReader(source, kind, loop)
 
 
@@ -206,8 +246,20 @@ class SourceStats:
     corrupt: int = 0  # skipped: undecodable, grayscale or wrong shape
     reconnects: int = 0  # successful reopenings after a loss
     failures: int = 0  # failed opens / lost streams
-    state: str = "starting"  # starting | streaming | reconnecting | failed | finished | stopped
-    last_frame_ts: float = field(default_factory=time.monotonic)
+    crashes: int = 0  # capture threads that died of an unexpected error (the watchdog restarts them)
+    state: str = "starting"  # starting | streaming | reconnecting | failed | finished | stopped | crashed
+    last_frame_ts: float = field(default_factory=time.monotonic)  # last frame or (re)open: the watchdog's silence clock
+    last_good_ts: float = field(default_factory=time.monotonic)  # last good frame (or start): /healthz's
+    last_error: str = ""  # why the stream was last lost (no password): /healthz says it
+
+
+# A stream counts as recovered, and its failure count starts again, only once it has delivered frames
+# for this long: a source that gives one frame per open (a JPEG renamed .mp4 with `loop: true`) would
+# otherwise reset the count at every reopen and never reach "failed".
+STABLE_STREAM_S = 2.0
+# Capture threads that died of an unexpected error are restarted by the watchdog this many times in a row
+# (a thread that then delivers frames for STABLE_STREAM_S starts the count again); then the camera is "failed".
+MAX_THREAD_CRASHES = 3
 
 
 class CameraSource:
@@ -224,9 +276,11 @@ class CameraSource:
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 60.0,
         max_restarts: int = 20,
+        stable_s: float = STABLE_STREAM_S,
     ) -> None:
         self.camera_id = camera_id
         self.source = source
+        self.shown = redact(source)  # the source as logs and errors print it: no password
         self.kind = kind
         self.queue = queue
         self.loop = loop
@@ -234,14 +288,23 @@ class CameraSource:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.max_restarts = max_restarts  # consecutive failures before giving up; 0 = never give up
+        self.stable_s = stable_s
         self.stats = SourceStats()
         self._stop = threading.Event()
         self._reconnect = threading.Event()
         self._reader: FrameReader | None = None
         self._reader_lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name=f"camera-{camera_id}", daemon=True)
+        self._index = 0  # frame numbers go on across a restarted thread
+        self._crash_streak = 0
+        self._started = False
+        self._thread = self._new_thread()
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run_guarded, name=f"camera-{self.camera_id}", daemon=True)
 
     def start(self) -> None:
+        self._started = True
+        self.stats.last_good_ts = time.monotonic()  # a slow model load before start is not the camera's silence
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -255,9 +318,37 @@ class CameraSource:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    @property
+    def dead(self) -> bool:
+        """Started, not stopped, and its thread is gone without saying it finished or failed."""
+        return (self._started and not self._stop.is_set() and not self._thread.is_alive()
+                and self.stats.state not in ("finished", "failed", "stopped"))
+
+    def restart_thread(self) -> bool:
+        """Called by the watchdog for a capture thread that died (state "crashed"): a new thread, or,
+        after MAX_THREAD_CRASHES in a row, the camera is "failed". True when restarted."""
+        if not self.dead:
+            return False
+        if self._crash_streak >= MAX_THREAD_CRASHES:
+            if self.stats.state != "failed":
+                log.error("camera %s: capture thread died %d times in a row (%s): giving up on it", self.camera_id,
+                          self._crash_streak, self.stats.last_error)
+                self.stats.state = "failed"
+            return False
+        if self.stats.state != "crashed":  # ended by something _run_guarded did not see (a BaseException)
+            self._crash_streak += 1
+            self.stats.crashes += 1
+            self.stats.last_error = self.stats.last_error or "capture thread ended unexpectedly"
+        log.warning("camera %s: restarting its capture thread (%s)", self.camera_id, self.stats.last_error)
+        self.stats.state = "starting"
+        self._thread = self._new_thread()
+        self._thread.start()
+        return True
+
     def request_reconnect(self, reason: str) -> None:
         """Called by the watchdog when the stream went silent without an error."""
         log.warning("camera %s: reconnecting (%s)", self.camera_id, reason)
+        self.stats.last_error = reason
         self._reconnect.set()
         self._close_reader()
 
@@ -268,7 +359,7 @@ class CameraSource:
             try:
                 reader.close()
             except OSError as exc:
-                log.debug("camera %s: close: %s", self.camera_id, exc)
+                log.debug("camera %s: close: %s", self.camera_id, redact(exc, self.source))
 
     def _valid(self, image: object, shape: tuple[int, ...] | None) -> bool:
         return (
@@ -281,14 +372,27 @@ class CameraSource:
             and (shape is None or image.shape == shape)
         )
 
+    def _run_guarded(self) -> None:
+        """The thread's body: an error no reader should raise (a bug, MemoryError) ends the thread with
+        state "crashed" and the reason, which /healthz shows and the watchdog acts on; never silently."""
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - any escape is reported and the thread restarted
+            self._crash_streak += 1
+            self.stats.crashes += 1
+            self.stats.last_error = redact(f"capture thread died: {type(exc).__name__}: {exc}", self.source)[:300]
+            log.error("camera %s: %s", self.camera_id, self.stats.last_error)
+            self._close_reader()
+            self.stats.state = "crashed"
+
     def _run(self) -> None:
         consecutive_failures = 0
-        index = 0
         ever_opened = False
+        deleted_said = False
         while not self._stop.is_set():
             try:
                 reader = open_reader(self.source, self.kind, self.loop)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: urllib refusing a malformed URL
                 consecutive_failures += 1
                 self.stats.failures += 1
                 if not self._backoff(consecutive_failures, f"open failed: {exc}"):
@@ -301,10 +405,11 @@ class CameraSource:
             ever_opened = True
             self._reconnect.clear()
             self.stats.state = "streaming"
-            self.stats.last_frame_ts = time.monotonic()
+            opened = self.stats.last_frame_ts = time.monotonic()
             shape: tuple[int, ...] | None = None  # a reconnect may bring a new resolution
             next_due = time.monotonic()
             fps_limit = self.fps_limit or getattr(reader, "native_fps", None)
+            recovered = False
             try:
                 while not self._stop.is_set() and not self._reconnect.is_set():
                     image = reader.read()
@@ -313,11 +418,20 @@ class CameraSource:
                         continue
                     assert isinstance(image, np.ndarray)
                     shape = image.shape
-                    consecutive_failures = 0
+                    now = time.monotonic()
+                    if not recovered and now - opened >= self.stable_s:
+                        recovered = True
+                        consecutive_failures = 0
+                        self._crash_streak = 0
                     self.stats.frames += 1
-                    self.stats.last_frame_ts = time.monotonic()
-                    self.queue.put(Frame(self.camera_id, index, time.time(), image))
-                    index += 1
+                    self.stats.last_frame_ts = self.stats.last_good_ts = now
+                    self.queue.put(Frame(self.camera_id, self._index, time.time(), image))
+                    self._index += 1
+                    if self.kind == "file" and not deleted_said and self._index % 100 == 0 and not os.path.exists(str(self.source)):
+                        # The open handle keeps the data: playing on is right, but the next reopen will fail.
+                        log.warning("camera %s: video file %s was deleted while playing; playing on from the open file, "
+                                    "a restart will not find it", self.camera_id, self.shown)
+                        deleted_said = True
                     if fps_limit:
                         next_due += 1.0 / fps_limit
                         self._stop.wait(max(0.0, next_due - time.monotonic()))
@@ -341,6 +455,7 @@ class CameraSource:
 
     def _backoff(self, failures: int, why: str) -> bool:
         """Wait before the next attempt; False when the restart limit is reached or stopping."""
+        why = self.stats.last_error = redact(why, self.source)[:300]
         if self.max_restarts and failures > self.max_restarts:
             log.error("camera %s: giving up after %d consecutive failures (%s)", self.camera_id, failures - 1, why)
             self.stats.state = "failed"
