@@ -89,6 +89,19 @@ class RealRun:
     def _train(self, name: str, out: Path, *argv: str, epochs: int, seed: int = 0) -> None:
         self._run(name, out, *argv, "--out", str(out), "--epochs", str(epochs), "--seed", str(seed), "--device", self.device)
 
+    def _teachers(self, prefix: str, kind: str, task: str, model: str, args: list[str], sets: tuple[str, ...], epochs: int) -> dict[str, Path]:
+        """The pretrained teacher, and (preset `scratch`) the same recipe from scratch with nothing frozen."""
+        teacher = self.w / f"{prefix}-teacher"
+        flags = [a for s in sets for a in ("--set", s)]
+        self._train(f"{kind} teacher (ImageNet Lite0)", teacher, "train", "--task", task, "--model", model, *args, *flags, epochs=epochs)
+        runs = {"teacher": teacher}
+        if self.preset.scratch:
+            runs["teacher-scratch"] = self.w / f"{prefix}-teacher-scratch"
+            unfrozen = [a for s in sets if not s.startswith("freeze_stages=") for a in ("--set", s)]
+            self._train(f"{kind} teacher (from scratch)", runs["teacher-scratch"], "train", "--task", task, "--model", model,
+                        "--pretrained", "none", *args, *unfrozen, epochs=epochs)
+        return runs
+
     def _students(self, prefix: str, kind: str, teacher: Path, student: str, args: list[str], epochs: int) -> dict[str, Path]:
         """The student with and without KD per seed (same epochs, seed, data). Two at a time as single-threaded
         processes: on 2 cores two 2-thread runs side by side thrash (each ran 3-4x slower, not 2x)."""
@@ -118,16 +131,9 @@ class RealRun:
         p, w = self.preset, self.w
         data = ["--data", str(self.data.masks), "--val-groups", DEEPFISH_VAL, "--imgsz", str(p.det_imgsz), "--batch", str(p.det_batch),
                 "--lr", str(p.det_lr)]
-        teacher_sets = [a for s in p.det_teacher_sets for a in ("--set", s)]
         student_sets = [a for s in p.det_student_sets for a in ("--set", s)]
-        teacher = w / "det-teacher"
-        self._train("detector teacher (ImageNet Lite0)", teacher, "train", "--task", "detect", "--model", p.det_teacher, *data,
-                    *teacher_sets, epochs=p.det_teacher_epochs)
-        runs = {"teacher": teacher}
-        if p.scratch:
-            runs["teacher-scratch"] = w / "det-teacher-scratch"
-            self._train("detector teacher (from scratch)", runs["teacher-scratch"], "train", "--task", "detect", "--model", p.det_teacher,
-                        "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.det_teacher_epochs)
+        runs = self._teachers("det", "detector", "detect", p.det_teacher, data, p.det_teacher_sets, p.det_teacher_epochs)
+        teacher = runs["teacher"]
         runs.update(self._students("det", "detector", teacher, p.det_student, [*data, *student_sets], p.det_student_epochs))
         evals = {name: self._eval(run, str(self.data.masks), "--val-groups", DEEPFISH_VAL) for name, run in runs.items()}
         if not p.seeds:  # teachers only (--real-seeds with no seed): nothing to export
@@ -146,16 +152,9 @@ class RealRun:
     def embedder(self) -> dict:
         p, w = self.preset, self.w
         data = ["--data", str(self.data.tracklets), "--batch", str(p.emb_batch), "--lr", str(p.emb_lr)]
-        teacher_sets = [a for s in p.emb_teacher_sets for a in ("--set", s)]
         student_sets = [a for s in p.emb_student_sets for a in ("--set", s)]
-        teacher = w / "emb-teacher"
-        self._train("embedder teacher (ImageNet Lite0)", teacher, "train", "--task", "embed", "--model", p.emb_teacher, *data,
-                    *teacher_sets, epochs=p.emb_teacher_epochs)
-        runs = {"teacher": teacher}
-        if p.scratch:
-            runs["teacher-scratch"] = w / "emb-teacher-scratch"
-            self._train("embedder teacher (from scratch)", runs["teacher-scratch"], "train", "--task", "embed", "--model", p.emb_teacher,
-                        "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.emb_teacher_epochs)
+        runs = self._teachers("emb", "embedder", "embed", p.emb_teacher, data, p.emb_teacher_sets, p.emb_teacher_epochs)
+        teacher = runs["teacher"]
         runs.update(self._students("emb", "embedder", teacher, p.emb_student, [*data, *student_sets], p.emb_student_epochs))
         evals = {name: self._eval(run, str(self.data.tracklets)) for name, run in runs.items()}
         if not p.seeds:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from finprint.real_report import BEGIN, END, results_json, splice, write
 
@@ -50,3 +51,48 @@ def test_collect_gathers_what_the_runs_left(tmp_path):
     assert real["detector"]["eval"] == {"teacher": {"box_map50": 0.2}} and real["detector"]["gate"] == []
     assert list(real["embedder"]["eval"]) == ["teacher", "student-kd-seed0"]  # the teacher first
     assert "bench" not in real and real["steps"]["embedder teacher (ImageNet Lite0)"]["seconds"] == 60.0
+
+
+def test_the_real_data_runner_issues_commands_the_cli_accepts(tmp_path, monkeypatch):
+    # Every step of `python -m finprint.results --only real` is a finprint command line: parse each with the real
+    # parser (and its --set options with the typed options), and fake its output so the next step runs.
+    import dataclasses
+
+    from finprint.cli import build_parser
+    from finprint.demo import Demo
+    from finprint.distill.cli_train import parse_extra
+    from finprint.distill.options import parse_options
+    from finprint.real_data import RealData, RealPreset, RealRun
+
+    shared = tmp_path / "shared"
+    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
+        (shared / folder).mkdir(parents=True)
+    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    issued: list[list[str]] = []
+
+    def fake_finprint(self, *argv, ok_codes=(0,)):
+        args = build_parser(list(argv)).parse_args(list(argv))
+        issued.append(list(argv))
+        if argv[0] in ("train", "distill"):
+            task = args.task if argv[0] == "train" else ("detect" if "det-" in args.out else "embed")
+            parse_options(task, parse_extra(args.set))
+            out = Path(args.out)
+            out.mkdir(parents=True)
+            (out / "COMPLETE").write_text("{}")
+        elif argv[0] == "eval":
+            Path(args.json_out).write_text(json.dumps({"metrics": {"box_map50": 0.1, "rank1": 0.5}}))
+        elif argv[0] == "calib":
+            Path(args.out).mkdir(parents=True)
+            (Path(args.out) / "calib.json").write_text("{}")
+        elif argv[0] == "export":
+            Path(args.out).mkdir(parents=True)
+            (Path(args.out) / "student.int8.onnx").write_text("")
+        return 0
+
+    monkeypatch.setattr(Demo, "_finprint", fake_finprint)
+    preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1)
+    real = RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="detector").run()
+    commands = [a[0] for a in issued]
+    assert commands == ["train", "train", "distill", "distill", "eval", "eval", "eval", "eval", "calib", "export"]
+    assert "--pretrained" in issued[1] and "freeze_stages=3" not in issued[1]  # the from-scratch teacher trains everything
+    assert set(real["detector"]["eval"]) == {"teacher", "teacher-scratch", "student-kd-seed0", "student-nokd-seed0"}
