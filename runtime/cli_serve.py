@@ -22,7 +22,8 @@ def run(args: argparse.Namespace) -> int:
         from finprint.runtime.pipeline import Pipeline
 
         m = cfg.models
-        pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
+        pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold,
+                            engine_cache=m.engine_cache)
         backends = f"{pipeline.detector.backend}/{pipeline.embedder.backend}"
         pipeline.close()
         print(f"{args.config}: ok ({len(cfg.cameras)} cameras, models load on {backends})")

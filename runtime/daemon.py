@@ -1,6 +1,11 @@
 """The daemon: capture threads per camera, one inference worker that owns the engines and batches
 frames across cameras, tracking and identity per camera, events to every sink.
 
+The worker thread opens the engines, runs them and closes them: a CUDA context is current per
+thread, so TensorRT engines opened on the main thread could not run on the worker. A CUDA error on
+the worker stops the daemon with exit code 1 (systemd restarts it), since every later batch would
+fail the same way.
+
 start() and stop() are flat ordered lists. stop() ends capture first, lets the worker drain every
 queued frame, closes the remaining tracks, and flushes every event to SQLite, JSONL and MQTT
 before the process exits. SIGTERM and SIGINT call it.
@@ -20,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 from finprint.runtime.config import FarmConfig
+from finprint.runtime.cuda_mem import CudaError
 from finprint.runtime.identity import IdentityResolver
 from finprint.runtime.open_set import open_gallery, resolve_tracking
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
@@ -37,6 +43,10 @@ class Daemon:
         self.cfg = cfg
         self.stopping = threading.Event()
         self.worker_done = threading.Event()
+        self._pipeline_opened = threading.Event()  # set by the worker once it opened the models (or failed to)
+        self._pipeline_error: BaseException | None = None
+        self._go = threading.Event()  # the worker may take frames (start() finished, or stop() began)
+        self.fatal: str | None = None  # why the worker stopped the daemon (a CUDA error)
         self.exit_code = 0
         self.max_frames: int | None = None
         self.processed: dict[str, int] = {c.id: 0 for c in cfg.cameras}
@@ -71,11 +81,12 @@ class Daemon:
     # -- lifecycle: flat ordered lists -------------------------------------------------------------
     def start(self) -> None:
         steps = [
-            ("pipeline", self._start_pipeline),  # first: a model that will not load fails before any file is written
+            # first: the worker thread opens the models, and one that will not load fails before any file is written
+            ("pipeline", self._start_pipeline),
             ("store", self._start_store),
             ("sinks", self._start_sinks),
             ("http", self._start_http),
-            ("worker", self._worker.start),
+            ("worker", self._go.set),
             ("watchdog", self.watchdog.start),
             ("cameras", self._start_cameras),
         ]
@@ -167,10 +178,12 @@ class Daemon:
             self.jsonl.close()
 
     def _start_pipeline(self) -> None:
-        from finprint.runtime.pipeline import Pipeline
-
-        m = self.cfg.models
-        self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold)
+        """Start the worker thread and wait until it has opened the models (an engine build takes minutes)."""
+        self._worker.start()
+        self._pipeline_opened.wait()
+        if self._pipeline_error is not None:
+            self._worker.join()
+            raise self._pipeline_error
         low = self.cfg.tracking.low_score
         if low is not None and low < self.pipeline.score_threshold:
             log.warning("tracking.low_score %g is under the detector's score threshold %g: detections between them never "
@@ -178,7 +191,12 @@ class Daemon:
                         "or leave tracking.low_score out", low, self.pipeline.score_threshold, low)
 
     def _stop_pipeline(self) -> None:
-        self.pipeline.close()
+        # The worker closes the engines on its own thread as it ends; here only wait for that.
+        self.stopping.set()
+        self._go.set()
+        self._worker.join(self.cfg.watchdog.worker_stall_s)
+        if self._worker.is_alive():
+            log.error("inference worker is stuck in an engine call; its engines are left to process exit")
 
     def _start_http(self) -> None:
         if not self.cfg.http.enabled:
@@ -231,6 +249,30 @@ class Daemon:
         return batch
 
     def _work(self) -> None:
+        """The inference thread: open the models, take frames until stopped, close the models, all here."""
+        from finprint.runtime.pipeline import Pipeline
+
+        m = self.cfg.models
+        try:
+            self.pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold,
+                                     m.open_set_threshold, engine_cache=m.engine_cache)
+        except BaseException as exc:  # handed to start() on the main thread, which raises it there
+            self._pipeline_error = exc
+            self._pipeline_opened.set()
+            return
+        self._pipeline_opened.set()
+        try:
+            self._go.wait()
+            self._work_loop()
+        finally:
+            try:
+                self.pipeline.close()
+            except CudaError as exc:
+                log.error("closing the engines failed: %s", exc)
+                self.exit_code = 1
+            self.worker_done.set()
+
+    def _work_loop(self) -> None:
         total = 0
         while True:
             self.watchdog.beat()
@@ -242,6 +284,14 @@ class Daemon:
                 continue
             try:
                 self._process(batch)
+            except CudaError as exc:
+                # The context is broken (or was never current here): every later batch would fail the
+                # same way while /healthz stayed green. Stop with the reason; systemd restarts the process.
+                self.fatal = str(exc)
+                log.critical("CUDA failed on the inference thread, stopping: %s", exc)
+                self.exit_code = 1
+                self.stopping.set()
+                break
             except (ValueError, RuntimeError, FinprintError) as exc:
                 # One bad batch (an engine error, a frame the models cannot take) must not kill the
                 # worker: log it, count it, and go on with the next frames.
@@ -251,7 +301,6 @@ class Daemon:
             if self.max_frames is not None and total >= self.max_frames and not self.stopping.is_set():
                 log.info("processed %d frames: stopping", total)
                 self.stopping.set()
-        self.worker_done.set()
 
     def _process(self, batch: list[Frame]) -> None:
         assert self.resolver is not None

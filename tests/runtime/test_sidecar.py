@@ -34,6 +34,7 @@ def fake_build(onnx: Path, engine: Path, manifest=None, machine: MachineInfo = O
         tensorrt_version=machine.tensorrt_version,
         gpu_name=machine.gpu_name,
         compute_capability=machine.compute_capability,
+        platform=machine.platform,
         onnx_file=onnx.name,
         onnx_sha256=sha256_file(onnx),
         engine_sha256=sha256_file(engine),
@@ -169,6 +170,7 @@ def slow_builder(o, e, manifest):
     time.sleep(1.0)  # long enough that the second process arrives while the first builds
     e.write_bytes(b"PLAN" + o.read_bytes())
     sc = Sidecar(tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7", onnx_file=o.name,
+                 platform=ORIN.platform,
                  onnx_sha256=sha256_file(o), engine_sha256=sha256_file(e), engine_bytes=e.stat().st_size,
                  profile={}, precision="fp32", build_time="2026-01-01T00:00:00+00:00")
     save_sidecar(sc, e)
