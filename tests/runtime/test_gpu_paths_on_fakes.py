@@ -114,11 +114,12 @@ def test_two_pycuda_engines_share_one_context_and_close_first_in_first_out(gpu, 
     first, second = _open(onnx, tmp_path / "a.engine"), _open(onnx, tmp_path / "b.engine")
     x = _crops(3)
     np.testing.assert_allclose(first.infer({"crops": x})["embedding"], second.infer({"crops": x})["embedding"])
-    assert len(gpu.stack()) == 1, "one shared layer pushes the primary context once"
+    pushed = len(gpu.stack())
     first.close()  # first in, first out: pycuda's pop() would take the other engine's context
     np.testing.assert_allclose(second.infer({"crops": x})["embedding"], second.infer({"crops": x})["embedding"])
     second.close()
     assert gpu.check_clean() == []
+    assert pushed == 1, "one shared layer pushes the primary context once"
 
 
 def test_pipeline_on_tensorrt_closes_both_engines_cleanly(gpu, tmp_path: Path) -> None:
@@ -186,10 +187,11 @@ def test_another_thread_is_refused_before_it_touches_buffers_or_the_context(gpu,
 def test_a_failed_execute_waits_for_its_queued_copies(gpu, tmp_path: Path, monkeypatch) -> None:
     eng = _open(_embedder(tmp_path / "m"), tmp_path / "e.engine")
     monkeypatch.setattr(eng._context, "execute_async_v3", lambda stream: False)
-    with pytest.raises(CudaError, match="execute_async_v3 failed"):
+    with pytest.raises(FinprintError, match="execute_async_v3 failed") as info:
         eng.infer({"crops": _crops(2)})
     pending = gpu.streams[eng._cuda.stream_handle].ops
     assert pending == [], "input copies still queued: the next frame would refill a buffer being read"
+    assert isinstance(info.value, CudaError)  # fatal to the daemon, like any CUDA error on the worker
     monkeypatch.undo()
     eng.close()
     assert gpu.check_clean() == []
