@@ -542,4 +542,6 @@ def install(modules: dict[str, Any], *, trt_version: str = "10.3.0.30", cudart_f
     modules["tensorrt"] = make_fake_tensorrt(cuda, trt_version)
     if cudart_fails:
         fake_cudart_failing_start(modules)
+    else:  # hide a real cuda-python (on a GPU machine) so that "auto" picks the fake pycuda
+        modules.update({"cuda": None, "cuda.bindings": None, "cuda.bindings.runtime": None, "cuda.cudart": None})
     return cuda

@@ -46,7 +46,7 @@ def gpu(monkeypatch) -> fake_gpu.FakePycuda:
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.delenv("FINPRINT_CUDA", raising=False)
     yield cuda
-    assert cuda_mem._SHARED == {}, "a shared CUDA layer was never released"
+    assert getattr(cuda_mem, "_SHARED", {}) == {}, "a shared CUDA layer was never released"
 
 
 def _embedder(folder: Path) -> Path:
