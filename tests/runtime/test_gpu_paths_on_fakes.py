@@ -424,3 +424,18 @@ def test_a_cuda_error_on_the_worker_stops_the_daemon_with_exit_1(farm: Path, tmp
     assert daemon.run_until_signalled(max_frames=200) == 1
     assert daemon.fatal is not None and "unspecified launch failure" in daemon.fatal
     assert daemon.inference_errors == 0
+
+
+def test_gpu_check_runs_its_tensorrt_checks_on_the_fakes(tmp_path: Path) -> None:
+    """scripts/gpu-check cannot run here; its dry run on tests/fakes keeps the script's own logic honest."""
+    repo = FAKES.parents[1]
+    env = dict(os.environ, GPU_CHECK_FAKES="1", GPU_CHECK_DIR=str(tmp_path), PYTHON=sys.executable,
+               OMP_NUM_THREADS="1", FINPRINT_ORT_THREADS="1")
+    proc = subprocess.run(["bash", str(repo / "scripts" / "gpu-check")], capture_output=True, text=True, env=env,
+                          timeout=280)
+    assert proc.returncode == 0 and "gpu-check: PASSED" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    table = [line for line in proc.stdout.splitlines() if line.startswith(("tensorrt", "daemon"))]
+    for check in ("tensorrt build+infer+parity", "tensorrt two engines, pycuda", "tensorrt on a worker thread",
+                  "daemon on tensorrt"):
+        row = next((line for line in table if line.startswith(check)), "")
+        assert row[len(check):].strip().startswith("ok"), (check, table)
