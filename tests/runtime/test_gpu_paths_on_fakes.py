@@ -246,6 +246,19 @@ def test_same_cc_needs_tensorrt_10_9_and_ampere_plus_works_on_10_3(gpu, tmp_path
     assert sidecar.hardware_compat == "ampere+" and sidecar.platform
 
 
+def test_a_build_that_cannot_write_its_sidecar_leaves_no_engine(gpu, tmp_path: Path, monkeypatch) -> None:
+    from finprint.runtime import trt_build
+    from finprint.runtime.trt_build import BuildOptions, build_engine
+
+    def disk_full(sidecar, engine_path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trt_build, "save_sidecar", disk_full)
+    with pytest.raises(FinprintError, match="cannot write its sidecar"):
+        build_engine(_embedder(tmp_path / "m"), tmp_path / "e.engine", BuildOptions(batch=(1, 2, 4)))
+    assert not list(tmp_path.glob("e.engine*")), "an engine without its sidecar was left behind"
+
+
 def test_tensorrt_8_is_refused_not_taken_for_11(gpu, tmp_path: Path) -> None:
     from finprint.runtime.trt_build import build_engine
 
