@@ -188,7 +188,7 @@ class Pipeline:
         }
 
     def close(self) -> None:
-        """Close the engines in the reverse order of opening, the embedder even if the detector fails."""
+        """Close the engines in the reverse order of opening; the detector even if closing the embedder fails."""
         try:
             self.embedder.close()
         finally:

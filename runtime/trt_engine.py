@@ -76,7 +76,7 @@ class BufferPlan:
 TENSORRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")
 
 
-MIN_TENSORRT_MAJOR = 10  # the name-based tensor API and strongly typed networks; JetPack 6.0's 8.6 has neither
+MIN_TENSORRT_MAJOR = 10  # strongly typed networks and the 10.x API the code is checked against; JetPack 6.0 has 8.6
 
 
 def trt_version(trt: Any) -> tuple[int, ...]:
