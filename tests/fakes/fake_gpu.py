@@ -8,8 +8,9 @@ No GPU here, so the TensorRT backend runs against these. They have teeth:
   process at exit when a context stack is not empty, as pycuda's module cleanup does.
 - copies and kernels are queued on their stream and run at `synchronize()`, reading the host buffer
   then (an async DMA does too): a caller that refills a pinned buffer before synchronising is caught.
-- cuda-python (`fake_cudart_failing_start`): a `cuda.bindings.runtime` that imports but cannot start
-  (cudaErrorInsufficientDriver: cuda-python 13 on a CUDA 12.6 driver).
+- cuda-python (`make_fake_cudart`): the runtime API on the same fake device, pointers and streams freed
+  once; or (`fake_cudart_failing_start`) one that imports but cannot start (cudaErrorInsufficientDriver:
+  cuda-python 13 on a CUDA 12.6 driver).
 - TensorRT (`make_fake_tensorrt`): only names TensorRT 10.3 has (no SAME_COMPUTE_CAPABILITY), a
   builder that "compiles" an ONNX file into a plan (the ONNX bytes plus its profile) and an execution
   context that runs the plan with ONNX Runtime on the fake device memory, on the stream.
@@ -18,6 +19,7 @@ No GPU here, so the TensorRT backend runs against these. They have teeth:
 from __future__ import annotations
 
 import atexit
+import ctypes
 import itertools
 import json
 import os
@@ -266,18 +268,115 @@ class FakePycuda:
         modules["pycuda"], modules["pycuda.driver"] = pkg, self.driver
 
 
-def fake_cudart_failing_start(modules: dict[str, Any]) -> None:
-    """cuda-python that imports but cannot start: cudaSetDevice -> cudaErrorInsufficientDriver (35)."""
+class _CudaErr(int):
+    """cuda-python's cudaError_t: an int with a name."""
 
-    class Err(int):
-        name = "cudaErrorInsufficientDriver"
+    def __new__(cls, value: int, name: str) -> _CudaErr:
+        err = super().__new__(cls, value)
+        err.name = name
+        return err
 
+
+def make_fake_cudart(fake: FakePycuda) -> types.ModuleType:  # noqa: C901 - one fake module
+    """cuda-python's runtime API (`cuda.bindings.runtime`) on the same fake device as `fake`: pointers,
+    pinned memory and streams are freed once (a second free is an error code, as in CUDA), copies are
+    queued on their stream. The runtime API makes the primary context current on any thread by itself."""
+    ok = _CudaErr(0, "cudaSuccess")
+    invalid = _CudaErr(1, "cudaErrorInvalidValue")
+    bad_handle = _CudaErr(400, "cudaErrorInvalidResourceHandle")
     rt = types.ModuleType("cuda.bindings.runtime")
-    rt.cudaSetDevice = lambda device: (Err(35),)
-    rt.cudaGetErrorString = lambda err: (0, b"CUDA driver version is insufficient for CUDA runtime version")
+    rt.cudaStreamNonBlocking = 1
+    rt.cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    rt.cudaSetDevice = lambda device: (ok,) if device == 0 else (_CudaErr(101, "cudaErrorInvalidDevice"),)
+    rt.cudaGetErrorString = lambda err: (ok, f"fake CUDA error {getattr(err, 'name', err)}".encode())
+    rt.cudaGetDeviceProperties = lambda device: (ok, types.SimpleNamespace(
+        name=fake.gpu_name.encode(), major=fake.cc[0], minor=fake.cc[1], totalGlobalMem=8 << 30))
+
+    class RtStream:
+        runtime_api = True  # no pycuda context needed to run work on it
+
+        def __init__(self) -> None:
+            self.handle, self.ops = next(fake._handles), []
+
+        def __int__(self) -> int:
+            return self.handle
+
+        def enqueue(self, op: Any) -> None:
+            self.ops.append(op)
+
+    streams: dict[int, RtStream] = {}  # strong: a cudaStream_t lives until cudaStreamDestroy
+
+    def create(flags: int) -> tuple:
+        stream = RtStream()
+        streams[stream.handle] = fake.streams[stream.handle] = stream
+        fake.live_streams.add(stream.handle)
+        return ok, stream
+
+    def destroy(stream: Any) -> tuple:
+        if streams.pop(int(stream), None) is None:
+            return (bad_handle,)
+        fake.live_streams.discard(int(stream))
+        return (ok,)
+
+    def synchronize(stream: Any) -> tuple:
+        live = streams.get(int(stream))
+        if live is None:
+            return (bad_handle,)
+        ops, live.ops = live.ops, []
+        for op in ops:
+            op()
+        return (ok,)
+
+    def malloc(nbytes: int) -> tuple:
+        ptr = next(fake._ptrs)
+        fake.memory[ptr] = np.zeros(nbytes, np.uint8)
+        return ok, ptr
+
+    def free(ptr: int) -> tuple:
+        return (ok,) if fake.memory.pop(int(ptr), None) is not None else (invalid,)
+
+    def malloc_host(nbytes: int) -> tuple:
+        store = np.zeros(nbytes, np.uint8)
+        fake.host[store.ctypes.data] = store
+        return ok, store.ctypes.data
+
+    def free_host(ptr: int) -> tuple:
+        return (ok,) if fake.host.pop(int(ptr), None) is not None else (invalid,)
+
+    def memcpy_async(dst: int, src: int, count: int, kind: int, stream: Any) -> tuple:
+        live = streams.get(int(stream))
+        device = fake.memory.get(int(dst) if kind == 1 else int(src))
+        if live is None or device is None or device.nbytes < count:
+            return (invalid,)
+
+        def run() -> None:  # reads its source when it runs, as an async copy does
+            if kind == 1:
+                ctypes.memmove(device.ctypes.data, int(src), count)
+            else:
+                ctypes.memmove(int(dst), device.ctypes.data, count)
+
+        live.enqueue(run)
+        return (ok,)
+
+    rt.cudaStreamCreateWithFlags, rt.cudaStreamDestroy, rt.cudaStreamSynchronize = create, destroy, synchronize
+    rt.cudaMalloc, rt.cudaFree, rt.cudaMallocHost, rt.cudaFreeHost = malloc, free, malloc_host, free_host
+    rt.cudaMemcpyAsync = memcpy_async
+    return rt
+
+
+def _install_cudart(modules: dict[str, Any], rt: types.ModuleType) -> None:
     cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
     cuda.bindings, bindings.runtime = bindings, rt
     modules.update({"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt})
+
+
+def fake_cudart_failing_start(modules: dict[str, Any]) -> None:
+    """cuda-python that imports but cannot start: cudaSetDevice -> cudaErrorInsufficientDriver (35)."""
+
+    rt = types.ModuleType("cuda.bindings.runtime")
+    rt.cudaSetDevice = lambda device: (_CudaErr(35, "cudaErrorInsufficientDriver"),)
+    rt.cudaGetErrorString = lambda err: (0, b"CUDA driver version is insufficient for CUDA runtime version")
+    _install_cudart(modules, rt)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -459,7 +558,7 @@ def make_fake_tensorrt(cuda: FakePycuda, version: str = "10.3.0.30") -> types.Mo
 
         def execute_async_v3(self, stream_handle: int) -> bool:
             stream = cuda.streams.get(int(stream_handle))
-            if stream is None or cuda.current() is None:
+            if stream is None or (not getattr(stream, "runtime_api", False) and cuda.current() is None):
                 trt.errors.append("[TRT] [E] execute_async_v3: invalid stream or no current CUDA context")
                 return False
             if set(self.addresses) != set(self.engine.names) or any(a not in cuda.memory for a in self.addresses.values()):
@@ -535,13 +634,17 @@ def make_fake_tensorrt(cuda: FakePycuda, version: str = "10.3.0.30") -> types.Mo
     return trt
 
 
-def install(modules: dict[str, Any], *, trt_version: str = "10.3.0.30", cudart_fails: bool = False) -> FakePycuda:
-    """Fake pycuda (and TensorRT, and optionally a cuda-python that cannot start) into `modules`."""
+def install(modules: dict[str, Any], *, trt_version: str = "10.3.0.30", cudart: str = "absent") -> FakePycuda:
+    """Fake pycuda and TensorRT into `modules`, with cuda-python `cudart`: "absent" (a real one on a GPU
+    machine is hidden, so "auto" picks the fake pycuda), "works" (the fake runtime API) or "fails" (imports
+    but cannot start)."""
     cuda = FakePycuda()
     cuda.install(modules)
     modules["tensorrt"] = make_fake_tensorrt(cuda, trt_version)
-    if cudart_fails:
+    if cudart == "fails":
         fake_cudart_failing_start(modules)
-    else:  # hide a real cuda-python (on a GPU machine) so that "auto" picks the fake pycuda
+    elif cudart == "works":
+        _install_cudart(modules, make_fake_cudart(cuda))
+    else:
         modules.update({"cuda": None, "cuda.bindings": None, "cuda.bindings.runtime": None, "cuda.cudart": None})
     return cuda

@@ -49,6 +49,18 @@ def gpu(monkeypatch) -> fake_gpu.FakePycuda:
     assert getattr(cuda_mem, "_SHARED", {}) == {}, "a shared CUDA layer was never released"
 
 
+@pytest.fixture(params=["pycuda", "cuda-python"])
+def any_layer(request, monkeypatch) -> fake_gpu.FakePycuda:
+    """As `gpu`, once through each CUDA layer (the fake cuda-python runs on the same fake device)."""
+    modules: dict = {}
+    cuda = fake_gpu.install(modules, cudart="works")
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setenv("FINPRINT_CUDA", request.param)
+    yield cuda
+    assert getattr(cuda_mem, "_SHARED", {}) == {}, "a shared CUDA layer was never released"
+
+
 def _embedder(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return make_toy_embedder(folder / "emb.onnx", dim=16)
@@ -112,6 +124,7 @@ def _raises(fn) -> str | None:
 def test_two_pycuda_engines_share_one_context_and_close_first_in_first_out(gpu, tmp_path: Path) -> None:
     onnx = _embedder(tmp_path / "m")
     first, second = _open(onnx, tmp_path / "a.engine"), _open(onnx, tmp_path / "b.engine")
+    assert first._cuda.name == "pycuda"
     x = _crops(3)
     np.testing.assert_allclose(first.infer({"crops": x})["embedding"], second.infer({"crops": x})["embedding"])
     pushed = len(gpu.stack())
@@ -120,6 +133,19 @@ def test_two_pycuda_engines_share_one_context_and_close_first_in_first_out(gpu, 
     second.close()
     assert gpu.check_clean() == []
     assert pushed == 1, "one shared layer pushes the primary context once"
+
+
+def test_two_engines_on_either_layer_share_it_and_free_everything_once(any_layer, tmp_path: Path) -> None:
+    onnx = _embedder(tmp_path / "m")
+    first, second = _open(onnx, tmp_path / "a.engine"), _open(onnx, tmp_path / "b.engine")
+    assert first._cuda is second._cuda and first._cuda.name == os.environ["FINPRINT_CUDA"]
+    x = _crops(4)
+    np.testing.assert_allclose(first.infer({"crops": x})["embedding"], second.infer({"crops": x})["embedding"])
+    first.close()
+    assert not second._cuda.closed and second.infer({"crops": x})["embedding"].shape == (4, 16)
+    second.close()
+    first.close()  # closing twice is harmless
+    assert any_layer.check_clean() == []
 
 
 def test_pipeline_on_tensorrt_closes_both_engines_cleanly(gpu, tmp_path: Path) -> None:
@@ -161,7 +187,7 @@ def test_an_engine_refused_by_its_manifest_leaves_nothing_open(gpu, tmp_path: Pa
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_another_thread_is_refused_before_it_touches_buffers_or_the_context(gpu, tmp_path: Path) -> None:
+def test_another_thread_is_refused_before_it_touches_buffers_or_the_context(any_layer, tmp_path: Path) -> None:
     eng = _open(_embedder(tmp_path / "m"), tmp_path / "e.engine")
     staging = eng._host["crops"]
     staging[:] = 7.0
@@ -181,20 +207,21 @@ def test_another_thread_is_refused_before_it_touches_buffers_or_the_context(gpu,
     assert np.all(staging == 7.0), "the refused thread wrote the pinned staging buffer"
     assert eng.infer({"crops": _crops(2)})["embedding"].shape == (2, 16)  # still open and usable here
     eng.close()
-    assert gpu.check_clean() == []
+    assert any_layer.check_clean() == []
 
 
-def test_a_failed_execute_waits_for_its_queued_copies(gpu, tmp_path: Path, monkeypatch) -> None:
+def test_a_failed_execute_waits_for_its_queued_copies(any_layer, tmp_path: Path) -> None:
     eng = _open(_embedder(tmp_path / "m"), tmp_path / "e.engine")
-    monkeypatch.setattr(eng._context, "execute_async_v3", lambda stream: False)
+    eng._context.execute_async_v3 = lambda stream: False  # TensorRT refused to enqueue, once
     with pytest.raises(FinprintError, match="execute_async_v3 failed") as info:
         eng.infer({"crops": _crops(2)})
-    pending = gpu.streams[eng._cuda.stream_handle].ops
+    pending = any_layer.streams[eng._cuda.stream_handle].ops
     assert pending == [], "input copies still queued: the next frame would refill a buffer being read"
     assert isinstance(info.value, CudaError)  # fatal to the daemon, like any CUDA error on the worker
-    monkeypatch.undo()
+    del eng._context.execute_async_v3
+    assert eng.infer({"crops": _crops(2)})["embedding"].shape == (2, 16)
     eng.close()
-    assert gpu.check_clean() == []
+    assert any_layer.check_clean() == []
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -381,10 +408,10 @@ def _farm_config(farm: Path, folder: Path, **models) -> Path:
     return path
 
 
-def test_daemon_on_tensorrt_fakes_gets_results_and_shuts_down_cleanly(farm: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("layer", ["pycuda", "cuda-python"])
+def test_daemon_on_tensorrt_fakes_gets_results_and_shuts_down_cleanly(farm: Path, tmp_path: Path, layer: str) -> None:
     models_before = _files(farm / "models")
-    env = dict(os.environ, OMP_NUM_THREADS="1", FINPRINT_ORT_THREADS="1")
-    env.pop("FINPRINT_CUDA", None)
+    env = dict(os.environ, OMP_NUM_THREADS="1", FINPRINT_ORT_THREADS="1", FAKE_CUDART="works", FINPRINT_CUDA=layer)
     proc = subprocess.Popen([sys.executable, str(FAKES / "run_on_fakes.py"), "serve", "--config",
                              str(_farm_config(farm, tmp_path))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
