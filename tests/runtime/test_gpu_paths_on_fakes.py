@@ -345,6 +345,20 @@ def test_cli_refusals_are_one_line_exit_2_and_leave_nothing_behind(tmp_path: Pat
     assert "PyCUDA ERROR" not in proc.stderr
 
 
+def test_cli_engine_refused_by_its_manifest_exits_2_instead_of_aborting_at_exit(tmp_path: Path) -> None:
+    """An engine opened before its manifest refused it used to stay open: pycuda's exit cleanup then
+    aborted the process (a core dump) where the user should get one line and exit 2."""
+    onnx = _embedder(tmp_path / "models")
+    engine = tmp_path / "emb.engine"
+    proc = _fake_cli("build-engine", "--onnx", str(onnx), "--out", str(engine), "--batch", "1,2,4")
+    assert proc.returncode == 0, proc.stderr
+    manifest = load_manifest(manifest_path_for(engine))
+    save_manifest(manifest.model_copy(update={"onnx_sha256": "f" * 64}), manifest_path_for(engine))
+    proc = _fake_cli("parity", "--onnx", str(onnx), "--engine", str(engine))
+    _one_line_exit_2(proc, "other than the one its manifest describes")
+    assert "PyCUDA ERROR" not in proc.stderr
+
+
 def test_cli_build_with_a_corrupt_timing_cache_warns_and_succeeds(tmp_path: Path) -> None:
     onnx = _embedder(tmp_path / "models")
     cache = tmp_path / "t.cache"
