@@ -66,6 +66,9 @@ def list_candidates(data: str | Path, kind: str, exclude_groups: list[str] | Non
     data = Path(data)
     if not data.exists():
         raise DataError(data, "no such file or folder")
+    if kind == "detector" and data.is_dir() and _is_plain_image_folder(data):
+        # Unlabelled frames (e.g. a farm's own tank footage): light and colour strata, no fish count.
+        return [Candidate(p, None) for p in sorted(data.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     if kind == "embedder":
         from finprint.data import load_reid
 
@@ -78,6 +81,15 @@ def list_candidates(data: str | Path, kind: str, exclude_groups: list[str] | Non
         log.warning("calib: %d bad items skipped in %s (first: %s)", len(skipped), data, skipped[0])
     excluded = set(exclude_groups or ())
     return [Candidate(f.image_path, len(f.instances)) for f in dets.frames if f.group not in excluded]
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def _is_plain_image_folder(folder: Path) -> bool:
+    if any((folder / name).exists() for name in ("labels", "annotations", "images", "farm.json")):
+        return False
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
 
 
 def image_statistics(image_bgr: np.ndarray) -> dict[str, float]:
@@ -140,7 +152,7 @@ def _set_hash(item_hashes: list[str], pre: Preprocess) -> str:
 
 
 def build_calibset(
-    data: str | Path,
+    data: str | Path | list[str | Path],
     out: str | Path,
     preprocess: Preprocess,
     kind: str = "detector",
@@ -148,9 +160,11 @@ def build_calibset(
     seed: int = 0,
     exclude_groups: list[str] | None = None,
 ) -> CalibSet:
-    candidates = list_candidates(data, kind, exclude_groups)
+    sources = data if isinstance(data, list) else [data]
+    candidates = [c for source in sources for c in list_candidates(source, kind, exclude_groups)]
+    where = Path(sources[0]) if len(sources) == 1 else Path(" + ".join(str(s) for s in sources))
     if not candidates:
-        raise DataError(data, "no images found to calibrate on")
+        raise DataError(where, "no images found to calibrate on")
     stats: list[dict[str, float]] = []
     usable: list[Candidate] = []
     for cand in tqdm(candidates, desc="calib: image statistics", disable=None, leave=False):
@@ -161,7 +175,7 @@ def build_calibset(
         stats.append(image_statistics(img))
         usable.append(cand)
     if not usable:
-        raise DataError(data, "no readable images to calibrate on")
+        raise DataError(where, "no readable images to calibrate on")
     bins = {f: _tertile(np.array([s[f] for s in stats])) for f in FEATURES}
     strata = [
         f"b{bins['brightness'][i]}c{bins['contrast'][i]}t{bins['colour_cast'][i]}-{_density_bucket(c.fish)}"
@@ -192,7 +206,7 @@ def build_calibset(
     manifest = {
         "calib_version": CALIB_VERSION,
         "kind": kind,
-        "data": str(data),
+        "data": [str(s) for s in sources] if len(sources) > 1 else str(sources[0]),
         "size": len(items),
         "candidates": len(usable),
         "seed": seed,

@@ -14,7 +14,10 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="calib_command", metavar="ACTION")
     build = sub.add_parser("build", help="select, preprocess and hash a calibration set")
-    build.add_argument("--data", required=True, type=Path, help="detection data (farm, YOLO, COCO) or a re-ID crop folder")
+    build.add_argument(
+        "--data", required=True, type=Path, action="append",
+        help="detection data (farm, YOLO, COCO, or a folder of unlabelled frames) or a re-ID crop folder; repeat to mix sources",
+    )
     build.add_argument("--out", required=True, type=Path, help="calibration set folder to write")
     build.add_argument("--size", type=int, default=128, help="images to select (default 128)")
     build.add_argument("--kind", choices=("detector", "embedder"), default="detector", help="which model it calibrates")
@@ -37,7 +40,7 @@ def _preprocess(args: argparse.Namespace):
         from finprint.data.synth import embedder_crop_flags
 
         # Crops of a farm written with --reid-masked or --reid-aligned calibrate an embedder that reads such crops.
-        return embedder_preprocess().model_copy(update=embedder_crop_flags(args.data))
+        return embedder_preprocess().model_copy(update=embedder_crop_flags(args.data[0]))
     from finprint.runtime.manifest import Preprocess
 
     # The detector contract (docs/CONTRACTS.md section 3; distill.detect_data.detector_preprocess),

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="re-ID: leave out gallery matches from the query's own camera (Market-1501); auto = only "
         "where every query keeps a match on another camera (default auto)",
     )
+    parser.add_argument("--matches", metavar="PNG", help="re-ID: draw 8 queries with their top-5 gallery crops (right/wrong marked)")
+    parser.add_argument(
+        "--open-set-split", choices=("auto", "half", "none"), default="auto",
+        help="re-ID open set: 'half' enrols a fixed half of the gallery's identities and takes the other half's "
+        "queries as strangers; auto = that only where no query is a stranger already (default auto)",
+    )
 
 
 @dataclass
@@ -153,6 +159,8 @@ def evaluate(
     val_groups: list[str] | None,
     batch: int,
     cross_camera: bool | None = None,
+    open_set_split: str = "auto",
+    matches_png: str | None = None,
 ) -> dict:
     from finprint.distill.evaluate import evaluate_detector, evaluate_embedder
 
@@ -162,7 +170,8 @@ def evaluate(
     if val_groups:
         log.warning("--val-groups applies to detection data; ignored for the embedder")
     return evaluate_embedder(
-        loaded.engine, loaded.pre, load_eval_reid(data), batch=max(batch, 32), cross_camera=cross_camera
+        loaded.engine, loaded.pre, load_eval_reid(data), batch=max(batch, 32), cross_camera=cross_camera,
+        open_set_split=open_set_split, matches_png=matches_png,
     )
 
 
@@ -178,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = open_model(args.model, which=args.which, device=args.device, backend=args.backend)
     try:
         cross_camera = {"auto": None, "yes": True, "no": False}[args.cross_camera]
-        metrics = evaluate(loaded, data, args.split, val_groups, args.batch, cross_camera)
+        metrics = evaluate(loaded, data, args.split, val_groups, args.batch, cross_camera, args.open_set_split, args.matches)
     finally:
         close = getattr(loaded.engine, "close", None)
         if callable(close):

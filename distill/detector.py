@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from finprint.distill.backbones import EfficientNetLite
+from finprint.distill.detect_data import detector_preprocess
 from finprint.distill.registry import register
 from torch import nn
 
@@ -39,6 +41,9 @@ class DetectorSpec:
     # Fuse the backbone's stride-4 features into the prototypes (one 3x3 conv at stride 4): without them a
     # prototype only has P3's stride-8 detail, and a mask cannot follow a fin or split two touching fish.
     proto_skip: bool = False
+    # A pretrained EfficientNet-Lite trunk ("lite0" | "lite1" | "lite2", distill/backbones.py) instead of the
+    # plain backbone; `widths` then only sets the stem width that proto_skip never sees.
+    trunk: str | None = None
 
 
 def _activation(name: str) -> nn.Module:
@@ -108,15 +113,21 @@ class FishDetector(nn.Module):
             raise ValueError(f"proto_stride {spec.proto_stride}: 4 or 8")
         self.spec = spec
         w, d, n, a = spec.widths, spec.depths, spec.neck, spec.act
-        if spec.patch_stem:
+        self.trunk: EfficientNetLite | None = None
+        if spec.trunk is not None:
+            # The trunk sees the detector's own preprocessing (x / 255, RGB) through its fixed input affine.
+            self.trunk = EfficientNetLite(spec.trunk, detector_preprocess(320))
+            w = (w[0], *self.trunk.channels)
+        elif spec.patch_stem:
             self.stem = ConvBNAct(3, w[1], 4, 4, act=a, pad=0)  # straight to stride 4; widths[0] unused
             self.s4 = _stage(w[1], w[1], d[0], a, downsample=False)
         else:
             self.stem = ConvBNAct(3, w[0], 3, 2, act=a)
             self.s4 = _stage(w[0], w[1], d[0], a)
-        self.s8 = _stage(w[1], w[2], d[1], a)
-        self.s16 = _stage(w[2], w[3], d[2], a)
-        self.s32 = _stage(w[3], w[4], d[3], a)
+        if self.trunk is None:
+            self.s8 = _stage(w[1], w[2], d[1], a)
+            self.s16 = _stage(w[2], w[3], d[2], a)
+            self.s32 = _stage(w[3], w[4], d[3], a)
         # FPN top-down + PAN bottom-up, all levels `neck` channels.
         self.lat5 = ConvBNAct(w[4], n, 1, act=a)
         self.lat4 = ConvBNAct(w[3], n, 1, act=a)
@@ -142,10 +153,13 @@ class FishDetector(nn.Module):
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The backbone's stride-4 map (for proto_skip) and the pyramid [P3, N4, N5] the heads and feature
         distillation see."""
-        c4 = self.s4(self.stem(x))
-        c8 = self.s8(c4)
-        c16 = self.s16(c8)
-        c32 = self.s32(c16)
+        if self.trunk is not None:
+            c4, c8, c16, c32 = self.trunk(x)
+        else:
+            c4 = self.s4(self.stem(x))
+            c8 = self.s8(c4)
+            c16 = self.s16(c8)
+            c32 = self.s32(c16)
         p5 = self.lat5(c32)
         p4 = self.td4(torch.cat([self.lat4(c16), F.interpolate(p5, scale_factor=2.0, mode="nearest")], 1))
         p3 = self.td3(torch.cat([self.lat3(c8), F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
@@ -221,6 +235,13 @@ SPECS: dict[str, DetectorSpec] = {
         widths=(16, 16, 32, 48, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
         act="relu", patch_stem=True, shared_head=True, proto_depth=2, proto_stride=8, proto_skip=True,
     ),
+    # Teachers for real footage: an ImageNet EfficientNet-Lite trunk (fine-tuned) under the same neck and heads.
+    "fishseg-teacher-lite0": DetectorSpec(
+        widths=(32, 24, 40, 112, 320), depths=(1, 1, 1, 1), neck=64, head=64, protos=16, proto_stride=8, trunk="lite0",
+    ),
+    "fishseg-teacher-lite2": DetectorSpec(
+        widths=(32, 24, 48, 120, 352), depths=(1, 1, 1, 1), neck=96, head=64, protos=16, proto_stride=8, trunk="lite2",
+    ),
 }
 
 
@@ -229,7 +250,7 @@ def _builder(spec: DetectorSpec):
 
 
 for _name, _spec in SPECS.items():
-    register(_name, task="detect", role="teacher" if "teacher" in _name else "student")(_builder(_spec))
+    register(_name, task="detect", role="teacher" if "teacher" in _name else "student", pretrained=_spec.trunk)(_builder(_spec))
 
 
 def count_params(model: nn.Module) -> int:

@@ -8,6 +8,7 @@ sees the tensors the daemon will see.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -199,8 +200,41 @@ class ReidEvalData:
     query_unknown: list[bool]
 
 
-def load_reid_splits(path: str | Path, pre: Preprocess | None = None) -> tuple[np.ndarray, np.ndarray, list[str], ReidEvalData]:
-    """A reid folder with train/ gallery/ query/ -> (train uint8 images, train labels, identity names, eval data)."""
+def held_out_identities(train: list[Crop], gallery: list[Crop], val_identities: int | str) -> set[str]:
+    """Training identities kept out of training for validation ("auto": a tenth of them, at least 2, where the
+    test identities are disjoint from the training ones as in Market-1501; none where they are shared, as
+    on a farm whose gallery holds the fish it trained on)."""
+    names = sorted({c.identity for c in train}, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+    if val_identities == "auto":
+        disjoint = not ({c.identity for c in gallery} & set(names))
+        count = max(2, round(0.1 * len(names))) if disjoint else 0
+    else:
+        count = int(val_identities)
+    if count and len(names) - count < 2:
+        raise DataError(gallery[0].path.parent if gallery else Path("."), f"val_identities={count} leaves fewer than 2 training identities")
+    return set(names[:count])
+
+
+def _split_in_time(crops: list[Crop]) -> tuple[list[Crop], list[Crop]]:
+    """Each identity's crops in name (time) order: the first half a gallery, the second half queries."""
+    by_id: dict[str, list[Crop]] = defaultdict(list)
+    for c in sorted(crops, key=lambda c: c.path.name):
+        by_id[c.identity].append(c)
+    gallery, query = [], []
+    for items in by_id.values():
+        half = (len(items) + 1) // 2
+        gallery += items[:half]
+        query += items[half:]
+    return gallery, query
+
+
+def load_reid_splits(
+    path: str | Path, pre: Preprocess | None = None, val_identities: int | str = "auto"
+) -> tuple[np.ndarray, np.ndarray, list[str], ReidEvalData]:
+    """A reid folder with train/ gallery/ query/ -> (train uint8 images, train labels, identity names, eval data).
+
+    Validation (checkpoint selection) uses identities held out of train/ where `held_out_identities` says
+    so, so the test gallery/query never picks the checkpoint; otherwise the folder's gallery/ and query/."""
     pre = pre or embedder_preprocess()
     root = Path(path)
     if (root / "reid").is_dir():  # a farm folder
@@ -213,6 +247,11 @@ def load_reid_splits(path: str | Path, pre: Preprocess | None = None) -> tuple[n
     query = [c for c in reid.crops if c.subset == "query"]
     if not train or not gallery or not query:
         raise DataError(root, "embedder training needs train/, gallery/ and query/ crop folders")
+    held_out = held_out_identities(train, gallery, val_identities)
+    if held_out:
+        gallery, query = _split_in_time([c for c in train if c.identity in held_out])
+        train = [c for c in train if c.identity not in held_out]
+        log.info("validation: %d training identities held out (first half of their crops enrolled, second half queried)", len(held_out))
     names = sorted({c.identity for c in train})
     if len(names) < 2:
         raise DataError(root / "train", f"need at least 2 identities to train, found {len(names)}")
@@ -230,7 +269,7 @@ def load_reid_splits(path: str | Path, pre: Preprocess | None = None) -> tuple[n
         query=tensors(query, "query crops"),
         query_ids=[c.identity for c in query],
         query_cams=[c.camera for c in query],
-        query_unknown=[c.unknown or c.identity not in {g.identity for g in gallery} for c in query],
+        query_unknown=[c.identity not in {g.identity for g in gallery} for c in query],
     )
     log.info("reid %s: %d train crops of %d identities, %d gallery, %d query (%d unknown)", root, len(train),
              len(names), len(gallery), len(query), sum(eval_data.query_unknown))

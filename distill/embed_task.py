@@ -117,7 +117,7 @@ class EmbedTask:
 
     def build_data(self, cfg: TrainConfig) -> tuple[IdentityViews, ReidEvalData]:
         self.extra = dict(cfg.extra)
-        images, labels, names, eval_data = load_reid_splits(cfg.data, embedder_preprocess())
+        images, labels, names, eval_data = load_reid_splits(cfg.data, embedder_preprocess(), self._opt("val_identities", "auto"))
         self.num_classes, self.identity_names = len(names), names
         n_bn = min(int(self._opt("precise_bn", 192)), len(images))
         if n_bn >= 2:

@@ -119,6 +119,39 @@ def embed_student_m() -> FishEmbedder:
     return FishEmbedder(STUDENT_M)
 
 
+class LiteEmbedder(nn.Module):
+    """An ImageNet EfficientNet-Lite trunk under the farm embedder's head: stripes along the body, mirror sum,
+    1x1 projection, BN neck. The trunk's last stage keeps stride 16 (re-ID's "last stride 1"): a 64x128 crop
+    leaves a 4x8 map instead of 2x4, enough for four stripes."""
+
+    def __init__(self, variant: str, parts: int = 4, dim: int = EMBED_DIM) -> None:
+        super().__init__()
+        from finprint.distill.backbones import EfficientNetLite
+        from finprint.runtime.crops import embedder_preprocess
+
+        self.spec = EmbedderSpec(stem=0, widths=(), blocks=(), dim=dim, parts=parts, flip_sum=True)
+        self.trunk = EfficientNetLite(variant, embedder_preprocess(), strides=(16,), last_stride=1)
+        self.pool = nn.AdaptiveAvgPool2d((1, parts))
+        self.project = nn.Linear(self.trunk.channels[0] * parts, dim, bias=False)
+        self.neck = nn.BatchNorm1d(dim)
+        self.out_dim = dim
+
+    def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
+        n = crops.shape[0]
+        x = torch.cat([crops, torch.flip(crops, dims=[3])])
+        vectors = self.project(torch.flatten(self.pool(self.trunk(x)[0]), 1))
+        feature = self.neck(vectors[:n] + vectors[n:])
+        embedding = F.normalize(feature, dim=1, eps=1e-6)
+        if self.training:
+            return {"embedding": embedding, "feature": feature}
+        return {"embedding": embedding}
+
+
+@register("embed-teacher-lite0", task="embed", role="teacher", pretrained="lite0")
+def embed_teacher_lite0() -> LiteEmbedder:
+    return LiteEmbedder("lite0")
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64) -> None:
     """Precise BN: replace every BatchNorm's running statistics by their average over `crops`.
@@ -130,15 +163,18 @@ def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64
     crops removes that lag (Wu & Johnson, "Rethinking Batch in BatchNorm", 2021). Only the
     buffers change: the forward pass and the exported graph stay the same.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(crops) < 2:
-        return
     was_training = model.training
+    model.train()
+    # A frozen trunk stage keeps its BatchNorm in eval mode (backbones.EfficientNetLite.freeze): its
+    # ImageNet statistics are what the layers above it trained on, so they stay.
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not norms or len(crops) < 2:
+        model.train(was_training)
+        return
     momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
-    model.train()
     device = next(model.parameters()).device
     for start in range(0, len(crops), batch):
         chunk = crops[start : start + batch]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import cv2
@@ -19,10 +20,10 @@ from finprint.distill.metrics import (
     coco_metrics,
     cross_camera_applicable,
     mask_crop_quality,
-    max_similarity,
     open_set_metrics,
     reid_metrics,
 )
+from finprint.distill.open_set import embedder_report
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.manifest import Preprocess
 from finprint.runtime.preprocess import preprocess_image
@@ -178,74 +179,74 @@ def _max_similarity_excluding_self(emb: np.ndarray) -> np.ndarray:
 
 
 def evaluate_embedder(
-    engine: InferEngine, pre: Preprocess, reid_set: ReidSet, batch: int = 32, cross_camera: bool | None = None
+    engine: InferEngine, pre: Preprocess, reid_set: ReidSet, batch: int = 32, cross_camera: bool | None = None,
+    open_set_split: str = "auto", matches_png: str | None = None,
 ) -> dict:
-    """Re-ID (rank1, rank5, map) on known queries and open-set (auroc, fpr95) of unknown vs known queries.
+    """Re-ID (rank1, rank5, map) and open-set (auroc, fpr95) of an embedder on a re-ID crop set.
+    `matches_png`: also draw 8 queries with their top-5 gallery crops there (right and wrong marked).
 
-    With `gallery/` and `query/` subsets, queries are matched against the gallery; a query is
-    unknown when the loader marked it so or its identity is not in the gallery. Without them (one
-    folder of crops) every crop queries all the others. `open_set_threshold` is the max-similarity
-    threshold that accepts 95 % of known queries (what export writes into the manifest).
-    `cross_camera` None (auto) applies Market-1501's same-camera exclusion only where every known
-    query keeps a match on another camera (see metrics.cross_camera_applicable); the result says
-    which protocol was used.
+    With `gallery/` and `query/` subsets, the one rule of `open_set.embedder_report` applies: known means
+    "in the gallery", and with no stranger among the queries a fixed half of the gallery's identities
+    plays the strangers (`open_set_split`). Without them (one folder of crops) every crop queries all
+    the others and `cross_camera` None (auto) applies Market-1501's same-camera exclusion only where
+    every query keeps a match on another camera.
     """
     gallery = [c for c in reid_set.crops if c.subset == "gallery"]
     query = [c for c in reid_set.crops if c.subset == "query"]
     same_set = not gallery and not query
     if same_set:
         gallery = query = [c for c in reid_set.crops if c.subset != "train"]
-    if not gallery or not query:
-        raise DataError(reid_set.root, "re-ID evaluation needs gallery/ and query/ crops (or one folder of crops)")
+    if not gallery:
+        raise DataError(reid_set.root / "gallery", "the gallery is empty: nothing is enrolled to match queries against")
+    if not query:
+        raise DataError(reid_set.root / "query", "no query crops")
+    g_ids = [c.identity for c in gallery]
+    if not same_set and not set(g_ids) & {c.identity for c in query}:
+        raise DataError(reid_set.root / "query", "no query identity is in the gallery: nothing to re-identify "
+                        "(queries and gallery must share identities, named <identity>_<camera>_<n>.jpg)")
 
     start = time.perf_counter()
     gallery_emb = embed_crops(engine, pre, gallery, batch)
     query_emb = gallery_emb if same_set else embed_crops(engine, pre, query, batch)
     seconds = time.perf_counter() - start
 
-    gallery_ids = {c.identity for c in gallery}
-    unknown = np.array([c.unknown or c.identity not in gallery_ids for c in query], dtype=bool)
-    if same_set:
-        # In one folder an identity seen once has no other crop to match: that is a skipped query,
-        # not an unknown fish; open-set needs a gallery it was never enrolled in.
-        unknown = np.array([c.unknown for c in query], dtype=bool)
-    known = ~unknown
-    known_query = [c for c, k in zip(query, known, strict=True) if k]
-
     def cams(crops: Sequence[Crop]) -> list[str] | None:
         values = [c.camera for c in crops]
         return values if any(values) else None
 
-    q_ids = [c.identity for c in (gallery if same_set else known_query)]
-    q_cams = cams(gallery if same_set else known_query)
-    g_ids, g_cams = [c.identity for c in gallery], cams(gallery)
-    if cross_camera is None:
-        cross_camera = cross_camera_applicable(q_ids, q_cams, g_ids, g_cams)
-        if not cross_camera and q_cams is not None:
-            log.info("not every query has a gallery match on another camera: same-camera matches count")
-    if same_set:
-        reid = reid_metrics(gallery_emb, q_ids, q_cams, gallery_emb, g_ids, g_cams, cross_camera, same_set=True)
-        scores = _max_similarity_excluding_self(gallery_emb)
-    else:
-        reid = reid_metrics(query_emb[known], q_ids, q_cams, gallery_emb, g_ids, g_cams, cross_camera)
-        scores = max_similarity(query_emb, gallery_emb)
-    open_set = open_set_metrics(scores[known], scores[unknown])
+    g_cams = cams(gallery)
+    if matches_png:
+        from finprint.data.show import _write_sheet, matches_sheet
 
-    result = {
-        "rank1": reid["rank1"],
-        "rank5": reid["rank5"],
-        "map": reid["map"],
-        "auroc": open_set["auroc"],
-        "fpr95": open_set["fpr95"],
-        "open_set_threshold": open_set["threshold95"],
-        "cross_camera": bool(cross_camera),
-        "queries": reid["queries"],
-        "skipped_queries": reid["skipped"],
-        "unknown_queries": int(unknown.sum()),
-        "gallery": len(gallery),
-        "embedding_dim": int(gallery_emb.shape[1]),
-        "seconds": seconds,
-        "crops_per_s": (len(gallery) + (0 if same_set else len(query))) / seconds if seconds > 0 else None,
-    }
+        _write_sheet(matches_sheet(query, query_emb, gallery, gallery_emb), Path(matches_png))
+    if same_set:
+        # In one folder an identity seen once has no other crop to match: that is a skipped query,
+        # not an unknown fish; open-set needs a gallery it was never enrolled in.
+        unknown = np.array([c.unknown for c in query], dtype=bool)
+        if cross_camera is None:
+            cross_camera = cross_camera_applicable(g_ids, g_cams, g_ids, g_cams)
+        reid = reid_metrics(gallery_emb, g_ids, g_cams, gallery_emb, g_ids, g_cams, cross_camera, same_set=True)
+        scores = _max_similarity_excluding_self(gallery_emb)
+        open_set = open_set_metrics(scores[~unknown], scores[unknown])
+        result = {
+            "rank1": reid["rank1"], "rank5": reid["rank5"], "map": reid["map"], "auroc": open_set["auroc"],
+            "fpr95": open_set["fpr95"], "open_set_threshold": open_set["threshold95"], "cross_camera": bool(cross_camera),
+            "queries": reid["queries"], "skipped_queries": reid["skipped"], "unknown_queries": int(unknown.sum()),
+            "open_set_split": False,
+        }
+    else:
+        report = embedder_report(
+            query_emb, [c.identity for c in query], cams(query), gallery_emb, g_ids, g_cams,
+            open_set_split=open_set_split, cross_camera=cross_camera,
+        )
+        result = {key: report.get(key) for key in ("rank1", "rank5", "map", "auroc", "fpr95", "open_set_threshold")}
+        result.update(
+            cross_camera=bool(report["cross_camera"]), queries=int(report["queries"]), skipped_queries=int(report["skipped_queries"]),
+            unknown_queries=int(report["unknown_queries"]), open_set_split=bool(report["open_set_split"]),
+        )
+    result.update(
+        gallery=len(gallery), embedding_dim=int(gallery_emb.shape[1]), seconds=seconds,
+        crops_per_s=(len(gallery) + (0 if same_set else len(query))) / seconds if seconds > 0 else None,
+    )
     log.info("embedder: rank1=%s map=%s auroc=%s", result["rank1"], result["map"], result["auroc"])
     return result

@@ -8,6 +8,7 @@ without retraining.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -47,6 +48,16 @@ def choose_open_set_threshold(
     return threshold_at_tpr(known, tpr)
 
 
+OPEN_SET_SPLITS = ("auto", "half", "none")
+
+
+def stranger_half(identities: Sequence[str]) -> set[str]:
+    """A fixed half of `identities` (every second one in sha1 order): the same names give the same half
+    on every machine and in every run, whatever order they were listed in."""
+    ordered = sorted(set(identities), key=lambda name: hashlib.sha1(name.encode()).hexdigest())
+    return set(ordered[1::2])
+
+
 def embedder_report(
     query_emb: np.ndarray,
     query_ids: Sequence[str],
@@ -55,25 +66,57 @@ def embedder_report(
     gallery_ids: Sequence[str],
     gallery_cams: Sequence[str] | None,
     tpr: float = 0.95,
+    open_set_split: str = "auto",
+    cross_camera: bool | None = None,
 ) -> dict[str, float]:
-    """Closed-set re-ID (known queries only) + open-set AUROC/FPR95 + the threshold at `tpr`."""
+    """The one re-ID rule of training validation, `finprint eval` and the export gate.
+
+    Known vs unknown is relative to the gallery (what is enrolled), never to what the model trained on.
+    Closed set: rank-1/5 and mAP of the queries whose identity is in the gallery (Market-1501, cross-camera
+    where every query keeps a match on another camera, unless `cross_camera` says). Open set (AUROC, FPR95, the threshold at `tpr`):
+    against the queries whose identity is not in the gallery; where there are none ("auto") or with
+    `open_set_split="half"`, a fixed half of the gallery's identities is taken out of the gallery and their
+    queries become the strangers. `open_set_split="none"` leaves the open-set metrics out.
+    """
+    if open_set_split not in OPEN_SET_SPLITS:
+        raise ValueError(f"open_set_split: one of {', '.join(OPEN_SET_SPLITS)}, got {open_set_split!r}")
+    query_ids, gallery_ids = list(query_ids), list(gallery_ids)
     in_gallery = set(gallery_ids)
     known = np.array([q in in_gallery for q in query_ids], dtype=bool)
+    if not known.any():
+        raise ValueError("no query identity is in the gallery: nothing to re-identify")
     cams = list(query_cams) if query_cams is not None else None
     known_ids = [q for q, k in zip(query_ids, known, strict=True) if k]
     known_cams = [c for c, k in zip(cams, known, strict=True) if k] if cams is not None else None
     # Farm gallery and query crops share cameras: Market's same-camera exclusion would skip them all.
-    cross_camera = cross_camera_applicable(known_ids, known_cams, gallery_ids, gallery_cams)
+    if cross_camera is None:
+        cross_camera = cross_camera_applicable(known_ids, known_cams, gallery_ids, gallery_cams)
     reid = reid_metrics(
         query_emb[known], known_ids, known_cams, gallery_emb, gallery_ids, gallery_cams, cross_camera
     )
-    known_scores, unknown_scores = known_unknown_scores(query_emb, query_ids, gallery_emb, gallery_ids)
-    open_set = open_set_metrics(known_scores, unknown_scores, tpr)
     out: dict[str, float] = {}
     for key in ("rank1", "rank5", "map"):
         if reid[key] is not None:
             out[key] = float(reid[key])
-    for key, name in (("auroc", "auroc"), ("fpr95", "fpr95"), ("threshold95", "open_set_threshold")):
-        if open_set[key] is not None:
-            out[name] = float(open_set[key])
+    split = open_set_split == "half" or (open_set_split == "auto" and known.all())
+    if split:
+        strangers = stranger_half(gallery_ids)
+        enrolled = np.array([g not in strangers for g in gallery_ids], dtype=bool)
+        if not enrolled.any() or not strangers:
+            return out  # one identity cannot be split into enrolled fish and strangers
+        gallery_emb = gallery_emb[enrolled]
+        gallery_ids = [g for g, e in zip(gallery_ids, enrolled, strict=True) if e]
+        query_keep = np.array([q in in_gallery for q in query_ids], dtype=bool)
+        query_emb, query_ids = query_emb[query_keep], [q for q, k in zip(query_ids, query_keep, strict=True) if k]
+    if open_set_split != "none":
+        known_scores, unknown_scores = known_unknown_scores(query_emb, query_ids, gallery_emb, gallery_ids)
+        open_set = open_set_metrics(known_scores, unknown_scores, tpr)
+        for key, name in (("auroc", "auroc"), ("fpr95", "fpr95"), ("threshold95", "open_set_threshold")):
+            if open_set[key] is not None:
+                out[name] = float(open_set[key])
+    out["cross_camera"] = float(cross_camera)
+    out["queries"] = float(reid["queries"])
+    out["skipped_queries"] = float(reid["skipped"])
+    out["unknown_queries"] = float(len(query_ids) - int(np.isin(query_ids, list(set(gallery_ids))).sum())) if open_set_split != "none" else 0.0
+    out["open_set_split"] = float(split)
     return out

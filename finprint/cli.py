@@ -21,6 +21,7 @@ log = logging.getLogger("finprint")
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("run the whole pipeline on a synthetic farm (the README's main job)", "finprint.demo"),
     "data": ("synthesise, check and look at datasets", "finprint.data.cli"),
+    "models": ("list the model registry: name, task, role, parameters, pretrained trunk", "finprint.distill.cli_models"),
     "train": ("train a model (a teacher, or a student without distillation)", "finprint.distill.cli_train"),
     "distill": ("distil a trained teacher into a student", "finprint.distill.cli_distill"),
     "eval": ("evaluate a run: COCO mAP, re-ID rank-1/mAP, open-set AUROC", "finprint.distill.cli_eval"),

@@ -33,6 +33,8 @@ from finprint.demo_report import (
 )
 from finprint.distill.report import markdown_table
 from finprint.errors import FinprintError
+from finprint.real_data import REAL_PRESETS, RealData, RealRun
+from finprint.real_report import write as write_real
 
 # DeepFish on 2 CPU cores: the teacher is the expensive part (about 0.2 s per 256 px image forward).
 DEEPFISH_PRESETS: dict[str, Preset] = {
@@ -301,18 +303,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-seeds", type=int, nargs="*", default=[1], help="more KD/no-KD student seeds on the farm")
     parser.add_argument("--jobs", type=int, default=1, help="student runs trained at once, as processes (a GPU fits several)")
     parser.add_argument("--workers", type=int, default=0, help="data-loader worker processes per training run (0 = in-process)")
-    parser.add_argument("--only", choices=["detector", "embedder", "daemon"],
+    parser.add_argument("--shared", type=Path, default=Path("../shared/data"),
+                        help="folder holding deepfish/, deepfish-masks/, f4k-tracklets/, ras-frames/ (the real-data runs)")
+    parser.add_argument("--real-preset", choices=sorted(REAL_PRESETS), default="cpu")
+    parser.add_argument("--no-scratch", action="store_true", help="real data: skip the teachers trained from scratch")
+    parser.add_argument("--real-seeds", type=int, nargs="+", help="real data: student seeds (default: the preset's, 0 1)")
+    parser.add_argument("--only", choices=["detector", "embedder", "daemon", "real", "real-detector", "real-embedder"],
                         help="only the farm's detector runs (teacher, students, QAT) or embedder runs (teacher, students), "
                              "for a GPU machine; no evaluation, no document: copy the det-* / emb-* run folders into the "
                              "workdir that finishes the rest. daemon: only the daemon's chain (both teachers and KD students, "
                              "export, the daemon step on the farm videos) and its score, no document; a later full run "
-                             "in the same workdir keeps those steps")
+                             "in the same workdir keeps those steps. real: only the real-data runs (DeepFish detector, "
+                             "f4k-tracklets embedder, bench), rewriting only their section of --out and their keys of "
+                             "docs/results.json; real-detector / real-embedder: one half of them")
     args = parser.parse_args(argv)
     command = "python -m finprint.results " + " ".join(argv if argv is not None else sys.argv[1:])
     farm_preset = PRESETS[args.farm_preset]
     if args.workers:
         farm_preset = dataclasses.replace(farm_preset, train_extra=(*farm_preset.train_extra, f"workers={args.workers}"))
     try:
+        real_preset = REAL_PRESETS[args.real_preset]
+        if args.no_scratch:
+            real_preset = dataclasses.replace(real_preset, scratch=False)
+        if args.real_seeds:
+            real_preset = dataclasses.replace(real_preset, seeds=tuple(args.real_seeds))
+        real_run = RealRun(args.workdir, RealData.under(args.shared), real_preset, args.device)
+        if args.only in ("real", "real-detector", "real-embedder"):
+            real_run.only = {"real": None, "real-detector": "detector", "real-embedder": "embedder"}[args.only]
+            real = real_run.run()
+            write_real(real, _machine(), args.out, args.out.parent / "results.json")
+            print(f"wrote the real-data section of {args.out} and {args.out.parent / 'results.json'}")
+            return 0
         farm_dir = args.workdir / "farm"
         demo = Demo(farm_dir, farm_preset, 0, args.device, extra_seeds=tuple(args.extra_seeds), jobs=args.jobs,
                     only=args.only)
@@ -348,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out.parent / "img").mkdir(exist_ok=True)
         shutil.copy2(farm_dir / "report.png", args.out.parent / "img" / "results_farm.png")
         args.out.write_text(render(farm, farm_dir, deepfish, deepfish_dir, command.strip()))
+        write_real(real_run.run(), _machine(), args.out, args.out.parent / "results.json")
     except FinprintError as exc:
         print(f"finprint.results: error: {exc}", file=sys.stderr)
         return exc.exit_code

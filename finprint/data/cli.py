@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--seed", type=int, default=0, help="which frames are sampled (default 0)")
     show.add_argument("--split", help="farm split to draw from (default: test, where unknown fish appear)")
     show.add_argument("--reid", action="store_true", help="for a farm: draw its reid/ crops instead of frames")
+    show.add_argument("--model", help="an exported detector (.onnx + manifest): draw its predictions instead of the labels "
+                      "(also on a folder of unlabelled frames); logs the fish found per frame and ms per frame")
+    show.add_argument("--groups", metavar="G1,G2", help="only frames of these groups (e.g. DeepFish validation habitats)")
 
 
 def _run_synth(synth_argv: list[str]) -> int:
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from finprint.data.show import show_dataset
 
-    out = show_dataset(args.path, args.out, n=args.n, seed=args.seed, split=args.split, reid=args.reid)
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()] if args.groups else None
+    out = show_dataset(args.path, args.out, n=args.n, seed=args.seed, split=args.split, reid=args.reid, model=args.model, groups=groups)
     print(f"wrote {out}")
     return 0

@@ -281,13 +281,102 @@ def crop_sheet(dataset: ReidSet, n: int = 16, seed: int = 0, per_identity: int =
     return np.vstack([_header(grid.shape[1], f"{dataset.root.parent.name}/{dataset.root.name}  (re-ID crops)", subtitle), grid])
 
 
+RIGHT_GREEN = (80, 200, 80)
+
+
+def matches_sheet(
+    query: list[Crop], query_emb: np.ndarray, gallery: list[Crop], gallery_emb: np.ndarray, n: int = 8, k: int = 5, seed: int = 0
+) -> np.ndarray:
+    """`n` queries (evenly spread, reproducible) each followed by its top-`k` gallery crops by cosine
+    similarity: green frame = the same identity, red = another; the similarity under each crop."""
+    q = query_emb / np.maximum(np.linalg.norm(query_emb, axis=1, keepdims=True), 1e-12)
+    g = gallery_emb / np.maximum(np.linalg.norm(gallery_emb, axis=1, keepdims=True), 1e-12)
+    picks = sorted(random.Random(seed).sample(range(len(query)), min(n, len(query))))
+    rows, right = [], 0
+    for i in picks:
+        sims = g @ q[i]
+        top = np.argsort(-sims, kind="stable")[:k]
+        right += gallery[top[0]].identity == query[i].identity
+        tiles = [_crop_tile(query[i], MUTED)]
+        for j in top:
+            tile = _crop_tile(gallery[j], RIGHT_GREEN if gallery[j].identity == query[i].identity else UNKNOWN_RED)
+            tile[CROP_H:] = BACKGROUND
+            _text(tile, f"{gallery[j].identity}  {sims[j]:.2f}", (2, CROP_H + 15), 0.4, TEXT)
+            tiles.append(tile)
+        label = np.full((CROP_H + CAPTION_H, ROW_LABEL_W, 3), BACKGROUND, np.uint8)
+        _text(label, _fit(query[i].identity, ROW_LABEL_W - 8, 0.55), (4, CROP_H // 2), 0.55, TEXT, 1)
+        _text(label, "query, then top-5", (4, CROP_H // 2 + 20), 0.4, MUTED)
+        rows.append(np.hstack([label] + [np.hstack([np.full((CROP_H + CAPTION_H, GAP, 3), BACKGROUND, np.uint8), t]) for t in tiles]))
+    grid = _grid(rows, 1)
+    subtitle = f"{right}/{len(picks)} right at rank 1  |  green = same identity, red = another; cosine similarity under each crop"
+    return np.vstack([_header(grid.shape[1], "queries and their nearest gallery crops", subtitle), grid])
+
+
+def plain_image_frames(folder: Path) -> DetectionSet:
+    """A folder of unlabelled frames (e.g. a farm's tank footage) as a frame set without instances."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if not paths:
+        raise DataError(folder, "no images")
+    frames = []
+    for p in paths:
+        h, w = _read(p).shape[:2]
+        frames.append(Frame(p, w, h, [], group=p.stem.split("_")[0]))
+    return DetectionSet(folder, "images", frames)
+
+
+def predicted(dataset: DetectionSet, model: Path, frames: list[Frame]) -> tuple[list[Frame], float]:
+    """`frames` with the exported detector's boxes and masks (at its manifest's score threshold) in place of
+    their labels; also the detector's mean milliseconds per frame on this machine (ONNX Runtime CPU)."""
+    import time
+
+    from finprint.data.frame import mask_polygons
+    from finprint.data.types import Instance
+    from finprint.distill.evaluate import detect_frames
+    from finprint.runtime.engines import open_engine
+    from finprint.runtime.manifest import load_manifest, manifest_path_for
+
+    manifest = load_manifest(manifest_path_for(model))
+    if manifest.kind != "detector":
+        raise FinprintError(f"{model}: --model must be an exported detector (its manifest says {manifest.kind})")
+    engine = open_engine(model, backend="cpu", manifest=manifest, require_manifest=True)
+    try:
+        start = time.perf_counter()
+        detections = detect_frames(engine, manifest.preprocess, frames, batch=1, score_threshold=manifest.score_threshold or 0.25,
+                                   iou_threshold=manifest.iou_threshold or 0.6)
+        ms = 1000 * (time.perf_counter() - start) / max(1, len(frames))
+    finally:
+        engine.close()
+    out = []
+    for frame, det in zip(frames, detections, strict=True):
+        instances = [Instance(box, mask_polygons(det.masks[k]) if det.masks is not None else [])
+                     for k, box in enumerate(det.boxes_xyxy)]
+        out.append(Frame(frame.image_path, frame.width, frame.height, instances, group=frame.group))
+    return out, ms
+
+
 def show_dataset(
-    path: str | Path, out: str | Path, n: int = 16, seed: int = 0, split: str | None = None, reid: bool = False
+    path: str | Path, out: str | Path, n: int = 16, seed: int = 0, split: str | None = None, reid: bool = False,
+    model: str | Path | None = None, groups: list[str] | None = None,
 ) -> Path:
-    """Write a contact sheet of any supported dataset to `out` (PNG); returns its path."""
+    """Write a contact sheet of any supported dataset to `out` (PNG); returns its path. With `model` (an
+    exported detector) the sheet shows its predictions on the sampled frames instead of the labels."""
     if n < 1:
         raise FinprintError(f"--n must be at least 1, got {n}")
     path, out = Path(path), Path(out)
+    if model is not None:
+        plain = path.is_dir() and not any((path / name).exists() for name in ("labels", "images", "annotations", "farm.json"))
+        dataset = plain_image_frames(path) if plain else load_detection(path, split=split, skip_bad=True)[0]
+        if groups:
+            dataset = DetectionSet(dataset.root, dataset.format, [f for f in dataset.frames if f.group in set(groups)], dataset.class_names)
+            if not dataset.frames:
+                raise DataError(path, f"no frames in groups {groups}")
+        chosen, ms = predicted(dataset, Path(model), sample_frames(dataset.frames, n, seed))
+        counts = [len(f.instances) for f in chosen]
+        sheet = frame_sheet(DetectionSet(dataset.root, dataset.format, chosen, dataset.class_names), n, seed,
+                            title=f"{path.name}: predictions of {Path(model).name}")
+        log.info("%s: %d frames, %s fish found per frame (mean %.1f), detector %.1f ms per frame", out, len(chosen), counts,
+                 float(np.mean(counts)), ms)
+        return _write_sheet(sheet, out)
     kind = detect_format(path)
     if kind == "reid" or reid:
         if kind == "farm":
@@ -300,6 +389,10 @@ def show_dataset(
         sheet = frame_sheet(dataset, n, seed, title=f"{path.name}  (farm, {chosen} split; red = unknown fish)")
     else:
         sheet = frame_sheet(load_detection(path, split=split, skip_bad=True)[0], n, seed)
+    return _write_sheet(sheet, out)
+
+
+def _write_sheet(sheet: np.ndarray, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9]):
         raise FinprintError(f"could not write {out} (is the suffix .png or .jpg?)")

@@ -105,3 +105,22 @@ def test_cli_build(tmp_path, capsys):
     sources = [item["source"] for item in json.loads((tmp_path / "c3" / "calib.json").read_text())["items"]]
     assert sources and all("/g2_" in s for s in sources)
     assert main(["calib", "build", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "c2")]) == 2
+
+
+def test_sources_mix_and_unlabelled_frames_calibrate(tmp_path):
+    # A real-data student calibrates on labelled frames of the training habitats plus a farm's own
+    # unlabelled tank frames (a plain image folder).
+    from pathlib import Path
+
+    from finprint.calib.calibset import list_candidates
+
+    plain = tmp_path / "tank"
+    plain.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(plain / f"tank_{i}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
+    labelled = _yolo_folder(tmp_path / "yolo", n=6)
+    assert all(c.fish is None for c in list_candidates(plain, "detector"))
+    calib = build_calibset([labelled, plain], tmp_path / "calib", PRE, size=64)
+    parents = {Path(it["source"]).parent for it in calib.items}
+    assert plain in parents and len(parents) == 2 and len(calib) == 10
+    assert main(["calib", "build", "--data", str(labelled), "--data", str(plain), "--out", str(tmp_path / "c2"), "--size", "5"]) == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from finprint.cli import main
 from finprint.data.show import content_bounds, grid_columns, identity_palette, sample_frames
@@ -89,3 +90,22 @@ def test_show_deepfish(deepfish, tmp_path):
     out = tmp_path / "deepfish.png"
     assert main(["data", "show", str(deepfish), "--out", str(out), "--n", "4", "--seed", "1"]) == 0
     assert cv2.imread(str(out)) is not None
+
+
+def test_show_draws_an_exported_detectors_predictions_on_unlabelled_frames(tmp_path, caplog):
+    # A farm's own tank footage has no labels: the sheet shows what the detector finds, and the log counts it.
+    import logging
+
+    pytest.importorskip("onnxruntime")
+    from finprint.runtime.toy_models import make_toy_detector
+
+    frames = tmp_path / "tank"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"cam{i}_frame_{i}.jpg"), np.full((96, 128, 3), 60 + 40 * i, np.uint8))
+    model = make_toy_detector(tmp_path / "det.onnx", size=64)
+    out = tmp_path / "sheet.png"
+    with caplog.at_level(logging.INFO, logger="finprint.data.show"):
+        assert main(["data", "show", str(frames), "--model", str(model), "--out", str(out), "--n", "3"]) == 0
+    assert cv2.imread(str(out)) is not None
+    assert any("fish found per frame" in r.getMessage() and "[1, 1, 1]" in r.getMessage() for r in caplog.records)

@@ -284,3 +284,28 @@ def test_augment_options_widen_the_geometry_and_bad_ones_are_one_line_and_exit_2
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "aug_rotate_deg" in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_validation_holds_out_training_identities_when_the_test_ones_are_disjoint(tmp_path):
+    # Checkpoint selection must never see the test gallery/query: Market-style folders validate on
+    # training identities kept out of training; a farm (shared identities) keeps its own gallery/query.
+    import cv2
+    from finprint.distill.embed_data import load_reid_splits
+
+    def crop(path: Path, value: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((20, 40, 3), value, np.uint8))
+
+    for i in range(30):
+        for k in range(4):
+            crop(tmp_path / "market" / "train" / f"t{i:03d}_s1_{k:05d}.jpg", i * 7)
+    for i in range(30, 33):
+        crop(tmp_path / "market" / "gallery" / f"t{i:03d}_s1_00000.jpg", i * 7)
+        crop(tmp_path / "market" / "query" / f"t{i:03d}_s2_00001.jpg", i * 7)
+    _, labels, names, val = load_reid_splits(tmp_path / "market")
+    held = set(val.gallery_ids)
+    assert len(held) == 3 and not held & set(names) and len(names) == 27 and labels.max() == 26
+    assert set(val.query_ids) == held and len(val.gallery_ids) == len(val.query_ids) == 6  # 2 + 2 crops each
+    assert not any(val.query_unknown)
+    _, _, names, val = load_reid_splits(tmp_path / "market", val_identities=0)
+    assert len(names) == 30 and set(val.gallery_ids) == {"t030", "t031", "t032"}

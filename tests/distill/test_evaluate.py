@@ -257,3 +257,63 @@ def test_cli_eval_run_folder_embedder(tmp_path, capsys):
     assert metrics["queries"] == 3 and metrics["unknown_queries"] == 1 and metrics["embedding_dim"] == 128
     assert 0.0 <= metrics["rank1"] <= 1.0 and 0.0 <= metrics["auroc"] <= 1.0
     assert "embed-student-s" in capsys.readouterr().out
+
+
+MARKET_COLOURS = {"0002": (0, 0, 255), "0007": (0, 255, 0), "0010": (255, 0, 0), "0011": (255, 0, 255), "0013": (255, 255, 0)}
+
+
+def _market_folder(root: Path) -> Path:
+    """Market-1501's own layout and names: test identities disjoint from the training ones."""
+    for n, ident in enumerate(("0100", "0101")):
+        _write_crop(root / "bounding_box_train" / f"{ident}_c1s1_00{n}151_01.jpg", (40 * n, 90, 200))
+    for n, (ident, colour) in enumerate(MARKET_COLOURS.items()):
+        _write_crop(root / "bounding_box_test" / f"{ident}_c1s1_000{n}51_01.jpg", colour)
+        _write_crop(root / "query" / f"{ident}_c2s1_000{n}76_00.jpg", colour)
+    _write_crop(root / "bounding_box_test" / "-1_c3s1_000101_01.jpg", (9, 9, 9))  # Market's distractor: skipped
+    return root
+
+
+def test_cli_eval_market_layout_with_disjoint_identities(tmp_path, capsys):
+    # Known means "in the gallery", not "seen in training": every query here is re-identifiable.
+    pytest.importorskip("onnxruntime")
+    model = _mean_colour_onnx(tmp_path / "mean_colour.onnx")
+    out = tmp_path / "eval.json"
+    sheet = tmp_path / "matches.png"
+    assert main(["eval", "--model", str(model), "--data", str(_market_folder(tmp_path / "market")), "--json", str(out),
+                 "--matches", str(sheet)]) == 0
+    assert cv2.imread(str(sheet)).shape[0] > 5 * 96  # five queries, a row each
+    metrics = json.loads(out.read_text())["metrics"]
+    assert (metrics["rank1"], metrics["map"], metrics["queries"]) == (1.0, pytest.approx(1.0), 5)
+    # No stranger among the queries: a fixed half of the gallery's fish play the strangers.
+    assert metrics["open_set_split"] is True and metrics["auroc"] == 1.0 and metrics["unknown_queries"] == 2
+
+
+def test_open_set_split_is_a_fixed_half():
+    from finprint.distill.open_set import stranger_half
+
+    names = [f"t{i}" for i in range(40)]
+    half = stranger_half(names)
+    assert len(half) == 20 and half == stranger_half(list(reversed(names)) + names[:3])
+    assert half != set(names[1::2])  # not a function of the listing order
+
+
+@pytest.mark.parametrize("case, message", [
+    ("badname", "Market-1501 convention"),
+    ("empty_gallery", "empty gallery folder"),
+    ("no_shared_identity", "no query identity is in the gallery"),
+])
+def test_cli_eval_refuses_bad_reid_folders(tmp_path, capsys, case, message):
+    pytest.importorskip("onnxruntime")
+    model = _mean_colour_onnx(tmp_path / "mean_colour.onnx")
+    root = _market_folder(tmp_path / "market")
+    if case == "badname":
+        _write_crop(root / "query" / "fish.jpg", (1, 2, 3))
+    elif case == "empty_gallery":
+        for p in (root / "bounding_box_test").iterdir():
+            p.unlink()
+    else:
+        for p in (root / "query").iterdir():
+            p.rename(p.with_name("9" + p.name[1:]))
+    assert main(["eval", "--model", str(model), "--data", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

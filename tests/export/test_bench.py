@@ -53,6 +53,7 @@ def test_bench_table_json_and_pipeline(tmp_path, tiny_detector, tiny_embedder, c
     assert by_file["det.int8.onnx"]["size_bytes"] < by_file["det.fp32.onnx"]["size_bytes"]
     assert all(m["p50_ms"] > 0 and m["images_per_s"] > 0 for m in report["models"])
     assert report["pipeline"][0]["frames_per_s"] > 0 and "detector" in report["pipeline"][0]["stages"]
+    assert report["pipeline"][0]["fish_per_frame"] > 0 and report["pipeline"][0]["ms_per_fish"] > 0
 
 
 def test_a_staged_teacher_is_still_the_reference(tmp_path, tiny_detector, tiny_embedder):

@@ -1,0 +1,226 @@
+"""The real-fish runs behind docs/RESULTS.md's first sections: DeepFish (detector) and f4k-tracklets (embedder).
+
+Every step is an ordinary `finprint` command run through the demo's step runner (`Demo._step`): a step whose
+output exists is skipped, so an interrupted run continues. Teachers start from ImageNet EfficientNet-Lite0
+(and, for the comparison, from scratch); students are the edge models, distilled and not (two seeds); the
+KD student of seed 0 is exported fp32 -> fp16 -> INT8 and gated on held-out real data; pictures and a bench
+close the run. Everything lands in WORKDIR/real/ and WORKDIR/real/real.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from finprint.demo import GATE_CODES, Demo, Preset
+from finprint.errors import FinprintError
+
+DEEPFISH_VAL = "7398,9866"  # the validation habitats (never trained or calibrated on)
+
+
+@dataclass(frozen=True)
+class RealPreset:
+    """Sizes for 2 CPU cores: each teacher within an hour, students a few minutes each."""
+
+    det_teacher: str = "fishseg-teacher-lite0"
+    det_student: str = "fishseg-student-lean"
+    det_imgsz: int = 320
+    det_batch: int = 8
+    det_teacher_epochs: int = 6
+    det_student_epochs: int = 6
+    # DeepFish's consecutive frames are near-duplicates: an evenly spread 800 of the 3,149 training frames keep
+    # every habitat and fit the hour. The trunk's stem and first three stages (to stride 8) stay frozen.
+    det_teacher_sets: tuple[str, ...] = ("train_max=800", "val_max=200", "freeze_stages=3")
+    det_student_sets: tuple[str, ...] = ("train_max=800", "val_max=200")
+    det_lr: float = 1e-3
+    emb_teacher: str = "embed-teacher-lite0"
+    emb_student: str = "embed-student-m"
+    emb_batch: int = 32  # identities per step (x 2 views)
+    emb_teacher_epochs: int = 8
+    emb_student_epochs: int = 8
+    emb_teacher_sets: tuple[str, ...] = ("repeats=2", "freeze_stages=3")
+    emb_student_sets: tuple[str, ...] = ("repeats=2",)
+    emb_lr: float = 1e-3
+    seeds: tuple[int, ...] = (0, 1)
+    student_lanes: int = 2  # student runs trained at once (single-threaded each)
+    scratch: bool = True  # also train each teacher from scratch (same recipe) for the pretrained-vs-scratch line
+    calib_size: int = 128
+
+
+REAL_PRESETS = {"cpu": RealPreset()}
+
+
+@dataclass
+class RealData:
+    deepfish: Path  # YOLO boxes (images/, labels/)
+    masks: Path  # deepfish-masks/instances.json: the same frames with SAM instance masks
+    tracklets: Path  # f4k-tracklets re-ID folder
+    ras: Path  # unlabelled aquaculture-tank frames
+
+    @staticmethod
+    def under(shared: Path) -> RealData:
+        return RealData(shared / "deepfish", shared / "deepfish-masks" / "instances.json", shared / "f4k-tracklets", shared / "ras-frames")
+
+    def check(self) -> None:
+        for name, path in asdict(self).items():
+            if not Path(path).exists():
+                raise FinprintError(f"{path}: {name} data not found (see ../shared/README.md)")
+
+
+@dataclass
+class RealRun:
+    workdir: Path
+    data: RealData
+    preset: RealPreset = field(default_factory=RealPreset)
+    device: str = "auto"
+    only: str | None = None  # "detector" | "embedder": just that half
+
+    def __post_init__(self) -> None:
+        self.w = self.workdir / "real"
+        # The demo's step runner: skip what exists, time the rest, raise on a failed command.
+        self.steps = Demo(self.w, Preset(0, 0, 0, 0, "", self.preset.det_imgsz, 0, 0, 0, 0, 1, 1), 0, self.device)
+        self.results: dict = {"preset": asdict(self.preset), "steps": self.steps.results["steps"]}
+
+    def _run(self, name: str, out: Path, *argv: str, ok_codes: tuple[int, ...] = (0,), done=None) -> None:
+        self.steps._step(name, done or Demo._complete(out), lambda: self.steps._finprint(*argv, ok_codes=ok_codes))
+
+    def _train(self, name: str, out: Path, *argv: str, epochs: int, seed: int = 0) -> None:
+        self._run(name, out, *argv, "--out", str(out), "--epochs", str(epochs), "--seed", str(seed), "--device", self.device)
+
+    def _students(self, prefix: str, kind: str, teacher: Path, student: str, args: list[str], epochs: int) -> dict[str, Path]:
+        """The student with and without KD per seed (same epochs, seed, data). Two at a time as single-threaded
+        processes: on 2 cores two 2-thread runs side by side thrash (each ran 3-4x slower, not 2x)."""
+        steps, runs = [], {}
+        lanes = self.preset.student_lanes
+        for seed in self.preset.seeds:
+            for kd in (True, False):
+                run = self.w / f"{prefix}-student-{'kd' if kd else 'nokd'}-seed{seed}"
+                runs[run.name.removeprefix(f"{prefix}-")] = run
+                steps.append((f"{kind} student ({'KD' if kd else 'no KD'}, seed {seed})", run, [
+                    "distill", "--teacher", str(teacher), "--student", student, *args, *([] if kd else ["--no-kd"]),
+                    *(["--set", "threads=1"] if lanes > 1 else []), "--out", str(run), "--epochs", str(epochs), "--seed", str(seed),
+                    "--device", self.device]))
+        self.steps.jobs = lanes
+        self.steps._steps(steps)
+        return runs
+
+    def _eval(self, run: Path, *data: str) -> dict:
+        out = self.w / "eval" / f"{run.name}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self._run(f"eval {run.name}", out, "eval", "--model", str(run), "--data", *data, "--json", str(out), "--device", self.device,
+                  done=out.is_file)
+        return json.loads(out.read_text())["metrics"]
+
+    # ----------------------------------------------------------------- detector on DeepFish
+    def detector(self) -> dict:
+        p, w = self.preset, self.w
+        data = ["--data", str(self.data.masks), "--val-groups", DEEPFISH_VAL, "--imgsz", str(p.det_imgsz), "--batch", str(p.det_batch),
+                "--lr", str(p.det_lr)]
+        teacher_sets = [a for s in p.det_teacher_sets for a in ("--set", s)]
+        student_sets = [a for s in p.det_student_sets for a in ("--set", s)]
+        teacher = w / "det-teacher"
+        self._train("detector teacher (ImageNet Lite0)", teacher, "train", "--task", "detect", "--model", p.det_teacher, *data,
+                    *teacher_sets, epochs=p.det_teacher_epochs)
+        runs = {"teacher": teacher}
+        if p.scratch:
+            runs["teacher-scratch"] = w / "det-teacher-scratch"
+            self._train("detector teacher (from scratch)", runs["teacher-scratch"], "train", "--task", "detect", "--model", p.det_teacher,
+                        "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.det_teacher_epochs)
+        runs.update(self._students("det", "detector", teacher, p.det_student, [*data, *student_sets], p.det_student_epochs))
+        evals = {name: self._eval(run, str(self.data.masks), "--val-groups", DEEPFISH_VAL) for name, run in runs.items()}
+        calib = w / "calib-detector"
+        self._run("calibration set (DeepFish training habitats + ras-frames)", calib, "calib", "build", "--data", str(self.data.masks),
+                  "--data", str(self.data.ras), "--out", str(calib), "--size", str(p.calib_size), "--kind", "detector",
+                  "--imgsz", str(p.det_imgsz), "--exclude-groups", DEEPFISH_VAL, done=lambda: (calib / "calib.json").is_file())
+        models = w / "models" / "detector"
+        self._run("export detector student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
+                  "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.masks),
+                  "--val-groups", DEEPFISH_VAL, "--max-drop", "5.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+        return {"eval": evals, "gate": _gate(models)}
+
+    # ----------------------------------------------------------------- embedder on f4k-tracklets
+    def embedder(self) -> dict:
+        p, w = self.preset, self.w
+        data = ["--data", str(self.data.tracklets), "--batch", str(p.emb_batch), "--lr", str(p.emb_lr)]
+        teacher_sets = [a for s in p.emb_teacher_sets for a in ("--set", s)]
+        student_sets = [a for s in p.emb_student_sets for a in ("--set", s)]
+        teacher = w / "emb-teacher"
+        self._train("embedder teacher (ImageNet Lite0)", teacher, "train", "--task", "embed", "--model", p.emb_teacher, *data,
+                    *teacher_sets, epochs=p.emb_teacher_epochs)
+        runs = {"teacher": teacher}
+        if p.scratch:
+            runs["teacher-scratch"] = w / "emb-teacher-scratch"
+            self._train("embedder teacher (from scratch)", runs["teacher-scratch"], "train", "--task", "embed", "--model", p.emb_teacher,
+                        "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.emb_teacher_epochs)
+        runs.update(self._students("emb", "embedder", teacher, p.emb_student, [*data, *student_sets], p.emb_student_epochs))
+        evals = {name: self._eval(run, str(self.data.tracklets)) for name, run in runs.items()}
+        calib = w / "calib-embedder"
+        self._run("calibration set (f4k training crops)", calib, "calib", "build", "--data", str(self.data.tracklets / "train"),
+                  "--out", str(calib), "--size", str(p.calib_size), "--kind", "embedder", done=lambda: (calib / "calib.json").is_file())
+        models = w / "models" / "embedder"
+        self._run("export embedder student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
+                  "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.tracklets),
+                  "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+        return {"eval": evals, "gate": _gate(models)}
+
+    def bench(self) -> dict:
+        """Teacher fp32 and student fp32/fp16/INT8 of both models in one interleaved run, then the INT8 chain
+        (detector -> embedder per fish) on the crowded ras-frames."""
+        staging = self.w / "bench-models"
+        out = self.w / "bench.json"
+
+        def run() -> None:
+            if staging.exists():
+                shutil.rmtree(staging)
+            staging.mkdir()
+            for folder in sorted((self.w / "models").iterdir()):
+                for f in sorted(folder.iterdir()):
+                    if f.suffix == ".onnx" or f.name.endswith(".manifest.json"):
+                        shutil.copy2(f, staging / f"{folder.name}-{f.name}")
+            self.steps._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out), "--pipeline",
+                                 "--frames", str(self.data.ras))
+
+        self.steps._step("bench (models, then the INT8 chain on ras-frames)", out.is_file, run)
+        return json.loads(out.read_text())
+
+    def pictures(self) -> dict[str, str]:
+        """Contact sheets: the INT8 detector on DeepFish validation frames and on ras-frames (no labels there:
+        what it finds), and the INT8 embedder's nearest gallery crops for 8 f4k queries."""
+        img = self.w / "img"
+        sheets: dict[str, str] = {}
+        det = next(iter(sorted((self.w / "models" / "detector").glob("*.int8.onnx"))), None)
+        if det is not None:
+            for name, args in (("deepfish_val", [str(self.data.masks), "--groups", DEEPFISH_VAL]), ("ras_frames", [str(self.data.ras)])):
+                out = img / f"{name}.png"
+                self._run(f"picture {name}", out, "data", "show", *args, "--model", str(det), "--out", str(out), "--n", "12",
+                          done=out.is_file)
+                sheets[name] = str(out)
+        emb = next(iter(sorted((self.w / "models" / "embedder").glob("*.int8.onnx"))), None)
+        if emb is not None:
+            out = img / "f4k_matches.png"
+            self._run("picture f4k_matches", out, "eval", "--model", str(emb), "--data", str(self.data.tracklets), "--matches", str(out),
+                      done=out.is_file)
+            sheets["f4k_matches"] = str(out)
+        return sheets
+
+    def run(self) -> dict:
+        self.data.check()
+        self.w.mkdir(parents=True, exist_ok=True)
+        if self.only in (None, "detector"):
+            self.results["detector"] = self.detector()
+        if self.only in (None, "embedder"):
+            self.results["embedder"] = self.embedder()
+        if self.only is None:
+            self.results["bench"] = self.bench()
+            self.results["pictures"] = self.pictures()
+        (self.w / "real.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        return self.results
+
+
+def _gate(models: Path) -> list[dict]:
+    """The accuracy of each stage as the INT8 manifest records it (teacher fp32 -> student fp32 -> fp16 -> int8)."""
+    for manifest in sorted(models.glob("*.int8.manifest.json")):
+        return json.loads(manifest.read_text()).get("accuracy", [])
+    return []

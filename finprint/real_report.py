@@ -1,0 +1,182 @@
+"""The real-data sections of docs/RESULTS.md and their numbers in docs/results.json, from WORKDIR/real/real.json.
+
+One key per dataset/model/stage in the JSON (e.g. `deepfish/detector/teacher/box_map50`), so a reader or a
+script finds a number without parsing the document. Only what the run measured is written; a step that was
+not run says so in the text instead of leaving a blank.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from finprint.distill.report import markdown_table
+
+DETECT_KEYS = ("box_map50", "box_map", "mask_map50", "mask_map")
+EMBED_KEYS = ("rank1", "rank5", "map", "auroc", "fpr95")
+BEGIN, END = "<!-- real-data:begin -->", "<!-- real-data:end -->"
+YOLO_BASELINE = "Ultralytics YOLOv8n from scratch on the same split: box mAP50 0.136 / mAP50-95 0.040"
+LABELS = {
+    "teacher": "teacher, ImageNet Lite0 (fine-tuned)",
+    "teacher-scratch": "teacher, from scratch (same recipe)",
+}
+
+
+def _label(name: str) -> str:
+    if name in LABELS:
+        return LABELS[name]
+    match = re.fullmatch(r"student-(kd|nokd)-seed(\d+)", name)
+    if match:
+        return f"student {'+ KD' if match.group(1) == 'kd' else 'without KD'}, seed {match.group(2)}"
+    return name
+
+
+def _seconds(real: dict, step_prefix: str) -> str:
+    step = next((v for k, v in real.get("steps", {}).items() if k.startswith(step_prefix)), None)
+    if not step:
+        return "not run"
+    if step.get("skipped"):
+        return "kept from an earlier run"
+    return f"{step['seconds'] / 60:.0f} min"
+
+
+def _rows(evals: dict, keys: tuple[str, ...]) -> list[dict]:
+    return [{"model": _label(name), **{k: m.get(k) for k in keys}} for name, m in evals.items()]
+
+
+def _kd_lines(evals: dict, keys: tuple[str, ...]) -> list[str]:
+    lines = []
+    for name in sorted(evals):
+        match = re.fullmatch(r"student-kd-seed(\d+)", name)
+        plain = evals.get(f"student-nokd-seed{match.group(1)}") if match else None
+        if not match or plain is None:
+            continue
+        parts = [f"{k} {100 * (evals[name][k] - plain[k]):+.1f}" for k in keys if evals[name].get(k) is not None and plain.get(k) is not None]
+        lines.append(f"- seed {match.group(1)}: KD minus no-KD, points: {', '.join(parts)}")
+    return lines
+
+
+def _gate_rows(gate: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    return [{"stage": g["stage"], "precision": g["precision"], **{k: g["metrics"].get(k) for k in keys}} for g in gate]
+
+
+def _bench_rows(bench: dict) -> list[dict]:
+    keep = ("file", "precision", "size_bytes", "parameters", "p50_ms", "p95_ms", "images_per_s")
+    return [{k: r.get(k) for k in keep} for r in bench.get("models", [])]
+
+
+def _speed_line(bench: dict, kind: str) -> str:
+    rows = bench.get("models", [])
+    teacher = next((r for r in rows if r["file"].startswith(f"{kind}-") and "teacher" in r["file"]), None)
+    student = next((r for r in rows if r["file"].startswith(f"{kind}-") and "teacher" not in r["file"] and r["precision"] == "int8"), None)
+    if not teacher or not student:
+        return f"- {kind}: INT8 student vs fp32 teacher: not measured"
+    return (f"- {kind}: INT8 student {teacher['p50_ms'] / student['p50_ms']:.1f}x faster than the fp32 teacher "
+            f"(p50 {student['p50_ms']:.1f} ms vs {teacher['p50_ms']:.1f} ms)")
+
+
+def render_real(real: dict, machine: str) -> str:
+    """Markdown for the real-data sections (between markers, so a partial rerun can replace just them)."""
+    lines = [BEGIN, "## Real fish", "",
+             f"Measured by `python -m finprint.results --only real` on {machine}; preset `{json.dumps(real.get('preset', {}))}`.", ""]
+    det = real.get("detector")
+    if det:
+        lines += [
+            "### Detector on DeepFish (validation habitats 7398 + 9866: 727 frames, 359 fish; never trained or calibrated on)",
+            "",
+            "Boxes as published; masks are SAM's (deepfish-masks, non-commercial), so mask mAP measures agreement with SAM.",
+            "",
+            markdown_table(_rows(det["eval"], DETECT_KEYS)),
+            "",
+            f"Reference: {YOLO_BASELINE}. Teacher training time: {_seconds(real, 'detector teacher (ImageNet')}.",
+            "",
+            *_kd_lines(det["eval"], ("box_map50", "box_map")),
+            "",
+            "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the validation habitats):",
+            "",
+            markdown_table(_gate_rows(det.get("gate", []), DETECT_KEYS)),
+            "",
+        ]
+    emb = real.get("embedder")
+    if emb:
+        lines += [
+            "### Embedder on f4k-tracklets (603 test trajectories: s2 queries vs s1 gallery; open set = half the "
+            "trajectories enrolled, the other half's queries as strangers)",
+            "",
+            markdown_table(_rows(emb["eval"], EMBED_KEYS)),
+            "",
+            f"Teacher training time: {_seconds(real, 'embedder teacher (ImageNet')}.",
+            "",
+            *_kd_lines(emb["eval"], ("rank1", "map")),
+            "",
+            "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the test gallery/query):",
+            "",
+            markdown_table(_gate_rows(emb.get("gate", []), EMBED_KEYS)),
+            "",
+        ]
+    bench = real.get("bench")
+    if bench:
+        lines += ["### Bench (ONNX Runtime CPU, 2 threads, all models interleaved in one run)", "",
+                  markdown_table(_bench_rows(bench)), "", _speed_line(bench, "detector"), _speed_line(bench, "embedder"), ""]
+        for pipe in bench.get("pipeline", []):
+            lines.append(f"- {pipe['precision']} chain (detector -> crops -> embedder) on the crowded ras-frames: "
+                         f"{pipe['ms_per_frame']:.0f} ms per frame ({pipe['frames_per_s']:.1f} frames/s) with "
+                         f"{pipe['fish_per_frame']:.1f} fish found per frame, {pipe['ms_per_fish']:.1f} ms per fish")
+        lines.append("")
+    for name in real.get("pictures") or {}:
+        lines += [f"![{name}](img/real_{name}.png)", ""]
+    steps = real.get("steps", {})
+    if steps:
+        lines += ["Wall time of each step (this machine):", "",
+                  markdown_table([{"step": k, "minutes": None if v.get("skipped") else round(v["seconds"] / 60, 1)} for k, v in steps.items()]), ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def results_json(real: dict) -> dict[str, float]:
+    """Flat `dataset/model/run/metric` keys for docs/results.json."""
+    out: dict[str, float] = {}
+    for dataset, kind, keys in (("deepfish", "detector", DETECT_KEYS), ("f4k-tracklets", "embedder", EMBED_KEYS)):
+        part = real.get(kind) or {}
+        for run, metrics in part.get("eval", {}).items():
+            for k in keys:
+                if metrics.get(k) is not None:
+                    out[f"{dataset}/{kind}/{run}/{k}"] = metrics[k]
+        for g in part.get("gate", []):
+            stage = g["stage"].replace(" ", "-")
+            for k in keys:
+                if g["metrics"].get(k) is not None:
+                    out[f"{dataset}/{kind}/gate/{stage}/{k}"] = g["metrics"][k]
+    for r in (real.get("bench") or {}).get("models", []):
+        out[f"bench/{r['file']}/p50_ms"] = r["p50_ms"]
+    for pipe in (real.get("bench") or {}).get("pipeline", []):
+        for key in ("ms_per_frame", "fish_per_frame", "ms_per_fish"):
+            out[f"ras-frames/chain-{pipe['precision']}/{key}"] = pipe[key]
+    for name, step in real.get("steps", {}).items():
+        if not step.get("skipped"):
+            out[f"seconds/{name}"] = step["seconds"]
+    return out
+
+
+def splice(document: str, section: str) -> str:
+    """Put `section` (BEGIN..END) in place of the old one, or first after the title when there is none."""
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        return head + section + rest.split(END, 1)[1]
+    lines = document.splitlines()
+    cut = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    return "\n".join([*lines[:cut], section, "", *lines[cut:]]) + "\n"
+
+
+def write(real: dict, machine: str, results_md: Path, results_js: Path) -> None:
+    img = results_md.parent / "img"
+    for name, path in (real.get("pictures") or {}).items():
+        img.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, img / f"real_{name}.png")
+    document = results_md.read_text() if results_md.is_file() else "# finprint results\n"
+    results_md.write_text(splice(document, render_real(real, machine)))
+    merged = json.loads(results_js.read_text()) if results_js.is_file() else {}
+    merged.update(results_json(real))
+    results_js.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")
