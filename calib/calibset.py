@@ -24,11 +24,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from finprint.runtime.manifest import Preprocess
-from finprint.runtime.preprocess import preprocess_image
 from tqdm import tqdm
 
 from finprint.errors import DataError, FinprintError
+from finprint.runtime.manifest import Preprocess
+from finprint.runtime.preprocess import preprocess_image
 
 log = logging.getLogger(__name__)
 

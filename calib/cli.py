@@ -35,9 +35,8 @@ def _preprocess(args: argparse.Namespace):
         args.kind = manifest.kind
         return manifest.preprocess
     if args.kind == "embedder":
-        from finprint.runtime.crops import embedder_preprocess
-
         from finprint.data.synth import embedder_crop_flags
+        from finprint.runtime.crops import embedder_preprocess
 
         # Crops of a farm written with --reid-masked or --reid-aligned calibrate an embedder that reads such crops.
         return embedder_preprocess().model_copy(update=embedder_crop_flags(args.data[0]))

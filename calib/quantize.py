@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from finprint.calib.calibset import CalibSet
 
+from finprint.calib.calibset import CalibSet
 from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)
@@ -216,11 +216,3 @@ def qdq_node_counts(path: str | Path) -> dict[str, int]:
     return {
         op: sum(1 for n in graph.node if n.op_type == op) for op in ("QuantizeLinear", "DequantizeLinear")
     }
-
-
-def quantizable_nodes(fp32_path: str | Path) -> list[tuple[str, str]]:
-    """(name, op type) of the nodes static quantisation would quantise: the candidates to keep in
-    fp32, named as in the prepared graph that `quantize_int8` quantises."""
-    with tempfile.TemporaryDirectory(prefix="finprint-quant-") as tmp:
-        prepared = preprocess_for_quantization(fp32_path, Path(tmp) / "prepared.onnx")
-        return [(n.name, n.op_type) for n in onnx.load(str(prepared)).graph.node if n.op_type in QUANT_OPS]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+
 from finprint.calib.quantize import QUANT_OPS, preprocess_for_quantization
 
 log = logging.getLogger(__name__)

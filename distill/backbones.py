@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from finprint.runtime.manifest import Preprocess
 from torch import nn
 
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Preprocess
 
 # (expand ratio, kernel, stride, output channels, repeats) of EfficientNet-B0's seven stages.
 B0_STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
@@ -65,18 +65,13 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)  # TensorFlow's defaults, as trained
 
 
-class SamePad(nn.Module):
-    """TensorFlow "same" padding for a stride-2 conv: the extra pixel goes right/bottom."""
+class SamePad(nn.ZeroPad2d):
+    """TensorFlow "same" padding for a stride-2 conv on an even-sized input (our inputs are multiples of 32): the
+    extra pixel goes right/bottom. Fixed at build time, so the ONNX graph keeps static spatial shapes."""
 
     def __init__(self, kernel: int, stride: int) -> None:
-        super().__init__()
-        self.kernel, self.stride = kernel, stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = int(x.shape[2]), int(x.shape[3])
-        ph = max((math.ceil(h / self.stride) - 1) * self.stride + self.kernel - h, 0)
-        pw = max((math.ceil(w / self.stride) - 1) * self.stride + self.kernel - w, 0)
-        return F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        total = max(kernel - stride, 0)
+        super().__init__((total // 2, total - total // 2, total // 2, total - total // 2))
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int, groups: int = 1) -> tuple[nn.Module, nn.Conv2d]:

@@ -29,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from finprint.distill import registry
     from finprint.distill.runs import read_config
-
     from finprint.errors import FinprintError
 
     if args.resume:

@@ -24,6 +24,10 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     parser.add_argument("--resume", action="store_true", help="continue --out RUN from its last.pt with its saved config (only --device may change)")
     parser.add_argument("--val-groups", default=None, help="comma-separated groups (e.g. DeepFish habitats) held out for validation")
+    from finprint.distill.options import options_help
+
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "--set options (KEY=DEFAULT, what it does):\n" + options_help()
     parser.add_argument(
         "--pretrained", default=None, metavar="FILE|none",
         help="models with an EfficientNet-Lite trunk (see `finprint models`): start from this state dict instead of "
@@ -31,7 +35,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="task option into config.extra (e.g. aug_variants=4, aug_scale=[0.7,1.8] (detector zoom range), val_max=100, workers=2, no_augment=1)",
+        help="a task option, e.g. aug_variants=4, aug_scale=[0.7,1.8], workers=2 (all of them below); an unknown key "
+             "is refused with the list of known ones",
     )
 
 
@@ -49,6 +54,8 @@ def require(args: argparse.Namespace, *names: str) -> None:
 
 
 def parse_extra(pairs: list[str]) -> dict:
+    """`--set KEY=VALUE` pairs -> KEY -> value (YAML: numbers, lists, true/false); typed and checked against the
+    task's options (distill/options.py) when the config is made."""
     import yaml
 
     extra = {}

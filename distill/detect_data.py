@@ -18,12 +18,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from finprint.runtime.manifest import Preprocess
-from finprint.runtime.preprocess import letterbox, to_tensor
 from torch.utils.data import Dataset
 
 from finprint.data.types import Frame
 from finprint.errors import DataError
+from finprint.runtime.manifest import Preprocess
+from finprint.runtime.preprocess import letterbox, to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+
+from finprint.data.types import Frame
 from finprint.distill.detect_data import (
     Augment,
     DetectionDataset,
@@ -17,24 +20,17 @@ from finprint.distill.detect_data import (
 )
 from finprint.distill.detect_loss import detection_loss
 from finprint.distill.kd_detect import (
-    W_BOX,
-    W_FEAT,
-    W_MASK,
-    W_SCORE,
-    WARMUP_FRACTION,
     FeatureAdapters,
     kd_loss,
     kd_ramp,
     teacher_soft_masks,
 )
+from finprint.distill.options import DetectOptions
 from finprint.distill.tasks import TrainConfig
 from finprint.distill.torch_engine import TorchEngine
+from finprint.errors import DataError
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.preprocess import preprocess_batch
-from torch import nn
-
-from finprint.data.types import Frame
-from finprint.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -76,22 +72,11 @@ def predict_frames(
     return out
 
 
-def train_augment(extra: dict) -> Augment:
-    """The training augmentation from `--set` options (checked before a run writes anything)."""
-    if extra.get("no_augment"):
+def train_augment(options: DetectOptions) -> Augment:
+    """The training augmentation from the run's options (aug_scale: the zoom range, no_augment)."""
+    if options.no_augment:
         return Augment.off()
-    return Augment(scale=_scale_range(extra.get("aug_scale", Augment.scale)))
-
-
-def _scale_range(value: Any) -> tuple[float, float]:
-    """`--set aug_scale=[LO,HI]`: the zoom range of the training augmentation (1 = as filmed)."""
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"aug_scale: expected two numbers like [0.7,1.3], got {value!r}") from None
-    if not 0 < lo <= hi:
-        raise ConfigError(f"aug_scale: need 0 < low <= high, got [{lo}, {hi}]")
-    return lo, hi
+    return Augment(scale=options.aug_scale)
 
 
 class DetectTask:
@@ -113,14 +98,15 @@ class DetectTask:
         if not val:
             log.warning("%s: no validation frames; validating on the training frames", cfg.data)
             val = train
-        val_max = int(cfg.extra.get("val_max", 200))
+        opts: DetectOptions = cfg.options
+        val_max = opts.val_max
         if len(val) > val_max:  # spread over the set, so every group stays represented
             val = [val[i] for i in np.linspace(0, len(val) - 1, val_max).astype(int)]
-        train_max = int(cfg.extra.get("train_max", 0))
+        train_max = opts.train_max
         if 0 < train_max < len(train):  # a fixed, evenly spread subset: CPU budgets on large sets like DeepFish
             train = [train[i] for i in np.linspace(0, len(train) - 1, train_max).astype(int)]
-        aug = train_augment(cfg.extra)
-        dataset = DetectionDataset(train, cfg.imgsz, aug, seed=cfg.seed, aug_variants=int(cfg.extra.get("aug_variants", 4)))
+        aug = train_augment(opts)
+        dataset = DetectionDataset(train, cfg.imgsz, aug, seed=cfg.seed, aug_variants=opts.aug_variants)
         log.info("detect data: %d train frames, %d validation frames", len(train), len(val))
         self._train_data = dataset
         return dataset, DetectValData(val, cfg.imgsz)
@@ -182,13 +168,14 @@ class DetectTask:
 
     def loss(self, model: nn.Module, batch: dict, teacher_out: dict | None, cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
         out = model(batch["images"])
-        total, parts, asg = detection_loss(out, batch, float(cfg.extra.get("mask_weight", W_MASK)))
+        opts: DetectOptions = cfg.options
+        total, parts, asg = detection_loss(out, batch, opts.mask_weight)
         if teacher_out is not None:
-            weights = tuple(float(cfg.extra.get(f"kd_{k}", d)) for k, d in (("score", W_SCORE), ("feat", W_FEAT), ("mask", W_MASK), ("box", W_BOX)))
+            weights = (opts.kd_score, opts.kd_feat, opts.kd_mask, opts.kd_box)
             kd, kd_parts = kd_loss(out, teacher_out, self.adapters, batch, asg, self.strides, weights,
-                                   mask_all_fish=bool(cfg.extra.get("kd_mask_all", False)))
+                                   mask_all_fish=opts.kd_mask_all)
             epoch = self._train_data.epoch if self._train_data is not None else cfg.epochs
-            ramp = kd_ramp(epoch, cfg.epochs, float(cfg.extra.get("kd_warmup", WARMUP_FRACTION)))
+            ramp = kd_ramp(epoch, cfg.epochs, opts.kd_warmup)
             total = total + cfg.kd_weight * ramp * kd
             parts.update(kd_parts)
         return total, parts

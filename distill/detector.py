@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from finprint.distill.backbones import EfficientNetLite
 from finprint.distill.detect_data import detector_preprocess
 from finprint.distill.registry import register
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +206,6 @@ class FishDetector(nn.Module):
         return out
 
 
-def anchor_strides(imgsz: int) -> torch.Tensor:
-    """Stride of every anchor, in the order of the model's outputs."""
-    return torch.cat([torch.full(((imgsz // s) ** 2,), float(s)) for s in STRIDES])
-
-
 SPECS: dict[str, DetectorSpec] = {
     # ~3.4M params: the farm teacher (trains in minutes on 2 CPU cores at 256 px).
     "fishseg-teacher": DetectorSpec(widths=(24, 48, 96, 192, 320), depths=(1, 2, 2, 1), neck=96, head=64, protos=16),
@@ -252,6 +248,3 @@ def _builder(spec: DetectorSpec):
 for _name, _spec in SPECS.items():
     register(_name, task="detect", role="teacher" if "teacher" in _name else "student", pretrained=_spec.trunk)(_builder(_spec))
 
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -18,15 +18,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from finprint.runtime.crops import embedder_preprocess
-from finprint.runtime.manifest import Preprocess
-from finprint.runtime.preprocess import to_tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from finprint.data import load_reid
 from finprint.data.types import Crop
 from finprint.errors import DataError
+from finprint.runtime.crops import embedder_preprocess
+from finprint.runtime.manifest import Preprocess
+from finprint.runtime.preprocess import to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -10,35 +10,9 @@ the backbone's loss uses the heads frozen. So every run (teacher, student with o
 with the same losses whatever the loop does with `kd_modules()` (relational KD needs no adapter:
 it returns None). The heads are not checkpointed: a resumed run refits them within a few steps.
 
-Options in `cfg.extra`: views (K, default 2; cfg.batch is P identities, so a batch holds P x K crops),
-repeats (passes over the identities per epoch, 16), augment (True; no_augment=1 also turns it off),
-aug_rotate_deg / aug_scale / aug_shift / aug_aspect (the augmentation's largest turn, zoom, shift and squash:
-8, 0.1, 0.06, 0.25), triplet_margin (0.3), neighbours (M: hard identity pairs, each item also holds K views of one of its
-identity's M nearest identities by the CosFace weights, refreshed every step; 0 = off, the default; a batch
-of P items then holds 2P identities, so halve --batch or repeats to keep the step's cost),
-cosface_scale (16), cosface_margin (0.25), head_lr (1e-2), kd_kind ("cos" | "rkd" | "sim"),
-kd_temperature (0.1, for "sim"), vos (False), vos_weight (0.1), vos_start (steps, 50), vos_queue (16),
-open_set_tpr (0.95), precise_bn (clean training crops whose batch statistics replace the BatchNorm
-running statistics before each validation, 192; 0 turns it off).
-
-Defaults follow measurements on synthetic farms. 24 known + 6 unknown fish (10 epochs, seed 0, one
-H200): RKD beat the no-KD student on rank-1 and mAP, the similarity-distribution KD ("sim") only on
-open-set AUROC/FPR95; VOS changed no metric by more than 0.01 while costing about 3x in crops/s, so
-it is opt-in (vos=1). The demo farm (10 known + 3 unknown, 8 epochs, 2 CPU cores): with views=4,
-repeats=4 an epoch was 2 steps and 8 epochs left the teacher at its initial mAP (.40 -> .43); K=2 and
-16 passes give 10 steps of 32 crops per epoch, where the teacher (at --lr 1e-3; 2e-3 made it diverge
-early) reaches mAP .57 and the students learn (.53-.57).
-With the stripe-pooled, mirror-summed embedders (30 epochs, group-disjoint gallery/query, seed 0) RKD
-fell behind the student without KD (mAP .858 vs .883) while imitating the teacher's embedding
-directly ("cos") came out ahead (.897, AUROC .976 vs .948): "cos" is the default.
-Hard identity pairs (neighbours=5) on the masked chain (scripts/masked-crops-check's KD student fine-tuned
-16 epochs on 2 CPU cores with `finprint distill --init ... --no-kd --lr 0.001`, then the results preset's
-daemon step with the fine detector): --batch 8, repeats=2, neighbours=5 against the same crops per step
-without pairs (--batch 16, repeats=4). Box by box on the tuning videos 89.3 % (partly hidden 80.3 %) vs
-88.5 % (78.3 %), AUROC .920 vs .921; the KD student before fine-tuning 86.1 % (75.1 %). On the scored
-videos' tracks no gain: 87.1 % known / 74.1 % strangers at the tracker tuning chose for it, vs 89.0 % / 70.2 %;
-at the same tracker (0.5, gate 0; replays, hindsight over every threshold and margin) the best balanced pair
-is 88.5 / 84.1 vs 87.8 / 85.1 plain and 90.2 / 86.4 vs 92.1 / 87.2 with gallery whitening. So it stays off.
+Options (`--set KEY=VALUE`): `EmbedOptions` in distill/options.py, listed by `finprint train --help`. Their
+defaults follow measurements on synthetic farms (experiments/2026-11-27-model-design): "cos" KD, hard identity
+pairs and VOS off.
 """
 
 from __future__ import annotations
@@ -49,16 +23,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from finprint.distill.embed_data import Augment, IdentityViews, ReidEvalData, collate_views, load_reid_splits
 from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
 from finprint.distill.embedder import recalibrate_batchnorm
 from finprint.distill.kd_embed import relational_kd_loss
 from finprint.distill.open_set import embedder_report
+from finprint.distill.options import EmbedOptions
 from finprint.distill.tasks import TrainConfig
 from finprint.distill.vos import EnergyRegressor, VirtualOutlierSynthesizer, energy, uncertainty_loss
 from finprint.runtime.crops import embedder_preprocess
 from finprint.runtime.preprocess import to_tensor
-from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -76,24 +52,10 @@ def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-# `--set` options that widen the geometric augmentation (Augment's max_* fields), e.g. for aligned crops,
-# which the daemon turns by the detector's coarse masks: `python -m finprint.runtime.score --mask-check N`
-# reports how far their axis and width are off (docs/ARCHITECTURE.md, "aligned crops").
-AUGMENT_OPTIONS = {"aug_rotate_deg": "max_rotate_deg", "aug_scale": "max_scale", "aug_shift": "max_shift", "aug_aspect": "max_aspect"}
-
-
-def embed_augment(extra: dict[str, Any]) -> Augment:
-    """The training augmentation with the run's aug_* options; a bad value is a ConfigError naming it."""
-    from finprint.errors import ConfigError
-
-    fields = {}
-    for key, field_name in AUGMENT_OPTIONS.items():
-        if key in extra:
-            value = extra[key]
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"{key}: expected a number >= 0 (the augmentation's largest {field_name[4:].replace('_', ' ')}), got {value!r}")
-            fields[field_name] = float(value)
-    return Augment(**fields)
+def embed_augment(options: EmbedOptions) -> Augment:
+    """The training augmentation with the run's aug_* options (its largest turn, zoom, shift and squash)."""
+    return Augment(max_rotate_deg=options.aug_rotate_deg, max_scale=options.aug_scale, max_shift=options.aug_shift,
+                   max_aspect=options.aug_aspect)
 
 
 class EmbedTask:
@@ -108,33 +70,30 @@ class EmbedTask:
         self.vos: VirtualOutlierSynthesizer | None = None
         self.steps = 0
         self._warned_no_heads = False
-        self.extra: dict = {}
+        self.options = EmbedOptions()
         self.bn_crops: torch.Tensor | None = None
         self.dataset: IdentityViews | None = None
 
-    def _opt(self, key: str, default: Any) -> Any:
-        return self.extra.get(key, default)
-
     def build_data(self, cfg: TrainConfig) -> tuple[IdentityViews, ReidEvalData]:
-        self.extra = dict(cfg.extra)
-        images, labels, names, eval_data = load_reid_splits(cfg.data, embedder_preprocess(), self._opt("val_identities", "auto"))
+        self.options = opts = cfg.options
+        images, labels, names, eval_data = load_reid_splits(cfg.data, embedder_preprocess(), opts.val_identities)
         self.num_classes, self.identity_names = len(names), names
-        n_bn = min(int(self._opt("precise_bn", 192)), len(images))
+        n_bn = min(opts.precise_bn, len(images))
         if n_bn >= 2:
             pick = np.sort(np.random.default_rng(cfg.seed).choice(len(images), n_bn, replace=False))
             pre = embedder_preprocess()
             self.bn_crops = torch.from_numpy(np.stack([to_tensor(images[i], pre) for i in pick]))
         dataset = IdentityViews(
             images, labels, embedder_preprocess(),
-            views=int(self._opt("views", 2)), repeats=int(self._opt("repeats", 16)),
-            augment=embed_augment(self.extra) if self._opt("augment", True) and not self._opt("no_augment", False) else None, seed=cfg.seed,
+            views=opts.views, repeats=opts.repeats,
+            augment=embed_augment(opts) if opts.augment and not opts.no_augment else None, seed=cfg.seed,
             pairs=self._neighbours() > 0,
         )
         self.dataset = dataset
         return dataset, eval_data
 
     def _neighbours(self) -> int:
-        return int(self._opt("neighbours", 0))  # validated by train.check_config
+        return self.options.neighbours
 
     @torch.no_grad()
     def _refresh_partners(self, heads: EmbedHeads) -> None:
@@ -173,10 +132,10 @@ class EmbedTask:
             raise RuntimeError("EmbedTask.build_data must run before the first loss (it counts the identities)")
         if self.heads is None:
             self.heads = EmbedHeads(
-                dim, self.num_classes, float(self._opt("cosface_scale", 16.0)), float(self._opt("cosface_margin", 0.25))
+                dim, self.num_classes, self.options.cosface_scale, self.options.cosface_margin
             )
-            self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=float(self._opt("head_lr", 1e-2)))
-            self.vos = VirtualOutlierSynthesizer(self.num_classes, dim, queue_size=int(self._opt("vos_queue", 16)))
+            self.head_optimizer = torch.optim.Adam(self.heads.parameters(), lr=self.options.head_lr)
+            self.vos = VirtualOutlierSynthesizer(self.num_classes, dim, queue_size=self.options.vos_queue)
             self.steps = 0
         self.heads.to(device)
         return self.heads
@@ -188,15 +147,15 @@ class EmbedTask:
             feats = emb.detach().float()
             heads.classifier.imprint(feats, labels)
             head_loss = heads.classifier(feats, labels)
-            if self._opt("vos", False) and self.vos is not None:
+            if self.options.vos and self.vos is not None:
                 self.vos.update(feats, labels)
-                if self.steps >= int(self._opt("vos_start", 50)):
+                if self.steps >= self.options.vos_start:
                     outliers = self.vos.sample(labels.unique())
                 if outliers is not None:
                     outliers = outliers.to(emb.device)
                     e_in = energy(heads.classifier.logits(feats))
                     e_out = energy(heads.classifier.logits(outliers))
-                    head_loss = head_loss + float(self._opt("vos_weight", 0.1)) * uncertainty_loss(heads.energy, e_in, e_out)
+                    head_loss = head_loss + self.options.vos_weight * uncertainty_loss(heads.energy, e_in, e_out)
             optimizer = self.head_optimizer
             assert optimizer is not None  # created with the heads
             optimizer.zero_grad(set_to_none=True)
@@ -210,7 +169,7 @@ class EmbedTask:
         device = _device_of(model)
         crops, labels = batch[0].to(device), batch[1].to(device)
         emb = model(crops)["embedding"].float()
-        parts: dict[str, torch.Tensor] = {"triplet": batch_hard_triplet(emb, labels, float(self._opt("triplet_margin", 0.3)))}
+        parts: dict[str, torch.Tensor] = {"triplet": batch_hard_triplet(emb, labels, self.options.triplet_margin)}
         heads = self._ensure_heads(emb.shape[1], device)
         outliers = self._fit_heads(heads, emb, labels)
         self._refresh_partners(heads)
@@ -220,12 +179,12 @@ class EmbedTask:
             # Inlier side of VOS's logistic loss: the backbone lowers the energy of real crops.
             e_in = energy(heads.classifier.logits(emb, frozen=True))
             logit = heads.energy(e_in, frozen=True)
-            parts["vos"] = float(self._opt("vos_weight", 0.1)) * 0.5 * F.binary_cross_entropy_with_logits(
+            parts["vos"] = self.options.vos_weight * 0.5 * F.binary_cross_entropy_with_logits(
                 logit, torch.ones_like(logit)
             )
         if teacher_out is not None and cfg.kd:
             kd = relational_kd_loss(
-                emb, teacher_out.to(device), str(self._opt("kd_kind", "cos")), float(self._opt("kd_temperature", 0.1))
+                emb, teacher_out.to(device), self.options.kd_kind, self.options.kd_temperature
             )
             parts["kd"] = cfg.kd_weight * kd
         self.steps += 1
@@ -250,5 +209,5 @@ class EmbedTask:
         query = self.embed(model, val_data.query)
         return embedder_report(
             query, val_data.query_ids, val_data.query_cams, gallery, val_data.gallery_ids, val_data.gallery_cams,
-            float(self._opt("open_set_tpr", 0.95)),
+            self.options.open_set_tpr,
         )

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from finprint.distill.registry import register
 from torch import nn
+
+from finprint.distill.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,11 @@ class LiteEmbedder(nn.Module):
         from finprint.runtime.crops import embedder_preprocess
 
         self.spec = EmbedderSpec(stem=0, widths=(), blocks=(), dim=dim, parts=parts, flip_sum=True)
-        self.trunk = EfficientNetLite(variant, embedder_preprocess(), strides=(16,), last_stride=1)
-        self.pool = nn.AdaptiveAvgPool2d((1, parts))
+        pre = embedder_preprocess()
+        self.trunk = EfficientNetLite(variant, pre, strides=(16,), last_stride=1)
+        # A fixed-size pool, not an adaptive one: the TorchScript exporter cannot size an adaptive pool behind
+        # the trunk's Pad ops, and the crop size is fixed by the preprocessing anyway.
+        self.pool = nn.AvgPool2d((pre.height // 16, pre.width // 16 // parts))
         self.project = nn.Linear(self.trunk.channels[0] * parts, dim, bias=False)
         self.neck = nn.BatchNorm1d(dim)
         self.out_dim = dim
@@ -183,7 +187,3 @@ def recalibrate_batchnorm(model: nn.Module, crops: torch.Tensor, batch: int = 64
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
     model.train(was_training)
-
-
-def count_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -16,6 +16,9 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
+from tqdm import tqdm
+
+from finprint.data.types import Crop, Frame, ReidSet
 from finprint.distill.metrics import (
     coco_metrics,
     cross_camera_applicable,
@@ -24,13 +27,10 @@ from finprint.distill.metrics import (
     reid_metrics,
 )
 from finprint.distill.open_set import embedder_report
+from finprint.errors import DataError, FinprintError
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.manifest import Preprocess
 from finprint.runtime.preprocess import preprocess_image
-from tqdm import tqdm
-
-from finprint.data.types import Crop, Frame, ReidSet
-from finprint.errors import DataError, FinprintError
 
 log = logging.getLogger(__name__)
 

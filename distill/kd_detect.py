@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from finprint.distill.detect_loss import BETA, Assignment, assemble_mask_logits, box_iou_pairwise, giou
 from torch import nn
+
+from finprint.distill.detect_loss import BETA, Assignment, assemble_mask_logits, box_iou_pairwise, giou
 
 BG_WEIGHT = 0.1
 # Default recipe, measured on a 115-frame synthetic farm (fishseg-teacher-s -> fishseg-student-s, 192 px,

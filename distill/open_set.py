@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+
 from finprint.distill.metrics import (
     cross_camera_applicable,
     max_similarity,

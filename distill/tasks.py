@@ -43,7 +43,18 @@ class TrainConfig:
     # else a user's state dict file; the file's sha256 is recorded here when the run starts.
     pretrained: str | None = None
     pretrained_sha256: str | None = None
-    extra: dict = field(default_factory=dict)  # task-specific options
+    extra: dict = field(default_factory=dict)  # the task's options as given (`--set`); typed in `options`
+
+    def __post_init__(self) -> None:
+        from finprint.distill.options import LoopOptions, parse_options
+
+        # Parsed once: an unknown key or a bad value fails here, before anything is written.
+        self._options: LoopOptions = parse_options(self.task, self.extra) if self.task in ("detect", "embed") else LoopOptions()
+
+    @property
+    def options(self) -> Any:
+        """The task's typed options (distill/options.py: DetectOptions or EmbedOptions)."""
+        return self._options
 
     def to_dict(self) -> dict:
         return asdict(self)

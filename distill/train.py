@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from finprint.distill import registry, runs
-from finprint.distill.tasks import Task, TrainConfig, get_task
-from finprint.distill.torch_engine import resolve_device
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
+from finprint.distill import registry, runs
+from finprint.distill.tasks import Task, TrainConfig, get_task
+from finprint.distill.torch_engine import resolve_device
 from finprint.errors import ConfigError, FinprintError
 
 log = logging.getLogger(__name__)
@@ -169,23 +169,7 @@ def check_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if cfg.task == "detect" and cfg.imgsz % 32:
         raise ConfigError(f"imgsz must be a multiple of 32 for the detector, got {cfg.imgsz}")
-    if cfg.task == "detect":
-        from finprint.distill.detect_task import train_augment
-
-        train_augment(cfg.extra)
-        weight = cfg.extra.get("mask_weight", 0.0)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or weight < 0:
-            raise ConfigError(f"mask_weight: expected a number >= 0 (the mask loss's weight; default 2), got {weight!r}")
-    if cfg.task == "embed":
-        from finprint.distill.embed_task import embed_augment
-
-        embed_augment(cfg.extra)
-        neighbours = cfg.extra.get("neighbours", 0)
-        if isinstance(neighbours, bool) or not isinstance(neighbours, int) or neighbours < 0:
-            raise ConfigError(
-                f"neighbours: expected a whole number >= 0 (how many nearest identities an item may pair with; 0 = off), "
-                f"got {neighbours!r}"
-            )
+    # The task's options (--set) were typed and checked when the config was made (distill/options.py).
     if entry.pretrained is not None and cfg.pretrained != "none":
         # Refuse a missing package or a wrong file before anything is written (the weights load again later).
         from finprint.distill.backbones import EfficientNetLite, load_weights
@@ -216,7 +200,7 @@ def _prepare_trunk(model: nn.Module, cfg: TrainConfig, load: bool) -> None:
 
         cfg.pretrained_sha256 = load_weights(trunk, cfg.pretrained)
         log.info("%s trunk: %s weights (sha256 %s)", cfg.model, cfg.pretrained or "ImageNet", cfg.pretrained_sha256[:12])
-    stages = int(cfg.extra.get("freeze_stages", 0))
+    stages = cfg.options.freeze_stages
     if stages:
         trunk.freeze(stages)
 
@@ -250,7 +234,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
             device = torch.device("cuda", env.local_rank)
             torch.cuda.set_device(device)
     if device.type == "cpu":
-        torch.set_num_threads(int(cfg.extra.get("threads", 2)))
+        torch.set_num_threads(cfg.options.threads)
     use_amp = cfg.amp and device.type == "cuda"
     seed_everything(cfg.seed + env.rank)
 
@@ -281,7 +265,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after_epochs: int | None 
     sampler = EpochSampler(len(train_ds), cfg.seed, env.rank, env.world)
     loader = DataLoader(
         train_ds, batch_size=cfg.batch, sampler=sampler, collate_fn=task.collate, drop_last=len(sampler) >= 2 * cfg.batch,
-        num_workers=int(cfg.extra.get("workers", 0)), persistent_workers=False,
+        num_workers=cfg.options.workers, persistent_workers=False,
     )
     steps_per_epoch = max(1, len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.epochs * steps_per_epoch))

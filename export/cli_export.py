@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,18 @@ def _evaluator(kind: str, pre, args: argparse.Namespace, config: dict):
     reid = load_eval_reid(data)
     if len(reid.crops) > args.gate_images:
         keep = [c for c in reid.crops if c.subset in ("gallery", "query")] or reid.crops
-        reid.crops = keep[: args.gate_images] if len(keep) > args.gate_images else keep
+        if len(keep) > args.gate_images:
+            # Whole identities (their gallery and query crops together), in name order, up to the budget:
+            # a cut by position would leave a gallery without its queries.
+            chosen, count = set(), 0
+            sizes = Counter(c.identity for c in keep)
+            for identity in sorted(sizes):
+                if count + sizes[identity] > args.gate_images and chosen:
+                    break
+                chosen.add(identity)
+                count += sizes[identity]
+            keep = [c for c in keep if c.identity in chosen]
+        reid.crops = keep
     import cv2
 
     samples = np.stack([preprocess_image(cv2.imread(str(c.path)), pre)[0] for c in reid.crops[:8]])
@@ -104,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from finprint.calib.calibset import load_calibset
     from finprint.calib.qat import is_qat
     from finprint.calib.quantize import quantize_int8
+    from finprint.data.synth import embedder_crop_flags
     from finprint.distill.runs import load_teacher
     from finprint.distill.torch_engine import TorchEngine
     from finprint.export.fp16 import convert_to_fp16
@@ -116,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from finprint.export.parity import check_parity
     from finprint.runtime.engines import OrtEngine
-
-    from finprint.data.synth import embedder_crop_flags
 
     precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
     bad = [p for p in precisions if p not in PRECISIONS]

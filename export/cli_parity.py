@@ -71,6 +71,7 @@ def load_inputs(args: argparse.Namespace, manifest, input_name: str, shape: tupl
         dims = [d if isinstance(d, int) and d > 0 else 1 for d in shape[1:]]
         return np.random.default_rng(0).random((args.random, *dims), dtype=np.float32)
     import cv2
+
     from finprint.runtime.preprocess import preprocess_image
 
     if manifest is None:
@@ -99,9 +100,8 @@ def run_all(engine, name: str, x: np.ndarray, batch: int) -> dict[str, np.ndarra
 
 def task_metrics(engine, manifest, data: Path) -> dict[str, float] | None:
     try:
-        from finprint.distill import evaluate
-
         from finprint.data import load_detection, load_reid
+        from finprint.distill import evaluate
     except ImportError as exc:
         log.warning("task metrics skipped: %s", exc)
         return None

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from finprint.runtime.manifest import StageAccuracy
-
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import StageAccuracy
 
 log = logging.getLogger(__name__)
 

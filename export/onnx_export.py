@@ -12,9 +12,12 @@ import logging
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
+from torch import nn
+
+from finprint import __version__
+from finprint.errors import FinprintError
 from finprint.runtime.manifest import (
     Manifest,
     Preprocess,
@@ -26,10 +29,6 @@ from finprint.runtime.manifest import (
     sha256_file,
     verify_onnx_matches,
 )
-from torch import nn
-
-from finprint import __version__
-from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)
 
@@ -211,17 +210,6 @@ def load_exported(onnx_path: str | Path) -> Manifest:
     verify_onnx_matches(manifest, onnx_path)
     check_onnx(onnx_path)
     return manifest
-
-
-def count_parameters(onnx_path: str | Path) -> int:
-    """Weights in the graph (initializers, quantised ones included; scales and zero points excluded)."""
-    model = onnx.load(str(onnx_path))
-    total = 0
-    for init in model.graph.initializer:
-        n = int(np.prod(init.dims)) if init.dims else 1
-        if n > 1:  # scalars are scales / zero points / shape constants
-            total += n
-    return total
 
 
 def compact_tensor_names(onnx_path: str | Path) -> Path:

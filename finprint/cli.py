@@ -31,10 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build-engine": ("build a TensorRT engine from an ONNX file (on the target)", "finprint.export.cli_build_engine"),
     "parity": ("compare ONNX Runtime and TensorRT outputs on the same inputs", "finprint.export.cli_parity"),
     "serve": ("run the on-device daemon: cameras in, individual fish out", "finprint.runtime.cli_serve"),
-    "enroll": ("add an individual to a gallery from crops or a video track", "finprint.runtime.cli_gallery"),
-    "individuals": ("list the individuals in a gallery", "finprint.runtime.cli_gallery"),
-    "forget": ("remove an individual from a gallery", "finprint.runtime.cli_gallery"),
-    "tune-open-set": ("tune a gallery's open-set threshold and margin on labelled farm videos", "finprint.runtime.cli_gallery"),
+    "enroll": ("add an individual to a gallery from crops or a video track", "finprint.runtime.cli_enroll"),
+    "individuals": ("list the individuals in a gallery", "finprint.runtime.cli_individuals"),
+    "forget": ("remove an individual from a gallery", "finprint.runtime.cli_forget"),
+    "tune-open-set": ("tune a gallery's open-set threshold and margin on labelled farm videos", "finprint.tune.cli_tune"),
 }
 
 
@@ -66,10 +66,7 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         cmd.set_defaults(_module=module_name)
         if name == chosen:
             module = _load(module_name)
-            if hasattr(module, "add_arguments_for"):
-                module.add_arguments_for(name, cmd)
-            else:
-                module.add_arguments(cmd)
+            module.add_arguments(cmd)
     return parser
 
 

@@ -58,7 +58,7 @@ class Preset:
     det_student: str = "fishseg-student-s"
     emb_teacher: str = "embed-teacher-s"
     emb_student: str = "embed-student-s"
-    # The embedder teacher diverges at the loop's default 2e-3 (measured: mAP 0.41 -> 0.38 over 8 epochs).
+    # The embedder teacher diverges at the loop's default 2e-3 (experiments/2026-11-27-model-design).
     emb_teacher_lr: float = 1e-3
     # False trains only the teacher (DeepFish on 2 CPU cores: the students do not fit the budget).
     students: bool = True
@@ -73,22 +73,15 @@ class Preset:
     enrol_clip_seconds: float = 6.0
     # Embeddings kept per enrolment clip (`finprint enroll --max-samples`, spread evenly over the clip).
     enrol_samples: int = 60
-    # ... in front of every camera, not only one (its gallery then holds each pen's water and light).
-    # Measured with the results preset's models (open set tuned on calib/ each time): on the tuning videos
-    # 78.8 % known named right / 75.8 % strangers flagged -> 80.8 % / 75.8 %.
+    # ... in front of every camera, not only one (its gallery then holds each pen's water and light;
+    # experiments/2026-11-27-track-identity).
     enrol_clip_every_camera: bool = True
-    # Open-set tuning video per camera (finprint data synth --calib-videos; own strangers): the gallery's
+    # Open-set tuning video per camera (finprint data synth --tuning-videos; own strangers): the gallery's
     # threshold and margin come from `finprint tune-open-set` on them, never from the scored videos; 0 = none
     # (the manifest's threshold and the default margin).
-    calib_video_seconds: float = 8.0
+    tuning_video_seconds: float = 8.0
     # Farm options for the embedder's data (finprint data synth): other fish for its metric, more views of the
-    # farm's own fish. Chosen on the results farm's tuning videos (calib/, per frame of the daemon's tracks,
-    # scratch script): the distilled student without them rank-1 0.785 / open-set AUROC 0.772 (INT8), with
-    # 60 x 16 auxiliary views and 40 views per known fish 0.821 / 0.868 (fp32); its teacher 0.858 / 0.892.
-    # 500 x 12 auxiliary views (GPU, repeats=2): KD student on the still re-ID set rank-1 0.893 -> 0.907, mAP
-    # 0.812 -> 0.868, AUROC 0.962 -> 0.983; the daemon's chain on the scored videos (old fixed tracker)
-    # 90.9 % / 58.3 % -> 89.5 % / 85.7 % (known named right / unknown flagged), tuning videos 80.8 % / 75.8 % ->
-    # 79.4 % / 75.0 %.
+    # farm's own fish (experiments/2026-11-27-model-design).
     synth_extra: tuple[str, ...] = field(default=())
     # `--set` options for the embedder runs only (repeats: passes over the identities per epoch).
     emb_extra: tuple[str, ...] = field(default=())
@@ -103,7 +96,7 @@ PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         images=48, individuals=5, unknown=2, video_seconds=2, size="256x192", imgsz=128,
         det_teacher_epochs=1, det_student_epochs=1, emb_teacher_epochs=1, emb_student_epochs=1,
-        batch=8, calib_size=8, enrol_clip_seconds=2, calib_video_seconds=2,
+        batch=8, calib_size=8, enrol_clip_seconds=2, tuning_video_seconds=2,
         synth_extra=("--aux-individuals", "2", "--aux-views", "2"),  # so the test sees aux fish kept out of the gallery
     ),
     "demo": Preset(
@@ -113,61 +106,20 @@ PRESETS: dict[str, Preset] = {
     ),
     # docs/RESULTS.md: a larger farm and longer schedules than the demo, the full detector teacher (so
     # the bench compares the INT8 student with a teacher worth distilling), no-KD baselines and QAT.
-    # The detector stays at 12 epochs although it is undertrained: 40 epochs on an H200 (scripts/gpu-train FARM
-    # detector) lifted the KD student's val box mAP50-95 from 0.27 to 0.39, but the daemon's chain on the tuning
-    # videos (then 20 s) got worse (known named right / strangers flagged, each at its best tracker setting and
-    # threshold: 91.1 % / 87.5 % vs 95.8 % / 90.3 %), and again with the per-frame vote identity rule on the 60 s
-    # tuning videos (its own gallery enrolled as below, tune-open-set's grid; scratch): 86.9 % / 84.6 % vs
-    # 94.9 % / 91.7 %; box by box its crops of partly hidden fish are named right less often (71.8 % vs 81.5 %;
-    # in clear view 94.6 % vs 95.0 %). Likewise on CPU with a wider zoom and longer schedules (det_extra
-    # "aug_scale=[0.7,1.8]", "aug_variants=8"; teacher 24 epochs, KD student 36): the INT8 student's test box
-    # mAP50-95 34.1 -> 41.4 (mAP50 87.2 -> 85.1); on the tuning videos (tune-open-set's "detector alone" line)
-    # fish in clear view found as one box 79.5 % -> 88.3 % (>= 160 px long 55.8 % -> 88.8 %), boxes per frame on
-    # no fish 3.61 -> 1.41. Yet the daemon's chain (own gallery, tune-open-set) went 94.9 % / 91.7 % -> 91.8 % /
-    # 89.2 % on the tuning videos and 90.3 % / 89.6 % -> 90.5 % / 61.4 % on the scored ones: it also finds fish
-    # under 30 % visible, whose crops are named right 58 % of the time, and the margin tuned on the tuning
-    # strangers (0.06) lets the scored ones through. And with ten times the stills (scripts/gpu-detector-data, the
-    # stride-4-prototype pair, 30 epochs on an H200): INT8 test box mAP50-95 0.373 -> 0.653, clear-view fish found
-    # 78.6 % -> 94.5 %, 0.60 stray boxes per frame, but scored videos 93.5 % / 83.5 % -> 76.6 % / 73.3 % with the
-    # plain fine-tuned embedder (scripts/detector-data-check; docs/ARCHITECTURE.md). The embedder (500 auxiliary fish) is trained on a GPU by
-    # `scripts/gpu-train FARM embedder`; on 2 CPU cores its five runs take hours.
-    # Embedder variants, each the KD student fine-tuned on CPU (finprint distill --init, --no-kd, 16-24 epochs
-    # at lr 0.001, repeats=4) on a re-synthesised farm with the same fish (`--aux-clips 12 --reid-min-visible
-    # 0.3`: 13,652 crops, partly hidden fish and video of the auxiliary fish included), exported with its own
-    # calibration set, then this preset's daemon step (own gallery, tune-open-set) with the same detector.
-    # Scored videos, known named right / strangers flagged, against 90.3 % / 89.6 %: plain crops 87.8 % /
-    # 84.8 %; masked crops (`--reid-masked`, preprocess.crop_mask) 90.4 % / 90.9 %; masked through a mask as
-    # coarse as the detector's (`--reid-mask-coarse 10`) 90.9 % / 89.3 %. Box by box all three stay at
-    # 89.6-89.9 % (AUROC 0.929 -> 0.945-0.947). The masks are the limit: `python -m finprint.runtime.score
-    # --mask-check 2` with the masked embedder and its gallery names the tuning videos' boxes right 89.5 % / 88.9 %
-    # (cam1 / cam2) with the detector's masks and 95.0 % / 94.7 % with the ground-truth masks. The detector's
-    # masks are coarse (INT8 mask mAP50-95 0.17); its teacher's do no better, and a student fine-tuned with
-    # `--set mask_weight=8` (test mask mAP50-95 16.9 -> 23.1) did not change the box-by-box rate (scratch).
-    # Better masks are the next lever for identity. Stride-4 prototypes (fishseg-teacher-fine ->
-    # fishseg-student-lean-fine) sharpen them (INT8 test mask mAP50-95 15.9 -> 20.8, mask IoU 0.57 -> 0.60) but
-    # leave as much on a neighbour (mask_leak 0.26 -> 0.29). `scripts/masked-crops-check` (embedder teacher and KD
-    # student trained on 2 CPU cores on masked crops, 62 min): box by box on the tuning videos 83.8 % -> 86.1 %
-    # (lean -> fine masks), scored videos 83.3 % (105/126) / 43.6 % (17/39) -> 89.3 % (150/168) / 67.9 % (36/53).
-    # Both below this preset (89.4 % box by box; 90.3 % / 89.6 %): the CPU-trained masked embedder is the weaker
-    # part; the fine detector with a GPU-trained masked embedder is the next run.
-    # Scored videos: two minutes per camera (about 300 tracks). 8 s (45 tracks) could not tell 91 % from 86 %:
-    # one track moved a rate by 3-7 points. Only videos/ changes with their length (the still images, re-ID
-    # crops, enrolment clips and tuning videos draw from their own random streams), so the models stay valid.
+    # The detector stays at 12 epochs although it is undertrained: longer, wider-zoom and ten-times-the-stills
+    # detectors found more fish but named fewer (experiments/2026-11-28-detector-data). Masked and aligned
+    # embedders did no better with this detector's masks (experiments/2026-11-28-masked-crops,
+    # experiments/2026-11-28-aligned-crops). The embedder (500 auxiliary fish) is trained on a GPU by
+    # `scripts/gpu-train FARM embedder`; on 2 CPU cores its five runs take hours. Scored videos: two minutes per
+    # camera, since 8 s could not tell the rates apart; only videos/ changes with their length (the other parts
+    # draw from their own random streams), so the models stay valid.
     "results": Preset(
         images=240, individuals=10, unknown=3, video_seconds=120, size="384x256", imgsz=256,
         det_teacher_epochs=12, det_student_epochs=12, emb_teacher_epochs=40, emb_student_epochs=40,
         batch=16, calib_size=64, det_teacher="fishseg-teacher", det_student="fishseg-student-lean", qat_epochs=3,
         synth_extra=FARM_EMBEDDER_DATA, emb_extra=("repeats=2",),
-        # Enrolment and tuning video, measured with the results preset's models: a gallery enrolled as below
-        # from 6 s or 60 s clips (`--max-samples` 60 or 600), then `finprint tune-open-set --gallery G --detector
-        # models/detector/*.int8.onnx --embedder models/embedder/*.int8.onnx farm/calib/cam1.mp4 farm/calib/cam2.mp4`
-        # on the 60 s tuning videos. Known fish named right / strangers flagged, at each gallery's best tracker
-        # setting: 89.7 % / 85.0 % -> 90.7 % / 86.8 %; at the setting the 60 s gallery picks (high_score 0.4,
-        # gate 0) 86.0 % / 80.9 % -> 90.7 % / 86.8 %; 200 of the 600 samples: 90.3 % / 85.5 %. A farm can film
-        # a tagged fish for a minute in each pen. The 20 s tuning videos of before flattered: 95.8 % / 90.3 %
-        # there for the 6 s gallery's pick (0.35, gate 0), 83.8 % / 83.3 % for the same setting on the 60 s ones
-        # (157-189 tracks, not 79).
-        enrol_clip_seconds=60, enrol_samples=600, calib_video_seconds=60,
+        # A minute of enrolment and of tuning video per pen (experiments/2026-11-27-track-identity).
+        enrol_clip_seconds=60, enrol_samples=600, tuning_video_seconds=60,
     ),
     "full": Preset(
         images=600, individuals=20, unknown=5, video_seconds=12, size="480x320", imgsz=320,
@@ -333,7 +285,7 @@ class Demo:
         self._step("farm", lambda: (self.farm / "farm.json").is_file(), lambda: self._finprint(
             "data", "synth", "--out", str(self.farm), "--images", str(p.images), "--individuals", str(p.individuals),
             "--unknown", str(p.unknown), "--video-seconds", str(p.video_seconds), "--size", p.size, "--seed", str(self.seed),
-            "--enrol-clips", str(p.enrol_clip_seconds), "--calib-videos", str(p.calib_video_seconds),
+            "--enrol-clips", str(p.enrol_clip_seconds), "--tuning-videos", str(p.tuning_video_seconds),
             *(["--enrol-clips-every-camera"] if p.enrol_clip_every_camera else []), *p.synth_extra))
         if self.only == "embedder":
             self.embedder_runs()
@@ -388,7 +340,7 @@ class Demo:
 
     def _daemon_step(self) -> None:
         score_json = self.w / "daemon_score.json"
-        self._step("daemon on a farm video", score_json.is_file, lambda: self._serve_and_score(score_json))
+        self._step("daemon on a farm video", score_json.is_file, lambda: self.score_daemon(score_json))
         self.results["daemon"] = json.loads(score_json.read_text())
 
     def embedder_runs(self, kd_only: bool = False) -> tuple[Path, Path, Path]:
@@ -436,9 +388,12 @@ class Demo:
                     shutil.copy2(f, staging / f"{folder.name}-{f.name}")
         self._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out))
 
-    def _serve_and_score(self, out: Path) -> None:
+    def score_daemon(self, out: Path) -> None:
+        """The daemon step on this workdir's farm/ and models/: enrol each known fish from its enrolment clips,
+        `finprint tune-open-set` on the tuning videos, score every farm video; the totals go to `out` (JSON).
+        The experiments under experiments/ call it to put their own models through the same step."""
         from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
-        from finprint.runtime.score import score_video
+        from finprint.tune.score import score_video
 
         det = _pick(self.models / "detector", "int8")
         emb = _pick(self.models / "embedder", "int8")
@@ -466,14 +421,16 @@ class Demo:
         n_clips = len(known) - len(from_crops)
         n_files = sum(len(clips.get(i, [])) for i in known if i not in from_crops)
         totals: dict = {"enrolment": f"{n_clips} fish from {n_files} video clips (all tracks), {len(from_crops)} from still re-ID crops"}
-        calib_videos = sorted((self.farm / "calib").glob("*.mp4"))
+        from finprint.data.synth import tuning_videos
+
+        tuning_clips = tuning_videos(self.farm)
         tuned_json = self.w / "open_set.json"
         tuned_json.unlink(missing_ok=True)
         # The farm's own tuning videos (their strangers are not the scored videos' unknown fish); a smoke
         # model may find too few tracks to tune on (exit 2): then the manifest's threshold stays.
-        if calib_videos and self._finprint(
+        if tuning_clips and self._finprint(
             "tune-open-set", "--gallery", str(gallery), "--detector", str(det), "--embedder", str(emb), "--backend", "cpu",
-            "--json", str(tuned_json), *[str(v) for v in calib_videos], ok_codes=(0, 2)) == 0:
+            "--json", str(tuned_json), *[str(v) for v in tuning_clips], ok_codes=(0, 2)) == 0:
             tuned = json.loads(tuned_json.read_text())
             trials = tuned.pop("trials", [])  # every tracker setting tried: kept in open_set.json
             totals["open_set"] = tuned | {"tuned": True, "tracker_settings_tried": len(trials)}
@@ -481,7 +438,7 @@ class Demo:
             totals["open_set"] = {"tuned": False, "margin": DEFAULT_OPEN_SET_MARGIN}
         mistakes: Counter = Counter()
         for video in sorted((self.farm / "videos").glob("*.mp4")):
-            print(f"\n$ python -m finprint.runtime.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
+            print(f"\n$ python -m finprint.tune.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
             result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,
                                  detector=det, embedder=emb, backend="cpu")
             print(result.report(), flush=True)

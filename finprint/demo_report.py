@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from finprint.distill.report import markdown_table
-from finprint.runtime.score import covered_sentence, frames_sentence, mixed_sentence
+from finprint.tune.score import covered_sentence, frames_sentence, mixed_sentence
 
 DETECT_COLUMNS = ("box_map", "box_map50", "mask_map", "mask_map50")
 EMBED_COLUMNS = ("rank1", "rank5", "map", "auroc", "fpr95")
@@ -19,7 +19,7 @@ ROLES = {"teacher": "teacher", "student-kd": "student + KD", "student-nokd": "st
 
 
 def _per_detection_sentence(per_box: dict | None) -> str:
-    """The embedder alone on the tuning videos, box by box (runtime/score.py DetectionReport)."""
+    """The embedder alone on the tuning videos, box by box (tune/score.py DetectionReport)."""
     if not per_box or not per_box.get("known_boxes"):
         return ""
     return (f" The embedder alone on those videos, box by box (no tracker, no voting): the closest enrolled fish is "
@@ -29,7 +29,7 @@ def _per_detection_sentence(per_box: dict | None) -> str:
 
 
 def _detector_sentence(found: dict | None) -> str:
-    """The detector alone on the tuning videos (runtime/score.py DetectorRecall)."""
+    """The detector alone on the tuning videos (tune/score.py DetectorRecall)."""
     if not found or not found.get("clear_view_fish"):
         return ""
     bands = ", ".join(f"{b['band']} {100 * b['found']:.1f}%" for b in found["by_length"] if b["fish"])
@@ -39,7 +39,7 @@ def _detector_sentence(found: dict | None) -> str:
 
 
 def _by_length_sentence(split: dict | None) -> str:
-    """The tuned setting's tracks split by how long they were followed (runtime/score.py LengthSplit)."""
+    """The tuned setting's tracks split by how long they were followed (tune/score.py LengthSplit)."""
     if not split:
         return ""
 
@@ -113,7 +113,7 @@ def open_set_sentence(daemon: dict) -> str:
                        f"{'off' if gate is None else f'{gate:g}'} (best of {tuned.get('tracker_settings_tried', '?')} "
                        "settings tried), ")
         return (
-            f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (calib/, with strangers "
+            f"Open set tuned by `finprint tune-open-set` on the farm's separate tuning videos (tuning/, with strangers "
             f"that are not the scored videos' unknown fish): {tracker}threshold {tuned['threshold']:.2f}, "
             f"margin {tuned['margin']:.2f}{_whitening_phrase(tuned.get('whitening'))}"
             f"{_splitting_phrase(tuned.get('splitting'))}{_reporting_phrase(tuned.get('reporting'))}; on those videos "

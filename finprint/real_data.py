@@ -130,6 +130,8 @@ class RealRun:
                         "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.det_teacher_epochs)
         runs.update(self._students("det", "detector", teacher, p.det_student, [*data, *student_sets], p.det_student_epochs))
         evals = {name: self._eval(run, str(self.data.masks), "--val-groups", DEEPFISH_VAL) for name, run in runs.items()}
+        if not p.seeds:  # teachers only (--real-seeds with no seed): nothing to export
+            return {"eval": evals, "gate": []}
         calib = w / "calib-detector"
         self._run("calibration set (DeepFish training habitats + ras-frames)", calib, "calib", "build", "--data", str(self.data.masks),
                   "--data", str(self.data.ras), "--out", str(calib), "--size", str(p.calib_size), "--kind", "detector",
@@ -156,13 +158,15 @@ class RealRun:
                         "--pretrained", "none", *data, *[a for a in teacher_sets if a != "freeze_stages=3"], epochs=p.emb_teacher_epochs)
         runs.update(self._students("emb", "embedder", teacher, p.emb_student, [*data, *student_sets], p.emb_student_epochs))
         evals = {name: self._eval(run, str(self.data.tracklets)) for name, run in runs.items()}
+        if not p.seeds:
+            return {"eval": evals, "gate": []}
         calib = w / "calib-embedder"
         self._run("calibration set (f4k training crops)", calib, "calib", "build", "--data", str(self.data.tracklets / "train"),
                   "--out", str(calib), "--size", str(p.calib_size), "--kind", "embedder", done=lambda: (calib / "calib.json").is_file())
         models = w / "models" / "embedder"
         self._run("export embedder student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
                   "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.tracklets),
-                  "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+                  "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
         return {"eval": evals, "gate": _gate(models)}
 
     def bench(self) -> dict:
@@ -212,11 +216,37 @@ class RealRun:
             self.results["detector"] = self.detector()
         if self.only in (None, "embedder"):
             self.results["embedder"] = self.embedder()
-        if self.only is None:
+        if self.only is None and (self.w / "models").is_dir():
             self.results["bench"] = self.bench()
             self.results["pictures"] = self.pictures()
-        (self.w / "real.json").write_text(json.dumps(self.results, indent=1) + "\n")
+        previous = json.loads((self.w / "real.json").read_text()) if (self.w / "real.json").is_file() else {}
+        steps = {**previous.get("steps", {}), **{k: v for k, v in self.results["steps"].items() if not v.get("skipped")}}
+        (self.w / "real.json").write_text(json.dumps({**previous, **self.results, "steps": steps}, indent=1) + "\n")
         return self.results
+
+
+def collect(workdir: Path) -> dict:
+    """What earlier real-data runs left under WORKDIR/real (scores, gates, bench, pictures, step times), without
+    training anything: `python -m finprint.results --only real-report` renders it."""
+    w = workdir / "real"
+    previous = json.loads((w / "real.json").read_text()) if (w / "real.json").is_file() else {}
+    results: dict = {"preset": previous.get("preset", asdict(RealPreset())), "steps": previous.get("steps", {})}
+    for prefix, kind in (("det-", "detector"), ("emb-", "embedder")):
+        evals = {p.stem.removeprefix(prefix): json.loads(p.read_text())["metrics"] for p in sorted((w / "eval").glob(f"{prefix}*.json"))}
+        if evals:
+            results[kind] = {"eval": dict(sorted(evals.items(), key=lambda kv: (not kv[0].startswith("teacher"), kv[0]))),
+                             "gate": _gate(w / "models" / kind)}
+    for name in ("det-teacher", "emb-teacher", "det-teacher-scratch", "emb-teacher-scratch"):
+        run = w / name
+        if (run / "COMPLETE").is_file() and (run / "config.json").is_file():
+            # wall clock from the run's first file to its last: what the run took on this machine
+            results.setdefault("run_seconds", {})[name] = (run / "COMPLETE").stat().st_mtime - (run / "config.json").stat().st_mtime
+    if (w / "bench.json").is_file():
+        results["bench"] = json.loads((w / "bench.json").read_text())
+    pictures = {p.stem: str(p) for p in sorted((w / "img").glob("*.png"))} if (w / "img").is_dir() else {}
+    if pictures:
+        results["pictures"] = pictures
+    return results
 
 
 def _gate(models: Path) -> list[dict]:

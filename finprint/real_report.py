@@ -33,8 +33,10 @@ def _label(name: str) -> str:
     return name
 
 
-def _seconds(real: dict, step_prefix: str) -> str:
+def _seconds(real: dict, step_prefix: str, run: str) -> str:
     step = next((v for k, v in real.get("steps", {}).items() if k.startswith(step_prefix)), None)
+    if run in real.get("run_seconds", {}):
+        return f"{real['run_seconds'][run] / 60:.0f} min wall clock (config.json to COMPLETE)"
     if not step:
         return "not run"
     if step.get("skipped"):
@@ -80,7 +82,9 @@ def _speed_line(bench: dict, kind: str) -> str:
 def render_real(real: dict, machine: str) -> str:
     """Markdown for the real-data sections (between markers, so a partial rerun can replace just them)."""
     lines = [BEGIN, "## Real fish", "",
-             f"Measured by `python -m finprint.results --only real` on {machine}; preset `{json.dumps(real.get('preset', {}))}`.", ""]
+             f"Runs: `python -m finprint.results --only real` on {machine} (each step an ordinary `finprint` command, "
+             f"skipped once done; `--only real-report` renders this section from what they left). Preset "
+             f"`{json.dumps(real.get('preset', {}))}`.", ""]
     det = real.get("detector")
     if det:
         lines += [
@@ -90,7 +94,7 @@ def render_real(real: dict, machine: str) -> str:
             "",
             markdown_table(_rows(det["eval"], DETECT_KEYS)),
             "",
-            f"Reference: {YOLO_BASELINE}. Teacher training time: {_seconds(real, 'detector teacher (ImageNet')}.",
+            f"Reference: {YOLO_BASELINE}. Teacher training time: {_seconds(real, 'detector teacher (ImageNet', 'det-teacher')}.",
             "",
             *_kd_lines(det["eval"], ("box_map50", "box_map")),
             "",
@@ -107,7 +111,7 @@ def render_real(real: dict, machine: str) -> str:
             "",
             markdown_table(_rows(emb["eval"], EMBED_KEYS)),
             "",
-            f"Teacher training time: {_seconds(real, 'embedder teacher (ImageNet')}.",
+            f"Teacher training time: {_seconds(real, 'embedder teacher (ImageNet', 'emb-teacher')}.",
             "",
             *_kd_lines(emb["eval"], ("rank1", "map")),
             "",

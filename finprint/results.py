@@ -34,6 +34,7 @@ from finprint.demo_report import (
 from finprint.distill.report import markdown_table
 from finprint.errors import FinprintError
 from finprint.real_data import REAL_PRESETS, RealData, RealRun
+from finprint.real_data import collect as collect_real
 from finprint.real_report import write as write_real
 
 # DeepFish on 2 CPU cores: the teacher is the expensive part (about 0.2 s per 256 px image forward).
@@ -307,15 +308,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding deepfish/, deepfish-masks/, f4k-tracklets/, ras-frames/ (the real-data runs)")
     parser.add_argument("--real-preset", choices=sorted(REAL_PRESETS), default="cpu")
     parser.add_argument("--no-scratch", action="store_true", help="real data: skip the teachers trained from scratch")
-    parser.add_argument("--real-seeds", type=int, nargs="+", help="real data: student seeds (default: the preset's, 0 1)")
-    parser.add_argument("--only", choices=["detector", "embedder", "daemon", "real", "real-detector", "real-embedder"],
+    parser.add_argument("--real-seeds", type=int, nargs="*", help="real data: student seeds (default: the preset's, 0 1; "
+                        "none given: teachers only)")
+    parser.add_argument("--only", choices=["detector", "embedder", "daemon", "real", "real-detector", "real-embedder", "real-report"],
                         help="only the farm's detector runs (teacher, students, QAT) or embedder runs (teacher, students), "
                              "for a GPU machine; no evaluation, no document: copy the det-* / emb-* run folders into the "
                              "workdir that finishes the rest. daemon: only the daemon's chain (both teachers and KD students, "
                              "export, the daemon step on the farm videos) and its score, no document; a later full run "
                              "in the same workdir keeps those steps. real: only the real-data runs (DeepFish detector, "
                              "f4k-tracklets embedder, bench), rewriting only their section of --out and their keys of "
-                             "docs/results.json; real-detector / real-embedder: one half of them")
+                             "docs/results.json; real-detector / real-embedder: one half of them; real-report: render what the "
+                             "real-data runs left, training nothing")
     args = parser.parse_args(argv)
     command = "python -m finprint.results " + " ".join(argv if argv is not None else sys.argv[1:])
     farm_preset = PRESETS[args.farm_preset]
@@ -325,9 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         real_preset = REAL_PRESETS[args.real_preset]
         if args.no_scratch:
             real_preset = dataclasses.replace(real_preset, scratch=False)
-        if args.real_seeds:
+        if args.real_seeds is not None:
             real_preset = dataclasses.replace(real_preset, seeds=tuple(args.real_seeds))
         real_run = RealRun(args.workdir, RealData.under(args.shared), real_preset, args.device)
+        if args.only == "real-report":
+            write_real(collect_real(args.workdir), _machine(), args.out, args.out.parent / "results.json")
+            print(f"wrote the real-data section of {args.out} and {args.out.parent / 'results.json'}")
+            return 0
         if args.only in ("real", "real-detector", "real-embedder"):
             real_run.only = {"real": None, "real-detector": "detector", "real-embedder": "embedder"}[args.only]
             real = real_run.run()

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import yaml
-from finprint.runtime.tracker import ByteTracker
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from finprint.errors import ConfigError
+from finprint.runtime.tracker import ByteTracker
 
 if TYPE_CHECKING:
     from finprint.runtime.identity import Gallery, IdentityResolver
@@ -136,7 +136,8 @@ class TrackingConfig(_Strict):
 
     def make_tracker(self) -> ByteTracker:
         return ByteTracker(
-            self.high_score, 0.0 if self.low_score is None else self.low_score, self.match_iou, self.max_lost_frames, self.min_hits,
+            high_score=self.high_score, low_score=0.0 if self.low_score is None else self.low_score,
+            match_iou=self.match_iou, max_lost_frames=self.max_lost_frames, min_hits=self.min_hits,
             appearance_gate=self.appearance_gate, appearance_weight=self.appearance_weight,
             appearance_momentum=self.appearance_momentum,
         )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from finprint.runtime.manifest import Preprocess
 
 EMBED_HEIGHT = 64

@@ -1,5 +1,5 @@
 """The daemon: capture threads per camera, one inference worker that owns the engines and batches
-frames across cameras, tracking and identity per camera, events to every sink.
+frames across cameras, one `CameraChain` per camera (tracker and identity), events to every sink.
 
 The worker thread opens the engines, runs them and closes them: a CUDA context is current per
 thread, so TensorRT engines opened on the main thread could not run on the worker. A CUDA error on
@@ -20,29 +20,55 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from finprint.runtime.config import FarmConfig
-from finprint.runtime.cuda_mem import CudaError
-from finprint.runtime.identity import IdentityResolver
-from finprint.runtime.open_set import open_gallery, resolve_tracking
-from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
-from finprint.runtime.store import JsonlLog, Store
-from finprint.runtime.tracker import ByteTracker
-from finprint.runtime.watchdog import Watchdog
 
 from finprint.errors import FinprintError
+from finprint.runtime.chain import CameraChain, ChainFrame
+from finprint.runtime.config import FarmConfig
+from finprint.runtime.cuda_mem import CudaError
+from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
+from finprint.runtime.store import JsonlLog, Store
+from finprint.runtime.tuned import open_gallery, resolve_tracking
+from finprint.runtime.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where events go: the daemon hands every sink every event, in order, and closes each at stop."""
+
+    def write_events(self, events: list[dict]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _StoreEvents:
+    """The events and sightings tables (the store itself is opened and closed by the daemon's store step)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def write_events(self, events: list[dict]) -> None:
+        self.store.write_events(events)
+
+    def close(self) -> None:
+        pass
+
+
+class _StoreIndividuals(_StoreEvents):
+    """The gallery's per-fish records, when events go to another database."""
+
+    def write_events(self, events: list[dict]) -> None:
+        self.store.update_individuals(events)
 
 
 class Daemon:
     def __init__(self, cfg: FarmConfig) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
-        self.worker_done = threading.Event()
         self._pipeline_opened = threading.Event()  # set by the worker once it opened the models (or failed to)
         self._pipeline_error: BaseException | None = None
         self._go = threading.Event()  # the worker may take frames (start() finished, or stop() began)
@@ -68,14 +94,12 @@ class Daemon:
             for c in cfg.cameras
         ]
         self.watchdog = Watchdog(self.sources, wd.frame_timeout_s, wd.worker_stall_s, on_worker_stall=self._on_stall)
-        self.trackers: dict[str, ByteTracker] = {}  # per camera, made once the gallery says how it was tuned (_start_store)
+        self.chains: dict[str, CameraChain] = {}  # per camera, made once the gallery says how it was tuned (_start_store)
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self.store: Store | None = None
         self.events_store: Store | None = None
-        self.jsonl: JsonlLog | None = None
-        self.mqtt: Any = None
+        self.sinks: list[Sink] = []  # every event goes to each, in order (_start_sinks)
         self.pipeline: Any = None
-        self.resolver: IdentityResolver | None = None
         self.http: Any = None
 
     # -- lifecycle: flat ordered lists -------------------------------------------------------------
@@ -152,8 +176,7 @@ class Daemon:
         log.info("gallery: %d individuals, %d embeddings; open set: %s", len(gallery.individuals), len(gallery), rule.source)
         tracking, source = resolve_tracking(self.cfg.tracking, self.store.tracking(), m.detector, m.embedder)
         log.info("tracker: %s", source)
-        self.trackers = {c.id: tracking.make_tracker() for c in self.cfg.cameras}
-        self.resolver = tracking.make_resolver(gallery, {c.id: c.px_per_cm for c in self.cfg.cameras}, rule.margin)
+        self.chains = {c.id: CameraChain(c.id, tracking, gallery, rule.margin, c.px_per_cm) for c in self.cfg.cameras}
 
     def _stop_store(self) -> None:
         if self.events_store is not None and self.events_store is not self.store:
@@ -162,20 +185,24 @@ class Daemon:
             self.store.close()
 
     def _start_sinks(self) -> None:
+        assert self.events_store is not None and self.store is not None
+        self.sinks = [_StoreEvents(self.events_store)]  # SQLite first: committed before any other sink sees an event
+        if self.store is not self.events_store:
+            self.sinks.append(_StoreIndividuals(self.store))
         if self.cfg.sinks.jsonl is not None:
-            self.jsonl = JsonlLog(self.cfg.sinks.jsonl)
+            self.sinks.append(JsonlLog(self.cfg.sinks.jsonl))
         m = self.cfg.sinks.mqtt
         if m is not None:
             from finprint.runtime.mqtt_sink import MqttSink
 
-            self.mqtt = MqttSink(m.host, m.port, m.topic, m.client_id, m.qos, m.buffer)
-            self.mqtt.start()
+            mqtt = MqttSink(m.host, m.port, m.topic, m.client_id, m.qos, m.buffer)
+            mqtt.start()
+            self.sinks.append(mqtt)
 
     def _stop_sinks(self) -> None:
-        if self.mqtt is not None:
-            self.mqtt.close()
-        if self.jsonl is not None:
-            self.jsonl.close()
+        for sink in reversed(self.sinks):
+            sink.close()
+        self.sinks = []
 
     def _start_pipeline(self) -> None:
         """Start the worker thread and wait until it has opened the models (an engine build takes minutes)."""
@@ -201,8 +228,9 @@ class Daemon:
     def _start_http(self) -> None:
         if not self.cfg.http.enabled:
             return
-        from finprint.runtime.http import DaemonCollector, HealthServer
         from prometheus_client import CollectorRegistry
+
+        from finprint.runtime.http import DaemonCollector, HealthServer
 
         registry = CollectorRegistry()
         registry.register(DaemonCollector(self.snapshot))
@@ -227,8 +255,9 @@ class Daemon:
         if self._worker.is_alive():
             log.error("inference worker did not finish draining; events of queued frames are lost")
             return
-        assert self.resolver is not None
-        self._emit(self.resolver.end_all(time.time()))
+        now = time.time()
+        for chain in self.chains.values():
+            self._emit(chain.close(now))
 
     # -- the inference worker --------------------------------------------------------------------
     def _next_batch(self) -> list[Frame]:
@@ -270,7 +299,6 @@ class Daemon:
             except CudaError as exc:
                 log.error("closing the engines failed: %s", exc)
                 self.exit_code = 1
-            self.worker_done.set()
 
     def _work_loop(self) -> None:
         total = 0
@@ -303,20 +331,10 @@ class Daemon:
                 self.stopping.set()
 
     def _process(self, batch: list[Frame]) -> None:
-        assert self.resolver is not None
         results = self.pipeline.process([f.image for f in batch])
         for frame, res in zip(batch, results, strict=True):
             det = res.detections
-            tracks, events = self.resolver.associate(frame.camera, self.trackers[frame.camera], det.boxes_xyxy, det.scores,
-                                                     res.embeddings, frame.ts)
-            idx = [t.det_index for t in tracks]
-            masks = [det.masks[i] if det.masks is not None else None for i in idx]
-            events += self.resolver.observe(
-                frame.camera, frame.ts, [t.track_id for t in tracks], det.boxes_xyxy[idx], res.embeddings[idx], masks
-            )
-            ended = self.trackers[frame.camera].ended
-            if ended:
-                events += self.resolver.end(frame.camera, [t.track_id for t in ended], frame.ts)
+            tracks, events = self.chains[frame.camera].step(ChainFrame.from_detections(det, res.embeddings), frame.ts)
             if events:
                 self._snapshots(frame, events, {t.track_id: det.boxes_xyxy[t.det_index] for t in tracks})
                 self._emit(events)
@@ -348,14 +366,8 @@ class Daemon:
                     self.unknown_fish += 1
                 else:
                     self.known_fish += 1
-        assert self.events_store is not None
-        self.events_store.write_events(events)
-        if self.store is not None and self.store is not self.events_store:
-            self.store.update_individuals(events)
-        if self.jsonl is not None:
-            self.jsonl.write_events(events)
-        if self.mqtt is not None:
-            self.mqtt.write_events(events)
+        for sink in self.sinks:
+            sink.write_events(events)
         self.events_emitted += len(events)
 
     # -- observability -------------------------------------------------------------------------

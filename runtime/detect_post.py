@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
 from finprint.runtime.preprocess import LetterboxInfo
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,6 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float, max_de
         ious = box_iou_one_to_many(boxes_xyxy[i], boxes_xyxy[order[1:]])
         order = order[1:][ious <= iou_threshold]
     return np.asarray(keep, dtype=np.int64)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # overflow-free logistic
 
 
 def assemble_masks(

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from finprint.runtime.manifest import Manifest, load_manifest, manifest_path_for, verify_onnx_matches
 
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Manifest, load_manifest, manifest_path_for, verify_onnx_matches
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +301,43 @@ def default_engine_path(onnx_path: Path, engine_cache: str | Path | None = None)
     return Path(engine_cache) / name if engine_cache is not None else onnx_path.with_name(name)
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend a model will run on, decided before anything is loaded (Polygraphy's loaders vs runners)."""
+
+    backend: str  # "tensorrt" | "ort-gpu" | "cpu"
+    serialized: bool  # the model file is a built TensorRT engine, not ONNX
+    reason: str  # for the log: why this backend
+    cpu_fallback: bool = False  # ort-gpu under "auto": a session whose CUDA provider does not start runs on the CPU
+
+
+def choose_backend(path: str | Path, backend: Backend | str = "auto") -> BackendChoice:
+    """The backend for a model file on this machine: with "auto" TensorRT where it imports and a GPU is present,
+    else ONNX Runtime on CUDA (the CPU when its CUDA provider does not start), else the CPU."""
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise FinprintError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    if not path.is_file():
+        raise FinprintError(f"{path}: model file not found")
+    if path.suffix in (".engine", ".plan"):
+        if backend not in ("auto", "tensorrt"):
+            raise FinprintError(f"{path}: a TensorRT engine runs only on the 'tensorrt' backend, not '{backend}'")
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise FinprintError(f"{path}: cannot run a TensorRT engine here: {reason}")
+        return BackendChoice("tensorrt", True, "serialized engine, sidecar matches this machine")
+    if backend in ("auto", "tensorrt"):
+        reason = tensorrt_unavailable_reason()
+        if reason is None:
+            return BackendChoice("tensorrt", False, "TensorRT and a CUDA device found")
+        if backend == "tensorrt":
+            raise FinprintError(f"{path}: backend 'tensorrt' asked for, but {reason}")
+        log.info("%s: TensorRT not used: %s", path.name, reason)
+    if backend in ("auto", "ort-gpu"):
+        return BackendChoice("ort-gpu", False, "ONNX Runtime enabled CUDAExecutionProvider", cpu_fallback=backend == "auto")
+    return BackendChoice("cpu", False, "asked for")
+
+
 def open_engine(
     path: str | Path,
     backend: Backend | str = "auto",
@@ -312,33 +349,28 @@ def open_engine(
 ) -> Engine:
     """Open a model for inference on the best backend this machine has (or the one asked for).
 
-    `path` is an ONNX file, or a serialized TensorRT engine (`.engine`/`.plan`). With "auto" an ONNX
-    file runs on TensorRT where it imports and a GPU is present (building/refreshing the engine next
-    to it, or at `engine_path`, via `sidecar.ensure_engine`), else ONNX Runtime on CUDA, else ONNX Runtime
-    on the CPU.
-    The model is checked against its manifest (sha256 and I/O) when one is found; with
-    `require_manifest` a missing manifest is an error.
+    `path` is an ONNX file, or a serialized TensorRT engine (`.engine`/`.plan`); `choose_backend` picks the
+    backend, `load_engine` loads the model on it (an ONNX file on TensorRT builds or refreshes the engine next
+    to it, or at `engine_path`, via `sidecar.ensure_engine`). The model is checked against its manifest (sha256
+    and I/O) when one is found; with `require_manifest` a missing manifest is an error.
     """
-    path = Path(path)
-    if backend not in BACKENDS:
-        raise FinprintError(f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}")
-    if not path.is_file():
-        raise FinprintError(f"{path}: model file not found")
-    is_engine_file = path.suffix in (".engine", ".plan")
+    choice = choose_backend(path, backend)
+    return load_engine(Path(path), choice, find_manifest(Path(path), manifest, require_manifest), engine_path=engine_path,
+                       intra_threads=intra_threads)
 
-    if is_engine_file:
-        if backend not in ("auto", "tensorrt"):
-            raise FinprintError(f"{path}: a TensorRT engine runs only on the 'tensorrt' backend, not '{backend}'")
-        reason = tensorrt_unavailable_reason()
-        if reason:
-            raise FinprintError(f"{path}: cannot run a TensorRT engine here: {reason}")
+
+def load_engine(
+    path: Path, choice: BackendChoice, found: Manifest | None, *, engine_path: str | Path | None = None,
+    intra_threads: int | None = None,
+) -> Engine:
+    """Load a model on the chosen backend and check it against its manifest (None: none found)."""
+    if choice.serialized:
         from finprint.runtime.sidecar import validate_engine
         from finprint.runtime.trt_engine import TrtEngine
 
         meta = validate_engine(path)
         # Every check on files before the engine is opened: an engine opened and then refused would hold
         # CUDA memory and (with pycuda) a pushed context until exit.
-        found = find_manifest(path, manifest, require_manifest)
         if found is not None and meta.onnx_sha256 != found.onnx_sha256:
             raise FinprintError(
                 f"{path}: engine was built from an ONNX (sha256 {meta.onnx_sha256[:12]}…) other than "
@@ -347,36 +379,30 @@ def open_engine(
             )
         eng: Engine = TrtEngine(path, host_code_allowed=meta.version_compatible)
         _checked(eng, found)
-        log.info("%s: backend tensorrt (serialized engine, sidecar matches this machine)", path.name)
+        log.info("%s: backend tensorrt (%s)", path.name, choice.reason)
         return eng
 
-    found = find_manifest(path, manifest, require_manifest)
     if found is not None:
         verify_onnx_matches(found, path)
 
-    if backend in ("auto", "tensorrt"):
-        reason = tensorrt_unavailable_reason()
-        if reason is None:
-            from finprint.runtime.sidecar import ensure_engine
-            from finprint.runtime.trt_engine import TrtEngine
+    if choice.backend == "tensorrt":
+        from finprint.runtime.sidecar import ensure_engine
+        from finprint.runtime.trt_engine import TrtEngine
 
-            target = Path(engine_path) if engine_path else default_engine_path(path)
-            meta = ensure_engine(path, target, manifest=found)
-            eng = TrtEngine(target, host_code_allowed=meta.version_compatible)
-            if found is not None:
-                _checked(eng, found)
-            log.info("%s: backend tensorrt (TensorRT and a CUDA device found; engine %s)", path.name, target.name)
-            return eng
-        if backend == "tensorrt":
-            raise FinprintError(f"{path}: backend 'tensorrt' asked for, but {reason}")
-        log.info("%s: TensorRT not used: %s", path.name, reason)
+        target = Path(engine_path) if engine_path else default_engine_path(path)
+        meta = ensure_engine(path, target, manifest=found)
+        eng = TrtEngine(target, host_code_allowed=meta.version_compatible)
+        if found is not None:
+            _checked(eng, found)
+        log.info("%s: backend tensorrt (%s; engine %s)", path.name, choice.reason, target.name)
+        return eng
 
-    if backend in ("auto", "ort-gpu"):
+    if choice.backend == "ort-gpu":
         eng = OrtEngine(path, providers=PROVIDERS_FOR["ort-gpu"], intra_threads=intra_threads)
         if "CUDAExecutionProvider" in eng.active_providers:
-            log.info("%s: backend ort-gpu (ONNX Runtime enabled CUDAExecutionProvider)", path.name)
+            log.info("%s: backend ort-gpu (%s)", path.name, choice.reason)
             return _checked(eng, found)
-        if backend == "ort-gpu":
+        if not choice.cpu_fallback:
             eng.close()
             raise FinprintError(
                 f"{path}: backend 'ort-gpu' asked for, but ONNX Runtime enabled only {eng.active_providers} "
@@ -387,7 +413,7 @@ def open_engine(
         return _checked(eng, found)
 
     eng = OrtEngine(path, providers=PROVIDERS_FOR["cpu"], intra_threads=intra_threads)
-    log.info("%s: backend cpu (asked for)", path.name)
+    log.info("%s: backend cpu (%s)", path.name, choice.reason)
     return _checked(eng, found)
 
 

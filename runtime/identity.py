@@ -10,21 +10,9 @@ far it led the runner-up in those frames. A score below the open-set threshold i
 so is a lead below the open-set margin (an ambiguous match: a stranger that resembles two known fish
 sits between them, where a known fish is clearly its own).
 
-Why votes first: at a crossing a track can leave one fish for the one in front and hold both. Scoring
-every fish over all of the track's frames (the rule before this one) let the second fish's frames lift
-the runner-up's score, so the lead collapsed and a track that was mostly one known fish was called
-unknown. Judged on its own frames, the majority fish keeps its lead, and the track is named after the
-fish it showed most, as the sighting record and the scorer (docs/CONTRACTS.md) count it. Measured on
-the results farm (known tracks named right / strangers flagged; before -> after, same models and
-gallery, each rule with its own tuned tracker setting, threshold and margin): the tuning videos
-(`finprint tune-open-set`, docs/RESULTS.md) 91.5 % / 88.9 % -> 94.9 % / 91.7 %; the scored 8 s videos
-(RESULTS) 96.8 % / 85.7 % -> 96.8 % / 92.9 %; two minutes per camera of new scored video of the same
-farm (`finprint data synth` with the results farm's options and `--video-seconds 120`, then
-`python -m finprint.runtime.score`; 313 tracks) 90.7 % / 87.0 % -> 90.3 % / 89.6 %; three minutes per
-camera of tuning video (the tracker and rule replayed as tune-open-set does, each rule at its best pair;
-504 tracks) 84.4 % / 80.7 % -> 86.1 % / 82.1 %. So: strangers gain two to seven points; known fish on
-long video move by under two. Votes weighted by each frame's lead or similarity, and other fractions than the
-better half, were within a point of the plain count (scratch replays).
+Votes first: at a crossing a track can leave one fish for the one in front and hold both; judged on its own
+frames, the majority fish keeps its lead, and the track is named after the fish it showed most, as the
+sighting record and the scorer (docs/CONTRACTS.md) count it. Evidence: experiments/2026-11-27-track-identity.
 
 Per track and fish the votes are counted and the similarities and leads of its frames are kept as
 histograms of 0.01-wide bins, so a track's state stays bounded however long the fish stays in view.
@@ -46,16 +34,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
-# The margin used when the gallery has not been tuned (finprint tune-open-set) and the config sets none.
-# It was picked on the results-preset farm's scored videos in an earlier version (0.02-0.07 all did as
-# well there), so it is a starting point, not a measurement; tuning replaces it.
+Similarities = tuple[list[str], np.ndarray]  # (individuals, (N, K) similarity of each row to each), Gallery.similarities
+# The margin used when the gallery has not been tuned (finprint tune-open-set) and the config sets none: a
+# starting point, not a measurement; tuning replaces it (experiments/2026-11-27-track-identity).
 DEFAULT_OPEN_SET_MARGIN = 0.03
 # Gallery whitening's regularisation (see `within_class_whitening`): the share of the mean within-fish
-# variance added to every direction. Measured on the masked chain (scripts/masked-crops-check, fine
-# detector; scratch replays over one pass of the models), box by box on the tuning / scored videos:
-# off 86.1 / 89.0 %, 1.0 87.3 / 90.7 %, 0.3 87.8 / 90.8 %, 0.1 88.0 / 91.0 %; tune-open-set's criterion
-# .968 / .980 / .980 / .968 (1.0 and 0.3 tie; 0.3 names more of the tuning videos' boxes right), so 0.3.
-# Through the results preset's daemon step (tune-open-set then keeps it on): known tracks 89.3 -> 92.9 %.
+# variance added to every direction (experiments/2026-11-28-gallery-whitening-and-splitting).
 WHITENING_STRENGTH = 0.3
 
 
@@ -349,9 +333,11 @@ class IdentityResolver:
     changes, or the track ends. State is bounded by the tracker's live tracks."""
 
     def __init__(
-        self, gallery: Gallery, px_per_cm: dict[str, float], min_frames: int = 3, margin: float = DEFAULT_OPEN_SET_MARGIN,
-        appearance_space: str = "embedder", split_window: int = 0, split_share: float = 0.8,
+        self, gallery: Gallery, px_per_cm: dict[str, float], *, min_frames: int, margin: float, appearance_space: str,
+        split_window: int, split_share: float,
     ) -> None:
+        """Made by `TrackingConfig.make_resolver` (runtime/config.py), which holds the one set of defaults; `margin`
+        is the open-set rule's (runtime/tuned.py)."""
         self.gallery = gallery
         self.appearance_space = appearance_space  # "gallery": the tracker compares looks as the gallery matches
         # Track splitting (0 = off): a track whose last `split_window` frames voted for one other known fish in
@@ -362,15 +348,14 @@ class IdentityResolver:
         self.px_per_cm = px_per_cm
         self.min_frames = min_frames
         self._tracks: dict[tuple[str, int], TrackIdentity] = {}
-        # The similarities `associate` measured for a frame's tracks (to split them), kept for that frame's
-        # `observe`: matching against the gallery costs about as much per frame as the embedder.
-        self._measured: tuple[tuple, list[str], np.ndarray] | None = None
 
     def associate(
         self, camera: str, tracker: ByteTracker, boxes_xyxy: np.ndarray, scores: np.ndarray, embeddings: np.ndarray, ts: float,
-    ) -> tuple[list[Track], list[dict]]:
+    ) -> tuple[list[Track], list[dict], Similarities | None]:
         """One frame's detections through a camera's tracker -> (its confirmed tracks, "track_end" events of
-        tracks split here). In the gallery's space (`appearance_space="gallery"`) the whitening that tells the
+        tracks split here, the tracks' similarities to the gallery when splitting measured them, rows aligned
+        with the tracks: hand them to `observe`, as `CameraChain.step` does, since matching against the gallery
+        costs about as much per frame as the embedder). In the gallery's space (`appearance_space="gallery"`) the whitening that tells the
         farm's fish apart can also keep a track from jumping from one of them to another at a crossing
         (runtime/tracker.py).
 
@@ -378,12 +363,12 @@ class IdentityResolver:
         track then has no single identity: the first fish's votes name it, and the second fish's sightings are
         lost. When the last `split_window` frames of a track voted for one fish in at least `split_share` of
         them, and that fish is not the one the track is named after, the track is ended before this frame and
-        the tracker goes on with it under a new id (the new record's `continues` says which). Scratch replays
-        on the masked chain (docs/ARCHITECTURE.md) lifted one embedder and cost two others, so it is a tuned
-        choice (`finprint tune-open-set`), off by default."""
+        the tracker goes on with it under a new id (the new record's `continues` says which). A tuned choice
+        (`finprint tune-open-set`), off by default (experiments/2026-11-28-gallery-whitening-and-splitting)."""
         looks = self.gallery.project(embeddings) if self.appearance_space == "gallery" else embeddings
         tracks = [t for t in tracker.update(boxes_xyxy, scores, looks) if t.confirmed]
         events: list[dict] = []
+        measured: Similarities | None = None
         if self.split_window and tracks:
             names, sims = self.gallery.similarities(embeddings[[t.det_index for t in tracks]])
             for row, t in enumerate(tracks):
@@ -398,8 +383,8 @@ class IdentityResolver:
                     events += self.end(camera, [old_id], ts)
                     tracker.relabel(t)
                     self._record(camera, t.track_id, ts).continues = old_id
-            self._measured = ((camera, ts, tuple(t.track_id for t in tracks)), names, sims)
-        return tracks, events
+            measured = (names, sims)
+        return tracks, events, measured
 
     def _record(self, camera: str, track_id: int, ts: float) -> TrackIdentity:
         key = (camera, track_id)
@@ -416,13 +401,15 @@ class IdentityResolver:
         track_ids: list[int],
         boxes_xyxy: np.ndarray,
         embeddings: np.ndarray,
-        masks: list[np.ndarray | None],
+        lengths_px: list[float | None],
+        similarities: Similarities | None = None,
     ) -> list[dict]:
-        """One frame's tracked fish (rows aligned) -> events ("identified" / "reidentified")."""
+        """One frame's tracked fish (rows aligned; `lengths_px`: each fish's length from its mask, see
+        `mask_length_px`; `similarities`: as `associate` returns them, else measured here) -> events
+        ("identified" / "reidentified")."""
         events: list[dict] = []
-        measured, self._measured = self._measured, None
-        if measured is not None and measured[0] == (camera, ts, tuple(track_ids)):
-            names, sims = measured[1], measured[2]
+        if similarities is not None:
+            names, sims = similarities
         else:
             names, sims = self.gallery.similarities(embeddings) if len(track_ids) else ([], None)
         scale = self.px_per_cm.get(camera, 1.0)
@@ -435,10 +422,8 @@ class IdentityResolver:
             if rec.last_centre_px is not None:
                 rec.path_cm += float(np.hypot(centre[0] - rec.last_centre_px[0], centre[1] - rec.last_centre_px[1])) / scale
             rec.last_centre_px = centre
-            if masks[i] is not None:
-                length_px = mask_length_px(masks[i])
-                if length_px:
-                    rec.lengths_cm.append(length_px / scale)
+            if lengths_px[i]:
+                rec.lengths_cm.append(lengths_px[i] / scale)
             identity = rec.identity
             if rec.frames >= self.min_frames and identity != rec.announced_as:
                 kind = "identified" if rec.announced_as is None else "reidentified"

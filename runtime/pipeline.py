@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from finprint.errors import FinprintError
 from finprint.runtime.crops import crop_fish, embedder_preprocess
 from finprint.runtime.detect_post import Detections, decode
 from finprint.runtime.engines import Engine, default_engine_path, find_manifest, open_engine
 from finprint.runtime.manifest import Manifest, Preprocess
 from finprint.runtime.preprocess import preprocess_batch, preprocess_image
-
-from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,6 @@ class Pipeline:
         if spec.is_dynamic(2) or spec.is_dynamic(3):
             raise FinprintError(f"{engine.source}: no manifest and a dynamic input size: cannot tell the letterbox size")
         return Preprocess(width=int(spec.shape[3]), height=int(spec.shape[2]))  # type: ignore[arg-type]
-
-    @property
-    def manifests(self) -> tuple[Manifest | None, Manifest | None]:
-        return find_manifest(self.detector_path, None, False), find_manifest(self.embedder_path, None, False)
 
     def _record(self, stage: str, started: float) -> float:
         now = time.perf_counter()

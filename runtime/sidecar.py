@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from finprint.runtime.manifest import Manifest, sha256_file
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Manifest, sha256_file
 
 log = logging.getLogger(__name__)
 

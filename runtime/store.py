@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+
 from finprint.runtime.identity import Gallery
 
 log = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class Store:
 
     def set_open_set(self, threshold: float, margin: float, embedder: str, embedder_sha256: str, tuned_on: str,
                      whitening: float | None = None) -> None:
-        """The tuned open-set rule (runtime/open_set.py; whitening None = plain cosine), replacing any earlier one."""
+        """The tuned open-set rule (runtime/tuned.py; whitening None = plain cosine), replacing any earlier one."""
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO open_set(id, threshold, margin, embedder, embedder_sha256, tuned_on, created, whitening)"

@@ -8,11 +8,8 @@ Appearance (as BoT-SORT/DeepSORT do, optional): given each detection's embedding
 running mean of its own, and the confident pass refuses a pair whose cosine similarity is below
 `appearance_gate` and prefers, among overlapping candidates, the one that looks like the track. Fish
 cross each other far more than pedestrians: with boxes alone a track that follows one fish into a
-crossing often leaves it following the other, and a track that shows two fish has no single identity.
-Measured on the results farm's tuning videos (calib/, aux-trained student): with the gate at 0.3 the
-frames on their track's majority fish went from 75 % to 88 % (0.2: 84 %, 0.4: 93 %), at the price of
-more, shorter tracks (54 -> 85); the per-track identity score at the best threshold stayed within noise
-(0.85 without, 0.83 with). A purer track is what a sighting record needs, so the gate is on by default.
+crossing often leaves it following the other, and a track that shows two fish has no single identity. A
+purer track is what a sighting record needs, so the gate is on by default (experiments/2026-11-27-track-identity).
 
 The tracker compares whatever vectors it is given. `IdentityResolver.associate` gives it the embedder's, or
 with `tracking.appearance_space: gallery` the gallery's whitened ones (runtime/identity.py), where two of
@@ -94,18 +91,21 @@ class Track:
 
 
 class ByteTracker:
-    """`update(boxes_tlbr, scores) -> list[Track]`: tracks matched (or still coasting) in this frame."""
+    """`update(boxes_tlbr, scores) -> list[Track]`: tracks matched (or still coasting) in this frame.
+
+    Made by `TrackingConfig.make_tracker` (runtime/config.py), which holds the one set of defaults."""
 
     def __init__(
         self,
-        high_score: float = 0.5,
-        low_score: float = 0.1,
-        match_iou: float = 0.3,
-        max_lost_frames: int = 30,
-        min_hits: int = 3,
-        appearance_gate: float | None = None,
-        appearance_weight: float = 0.5,
-        appearance_momentum: float = 0.8,
+        *,
+        high_score: float,
+        low_score: float,
+        match_iou: float,
+        max_lost_frames: int,
+        min_hits: int,
+        appearance_gate: float | None,
+        appearance_weight: float,
+        appearance_momentum: float,
     ) -> None:
         self.appearance_gate = appearance_gate
         self.appearance_weight = appearance_weight
@@ -214,8 +214,3 @@ class ByteTracker:
         track.track_id = self._next_id
         self._next_id += 1
         return track.track_id
-
-    def flush(self) -> list[Track]:
-        """End every live track (shutdown) and return them."""
-        ended, self._tracks = self._tracks, []
-        return ended

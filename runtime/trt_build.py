@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from finprint.errors import FinprintError
 from finprint.runtime.manifest import Manifest, sha256_file
 from finprint.runtime.sidecar import (
     HardwareCompat,
@@ -28,8 +29,6 @@ from finprint.runtime.sidecar import (
     save_sidecar,
 )
 from finprint.runtime.trt_engine import check_tensorrt_version, import_tensorrt, trt_logger, trt_version
-
-from finprint.errors import FinprintError
 
 log = logging.getLogger(__name__)
 

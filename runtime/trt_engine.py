@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from finprint.runtime.cuda_mem import CudaError, CudaMem, DeviceBuffer, acquire_cuda, release_cuda
-from finprint.runtime.engines import Engine, TensorInfo
 
 from finprint.errors import FinprintError
+from finprint.runtime.cuda_mem import CudaError, CudaMem, DeviceBuffer, acquire_cuda, release_cuda
+from finprint.runtime.engines import Engine, TensorInfo
 
 log = logging.getLogger(__name__)
 

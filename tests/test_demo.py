@@ -2,10 +2,9 @@
 
 import json
 
-from finprint.runtime.store import Store
-
 from finprint.cli import main
 from finprint.demo_report import open_set_sentence
+from finprint.runtime.store import Store
 
 
 def test_demo_runs_every_step_and_writes_its_report(tmp_path):
@@ -15,7 +14,7 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
     for step in ("farm", "detector teacher", "detector student (KD)", "embedder student (no KD)",
                  "export detector student", "bench", "daemon on a farm video"):
         assert step in results["steps"], step
-    assert "tuned" in results["daemon"]["open_set"]  # tuned on calib/ videos, or said why not
+    assert "tuned" in results["daemon"]["open_set"]  # tuned on tuning/ videos, or said why not
     daemon = results["daemon"]
     wrong = daemon["known_tracks"] - daemon["known_correct"] + daemon["unknown_tracks"] - daemon["unknown_flagged"]
     assert sum(daemon["mistakes"].values()) == wrong  # every wrongly named track, as "truth -> named"

@@ -36,3 +36,17 @@ def test_render_splices_after_the_title_then_in_place(tmp_path):
 def test_results_json_skips_what_was_not_measured():
     keys = results_json({"embedder": {"eval": {"teacher": {"rank1": 0.9, "auroc": None}}}})
     assert keys == {"f4k-tracklets/embedder/teacher/rank1": 0.9}
+
+
+def test_collect_gathers_what_the_runs_left(tmp_path):
+    from finprint.real_data import collect
+
+    evals = tmp_path / "real" / "eval"
+    evals.mkdir(parents=True)
+    for name, metrics in (("det-teacher", {"box_map50": 0.2}), ("emb-student-kd-seed0", {"rank1": 0.7}), ("emb-teacher", {"rank1": 0.9})):
+        (evals / f"{name}.json").write_text(json.dumps({"metrics": metrics}))
+    (tmp_path / "real" / "real.json").write_text(json.dumps({"steps": {"embedder teacher (ImageNet Lite0)": {"seconds": 60.0}}}))
+    real = collect(tmp_path)
+    assert real["detector"]["eval"] == {"teacher": {"box_map50": 0.2}} and real["detector"]["gate"] == []
+    assert list(real["embedder"]["eval"]) == ["teacher", "student-kd-seed0"]  # the teacher first
+    assert "bench" not in real and real["steps"]["embedder teacher (ImageNet Lite0)"]["seconds"] == 60.0

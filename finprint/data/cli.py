@@ -1,4 +1,4 @@
-"""`finprint data synth|calib-videos|check|show`.
+"""`finprint data synth|tuning-videos|check|show` (`calib-videos`: the old name of `tuning-videos`).
 
 `synth` is parsed by finprint.data.cli_synth, imported only when `synth` is chosen: its words are
 collected verbatim here (the sub-parser treats nothing as an option) and handed to a parser that
@@ -18,7 +18,7 @@ _VERBATIM_PREFIX = "\x00"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="{synth,calib-videos,check,show}", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="{synth,tuning-videos,check,show}", required=True)
 
     synth = sub.add_parser(
         "synth",
@@ -28,16 +28,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     synth.add_argument("synth_argv", nargs="*")
 
-    calib = sub.add_parser(
-        "calib-videos",
+    tuning = sub.add_parser(
+        "tuning-videos",
+        aliases=["calib-videos"],
         help="write a synthetic farm's open-set tuning videos again at another length",
-        description="Write a synthetic farm's open-set tuning videos (calib/) again at another length: the same "
+        description="Write a synthetic farm's open-set tuning videos (tuning/) again at another length: the same "
         "cameras, known fish and strangers, the rest of the farm untouched. More tuning video gives "
         "finprint tune-open-set more tracks to choose its settings from.",
     )
-    calib.add_argument("farm", help="farm folder written by finprint data synth")
-    calib.add_argument("--seconds", type=float, required=True, help="length of each camera's tuning video")
-    calib.add_argument("--out", required=True, help="new folder for cam<k>.mp4 and their ground truth cam<k>.json")
+    tuning.add_argument("farm", help="farm folder written by finprint data synth")
+    tuning.add_argument("--seconds", type=float, required=True, help="length of each camera's tuning video")
+    tuning.add_argument("--out", required=True, help="new folder for cam<k>.mp4 and their ground truth cam<k>.json")
 
     check = sub.add_parser(
         "check",
@@ -80,7 +81,7 @@ def _run_synth(synth_argv: list[str]) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.data_command == "synth":
         return _run_synth(args.synth_argv)
-    if args.data_command == "calib-videos":
+    if args.data_command in ("tuning-videos", "calib-videos"):
         from finprint.data.synth import write_tuning_videos
 
         for video in write_tuning_videos(args.farm, args.out, args.seconds):

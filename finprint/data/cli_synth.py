@@ -34,12 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also an enrolment clip of every known fish in front of each other camera, enrol/<fish>_c<k>.mp4")
     parser.add_argument("--enrol-clip-crop-every", type=int, default=0, metavar="N",
                         help="every Nth enrolment-clip frame also gives reid/train a crop of the fish (default 0: none)")
-    parser.add_argument("--calib-videos", type=float, default=0.0, metavar="SECONDS",
-                        help="an open-set tuning video per camera, calib/cam<k>.mp4, with strangers of its own, this long "
+    parser.add_argument("--tuning-videos", "--calib-videos", type=float, default=0.0, metavar="SECONDS",
+                        help="an open-set tuning video per camera, tuning/cam<k>.mp4, with strangers of its own, this long "
                              "(default 0: none; see finprint tune-open-set)")
-    parser.add_argument("--calib-strangers", type=int, default=6,
+    parser.add_argument("--tuning-strangers", "--calib-strangers", type=int, default=6,
                         help="strangers (str000..) the tuning videos draw three each from (default 6)")
-    parser.add_argument("--calib-lookalikes", type=int, default=0, metavar="N",
+    parser.add_argument("--tuning-lookalikes", "--calib-lookalikes", type=int, default=0, metavar="N",
                         help="of those strangers, N resemble a known fish (half its spots, its bars and shade); each "
                              "tuning video then holds one (default 0)")
     parser.add_argument("--enrol-views", type=int, default=0,
@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
         enrol_views=args.enrol_views,
         enrol_clip_seconds=args.enrol_clips,
         enrol_clip_every_camera=args.enrol_clips_every_camera,
-        calib_video_seconds=args.calib_videos,
-        calib_strangers=args.calib_strangers,
-        calib_lookalikes=args.calib_lookalikes,
+        tuning_video_seconds=args.tuning_videos,
+        tuning_strangers=args.tuning_strangers,
+        tuning_lookalikes=args.tuning_lookalikes,
         enrol_clip_crop_every=args.enrol_clip_crop_every,
         aux_individuals=args.aux_individuals,
         aux_views=args.aux_views,

@@ -103,20 +103,15 @@ class SynthConfig:
     enrol_views: int = 0
     # Other fish, never on this farm (ids aux000..), reid/train only: the many identities a re-ID
     # embedder learns its metric from, so that a stranger is not pulled onto the nearest known fish.
-    # Measured on the demo farm with the same CPU budget (30 epochs): 40 enrolment views per fish moved
-    # per-crop video rank-1 0.65 -> 0.67; 100 aux fish x 12 views cut the known fish's share of the
-    # batches and lowered val rank-1 (0.70 -> 0.21). Both are off by default; they need a longer schedule.
+    # Both are off by default: they need a longer schedule (experiments/2026-11-27-model-design).
     aux_individuals: int = 0
     aux_views: int = 12
     # Video of the auxiliary fish: clips of `aux_clip_fish` of them swimming together in one of the farm's
     # cameras (its water varied per clip), cut into reid/train crops every `aux_clip_crop_every`-th decoded
     # frame, as for the enrolment clips. The still views above are a render, not what the daemon sees (mp4
     # frames, fish passing in front of each other); these put the many identities of the metric in the
-    # daemon's domain. The clips themselves are not kept. Own random stream; 0 = none. Off in every preset:
-    # on the results farm `--aux-clips 24` added 10,829 video crops (about 22 per aux fish) and the embedder
-    # runs retrained on an H200 (scripts/gpu-train) named fish no better: box by box on the 60 s tuning videos
-    # (tune-open-set's report) 88.8 % -> 88.5 % right, stranger AUROC 0.930 -> 0.929; tracks 90.7 % / 86.8 % ->
-    # 90.7 % / 85.9 % (known named right / strangers flagged).
+    # daemon's domain. The clips themselves are not kept. Own random stream; 0 = none. Off in every preset: the
+    # embedder named fish no better with them (experiments/2026-11-27-model-design).
     aux_clip_seconds: float = 0.0
     aux_clip_fish: int = 5
     aux_clip_crop_every: int = 5
@@ -133,19 +128,17 @@ class SynthConfig:
     # Also film every known fish in front of each other camera (enrol/<fish>_c<camera>.mp4): its
     # gallery then holds it in every pen's water and light. Own random stream.
     enrol_clip_every_camera: bool = False
-    # Open-set tuning videos: calib/cam<k>.mp4, one per camera, like videos/ (known fish with strangers)
+    # Open-set tuning videos: tuning/cam<k>.mp4, one per camera, like videos/ (known fish with strangers)
     # but with their own strangers (ids str000..; never in videos/, images or reid/), as a farm films a
     # pen holding its tagged fish and a few fish from elsewhere to set how sure a match must be
     # (`finprint tune-open-set`). Own random stream: everything else is unchanged by this option.
-    calib_video_seconds: float = 0.0
-    calib_strangers: int = 6
+    tuning_video_seconds: float = 0.0
+    tuning_strangers: int = 6
     # Of those strangers, this many resemble a known fish (`fish.make_lookalike`: half its spots, its bars
     # and gill-cover spot, its shade), and every tuning video holds one of them: a farm's own strain looks
     # alike, and tune-open-set can only learn a margin for lookalikes it has seen. Own random stream.
-    # Measured (2 of 6, the masked chain's farm; docs/DEPLOY.md): the tuned margin rose 0.05 -> 0.07 but the
-    # scored videos' own lookalike stranger still passed (strangers flagged 60.4 -> 50.0 %): these siblings
-    # are not the kind of lookalike that one is.
-    calib_lookalikes: int = 0
+    # These siblings did not stand in for a real lookalike (experiments/2026-11-28-gallery-whitening-and-splitting).
+    tuning_lookalikes: int = 0
     overwrite: bool = False
     water: list[str] = field(default_factory=lambda: ["clear", "green", "turbid"])  # water type per camera, cycled
 
@@ -164,11 +157,11 @@ class SynthConfig:
             raise ConfigError("val_fraction + test_fraction must be in [0, 1)")
         if self.enrol_clip_seconds < 0 or self.enrol_clip_crop_every < 0:
             raise ConfigError("enrol_clip_seconds and enrol_clip_crop_every must be >= 0")
-        if self.calib_video_seconds < 0 or self.calib_strangers < 0:
-            raise ConfigError("calib_video_seconds and calib_strangers must be >= 0")
-        if not 0 <= self.calib_lookalikes <= self.calib_strangers:
-            raise ConfigError(f"calib_lookalikes must be between 0 and calib_strangers ({self.calib_strangers}), "
-                              f"got {self.calib_lookalikes}")
+        if self.tuning_video_seconds < 0 or self.tuning_strangers < 0:
+            raise ConfigError("tuning_video_seconds and tuning_strangers must be >= 0")
+        if not 0 <= self.tuning_lookalikes <= self.tuning_strangers:
+            raise ConfigError(f"tuning_lookalikes must be between 0 and tuning_strangers ({self.tuning_strangers}), "
+                              f"got {self.tuning_lookalikes}")
         if self.enrol_views < 0 or self.aux_individuals < 0 or self.aux_views < 1:
             raise ConfigError("enrol_views and aux_individuals must be >= 0, aux_views >= 1")
         if self.aux_clip_seconds < 0 or self.aux_clip_fish < 1 or self.aux_clip_crop_every < 1:
@@ -183,15 +176,15 @@ class SynthConfig:
             raise ConfigError("jobs must be >= 0 (0 = one per CPU core)")
 
 
-def _write_calib_videos(
+def _write_tuning_videos(
     folder: Path, cfg: SynthConfig, known: list[Individual], textures: dict[str, np.ndarray], cameras: list[dict]
 ) -> list[dict]:
     """One open-set tuning video per camera: known fish and three strangers of their own."""
     rng = np.random.default_rng([cfg.seed, 3])
-    strangers = make_population(cfg.calib_strangers - cfg.calib_lookalikes, rng, prefix="str", unknown=True)
+    strangers = make_population(cfg.tuning_strangers - cfg.tuning_lookalikes, rng, prefix="str", unknown=True)
     look_rng = np.random.default_rng([cfg.seed, 9])
     lookalikes = [make_lookalike(known[int(look_rng.integers(len(known)))], f"str{len(strangers) + i:03d}", look_rng)
-                  for i in range(cfg.calib_lookalikes)]
+                  for i in range(cfg.tuning_lookalikes)]
     stranger_textures = {ind.id: render_texture(ind) for ind in strangers + lookalikes}
     folder.mkdir(parents=True, exist_ok=True)
     videos = []
@@ -208,7 +201,7 @@ def _write_calib_videos(
             cast.append((twin, stranger_textures[twin.id]))
         videos.append(write_video(
             folder / f"cam{camera['id']}.mp4", {"id": camera["id"], "px_per_cm": camera["px_per_cm"]},
-            camera["water"], cast, cfg.calib_video_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,
+            camera["water"], cast, cfg.tuning_video_seconds, cfg.fps, cfg.width, cfg.height, rng, cfg.min_visible_px,
         ))
     return videos
 
@@ -482,10 +475,29 @@ def _population(cfg: SynthConfig) -> tuple[np.random.Generator, list[Individual]
     return rng, known, unknown, textures, cameras
 
 
+# A farm's open-set tuning videos. Farms written before the rename keep them in calib/, which now means only
+# INT8 calibration sets; `tuning_videos` reads either.
+TUNING_DIR = "tuning"
+OLD_TUNING_DIR = "calib"
+# farm.json config keys of those farms -> today's SynthConfig fields.
+OLD_CONFIG_NAMES = {"calib_video_seconds": "tuning_video_seconds", "calib_strangers": "tuning_strangers",
+                    "calib_lookalikes": "tuning_lookalikes"}
+
+
+def tuning_videos(farm: str | Path) -> list[Path]:
+    """A farm's open-set tuning videos (tuning/cam<k>.mp4; calib/ in a farm written before the rename)."""
+    farm = Path(farm)
+    for name in (TUNING_DIR, OLD_TUNING_DIR):
+        found = sorted((farm / name).glob("*.mp4"))
+        if found:
+            return found
+    return []
+
+
 def write_tuning_videos(farm: str | Path, out: str | Path, seconds: float) -> list[dict]:
     """A farm's open-set tuning videos written again at another length into `out` (cam<k>.mp4 and .json): the
-    same cameras, known fish and strangers as its calib/ (their own random stream, drawn after everything else,
-    so the farm is otherwise untouched and one at this length from `synth --calib-videos` would hold the same
+    same cameras, known fish and strangers as its tuning/ (their own random stream, drawn after everything else,
+    so the farm is otherwise untouched and one at this length from `synth --tuning-videos` would hold the same
     videos). More tuning video gives `finprint tune-open-set` more tracks to choose from."""
     farm, out = Path(farm), Path(out)
     doc_path = farm / "farm.json"
@@ -499,11 +511,12 @@ def write_tuning_videos(farm: str | Path, out: str | Path, seconds: float) -> li
     if not isinstance(config, dict):
         raise ConfigError(f"{doc_path}: no generator config (written by an older finprint)")
     fields = SynthConfig.__dataclass_fields__
+    config = {OLD_CONFIG_NAMES.get(k, k): v for k, v in config.items()}
     cfg = SynthConfig(out=farm, **{k: v for k, v in config.items() if k in fields and k != "out"})
-    cfg.calib_video_seconds = float(seconds)
+    cfg.tuning_video_seconds = float(seconds)
     cfg.validate()
     _, known, _, textures, cameras = _population(cfg)
-    return _write_calib_videos(out, cfg, known, textures, cameras)
+    return _write_tuning_videos(out, cfg, known, textures, cameras)
 
 
 def synthesize(cfg: SynthConfig) -> dict:
@@ -629,7 +642,7 @@ def synthesize(cfg: SynthConfig) -> dict:
                         cfg.width, cfg.height, other_rng, cfg.min_visible_px,
                     ))
 
-    calib_videos = _write_calib_videos(out / "calib", cfg, known, textures, cameras) if cfg.calib_video_seconds > 0 else []
+    tuning_videos = _write_tuning_videos(out / TUNING_DIR, cfg, known, textures, cameras) if cfg.tuning_video_seconds > 0 else []
 
     summary = {
         "out": str(out),
@@ -638,7 +651,7 @@ def synthesize(cfg: SynthConfig) -> dict:
         "reid": reid_counts,
         "videos": videos,
         "enrol_clips": enrol_clips,
-        "calib_videos": calib_videos,
+        "tuning_videos": tuning_videos,
         "individuals": len(known),
         "unknown": len(unknown),
     }

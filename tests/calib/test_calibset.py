@@ -7,12 +7,12 @@ import json
 import cv2
 import numpy as np
 import pytest
-from finprint.calib.calibset import build_calibset, load_calibset, stratified_select
-from finprint.runtime.manifest import Preprocess
-from finprint.runtime.preprocess import preprocess_image
 
+from finprint.calib.calibset import build_calibset, load_calibset, stratified_select
 from finprint.cli import main
 from finprint.errors import FinprintError
+from finprint.runtime.manifest import Preprocess
+from finprint.runtime.preprocess import preprocess_image
 
 PRE = Preprocess(width=64, height=64)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from finprint.calib.qat import QATConv2d, is_qat, load_qat_state, prepare_qat
 from finprint.calib.quantize import qdq_node_counts
 from finprint.export.onnx_export import default_preprocess, export_onnx
@@ -61,12 +62,12 @@ def test_qat_checkpoint_reloads(tiny_detector):
 def test_export_cli_on_a_qat_run(tmp_path, make_reid, make_run, capsys):
     import cv2
     import onnx
+
+    from finprint.cli import main
     from finprint.distill import registry
     from finprint.runtime.crops import embedder_preprocess
     from finprint.runtime.manifest import load_manifest
     from finprint.runtime.preprocess import preprocess_image
-
-    from finprint.cli import main
 
     reid = make_reid(tmp_path / "reid", identities=6, per_subset=2)
     torch.manual_seed(0)

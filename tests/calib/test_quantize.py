@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
+
 from finprint.calib.calibset import save_tensors_as_calibset
 from finprint.calib.quantize import qdq_node_counts, quantize_int8, unquantized_ends
 from finprint.calib.sensitivity import exclude_until, node_sensitivity

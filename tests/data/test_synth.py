@@ -177,8 +177,8 @@ def test_cli_defaults_are_the_config_defaults() -> None:
              "seed": "seed", "enrol_views": "enrol_views", "enrol_clips": "enrol_clip_seconds",
              "enrol_clip_crop_every": "enrol_clip_crop_every", "aux_individuals": "aux_individuals", "aux_views": "aux_views",
              "aux_clips": "aux_clip_seconds", "aux_clip_fish": "aux_clip_fish", "aux_clip_crop_every": "aux_clip_crop_every",
-             "calib_videos": "calib_video_seconds", "calib_strangers": "calib_strangers",
-             "calib_lookalikes": "calib_lookalikes",
+             "tuning_videos": "tuning_video_seconds", "tuning_strangers": "tuning_strangers",
+             "tuning_lookalikes": "tuning_lookalikes",
              "enrol_clips_every_camera": "enrol_clip_every_camera", "reid_min_visible": "reid_min_visible",
              "reid_masked": "reid_masked", "reid_mask_coarse": "reid_mask_coarse", "reid_aligned": "reid_aligned"}
     for arg, field_name in pairs.items():
@@ -364,22 +364,22 @@ def test_enrolment_clips_show_one_known_fish_each_and_feed_reid_train(farm: tupl
 def test_open_set_tuning_videos_hold_known_fish_and_strangers_of_their_own(farm: tuple[Path, dict], tmp_path: Path) -> None:
     base, summary = farm
     cfg = _small(tmp_path / "farm")
-    cfg.calib_video_seconds = 1.0
+    cfg.tuning_video_seconds = 1.0
     extra = synthesize(cfg)
     out = tmp_path / "farm"
-    assert sorted(p.name for p in (out / "calib").glob("*.mp4")) == sorted(p.name for p in (base / "videos").glob("*.mp4"))
+    assert sorted(p.name for p in (out / "tuning").glob("*.mp4")) == sorted(p.name for p in (base / "videos").glob("*.mp4"))
     test_fish = {i["individual_id"] for v in (base / "videos").glob("*.json") for f in json.loads(v.read_text())["frames"]
                  for i in f["instances"]}
     seen: dict[str, bool] = {}
-    for truth_file in (out / "calib").glob("*.json"):
+    for truth_file in (out / "tuning").glob("*.json"):
         for frame in json.loads(truth_file.read_text())["frames"]:
             seen |= {i["individual_id"]: i["unknown"] for i in frame["instances"]}
     strangers = {k for k, unknown in seen.items() if unknown}
     assert strangers and all(k.startswith("str") for k in strangers) and not strangers & test_fish
     assert {k for k, unknown in seen.items() if not unknown} <= {f"fish{k:03d}" for k in range(6)}
-    assert len(extra["calib_videos"]) == len(summary["videos"])
+    assert len(extra["tuning_videos"]) == len(summary["videos"])
     before, after = _hashes(base), _hashes(out)
-    assert set(after) - set(before) and all(n.startswith("calib/") for n in set(after) - set(before))
+    assert set(after) - set(before) and all(n.startswith("tuning/") for n in set(after) - set(before))
     for name in before:
         if name.startswith(("images", "labels", "videos", "reid/")):
             assert after[name] == before[name], name
@@ -387,13 +387,13 @@ def test_open_set_tuning_videos_hold_known_fish_and_strangers_of_their_own(farm:
 
 def test_tuning_videos_written_again_are_the_farms_own_at_another_length(tmp_path: Path) -> None:
     cfg = _small(tmp_path / "farm")
-    cfg.calib_video_seconds = 1.0
+    cfg.tuning_video_seconds = 1.0
     synthesize(cfg)
     farm = tmp_path / "farm"
     # At the farm's own length: the same videos and ground truth, byte for byte.
     again = write_tuning_videos(farm, tmp_path / "same", 1.0)
     assert [v["video"] for v in again] == ["cam1.mp4", "cam2.mp4"]
-    assert _hashes(tmp_path / "same") == _hashes(farm / "calib")
+    assert _hashes(tmp_path / "same") == _hashes(farm / "tuning")
     # Longer: three times the frames, strangers among the fish, and in front of the first camera the same cast
     # (the next camera's cast is drawn after the first video, whose length moves the random stream).
     def cast(path: Path) -> set[str]:
@@ -403,7 +403,7 @@ def test_tuning_videos_written_again_are_the_farms_own_at_another_length(tmp_pat
     for name in ("cam1.json", "cam2.json"):
         assert len(json.loads((tmp_path / "long" / name).read_text())["frames"]) == 30
         assert any(k.startswith("str") for k in cast(tmp_path / "long" / name))
-    assert cast(tmp_path / "long" / "cam1.json") >= cast(farm / "calib" / "cam1.json")
+    assert cast(tmp_path / "long" / "cam1.json") >= cast(farm / "tuning" / "cam1.json")
     # Nothing already there is overwritten; a folder that is no farm is named.
     with pytest.raises(ConfigError, match="not empty"):
         write_tuning_videos(farm, tmp_path / "long", 3.0)
@@ -421,18 +421,18 @@ def test_lookalike_strangers_resemble_a_known_fish_and_appear_in_every_tuning_vi
     assert len(set(twin.spots) & set(parent.spots)) == round(0.5 * len(parent.spots)) and twin.notch != parent.notch
     assert max(abs(a - b) for a, b in zip(twin.shade, parent.shade, strict=True)) <= 2
     plain, look = _small(tmp_path / "plain"), _small(tmp_path / "look")
-    plain.calib_video_seconds = look.calib_video_seconds = 1.0
-    look.calib_lookalikes = 2
+    plain.tuning_video_seconds = look.tuning_video_seconds = 1.0
+    look.tuning_lookalikes = 2
     synthesize(plain)
     synthesize(look)
-    for truth_file in sorted((tmp_path / "look" / "calib").glob("*.json")):
+    for truth_file in sorted((tmp_path / "look" / "tuning").glob("*.json")):
         ids = {i["individual_id"] for f in json.loads(truth_file.read_text())["frames"] for i in f["instances"]}
         assert ids & {"str004", "str005"}, truth_file.name  # 6 strangers: str000-003 plain, str004-005 lookalikes
     before, after = _hashes(tmp_path / "plain"), _hashes(tmp_path / "look")
     changed = {n for n in before if after.get(n) != before[n]}
-    assert changed and all(n.startswith("calib/") or n == "farm.json" for n in changed), changed
-    with pytest.raises(ConfigError, match="calib_lookalikes"):
-        SynthConfig(tmp_path / "bad", calib_strangers=2, calib_lookalikes=3).validate()
+    assert changed and all(n.startswith("tuning/") or n == "farm.json" for n in changed), changed
+    with pytest.raises(ConfigError, match="tuning_lookalikes"):
+        SynthConfig(tmp_path / "bad", tuning_strangers=2, tuning_lookalikes=3).validate()
 
 
 def test_enrolment_clips_in_every_camera_leave_the_first_ones_alone(farm: tuple[Path, dict], tmp_path: Path) -> None:

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 import torch
-from finprint.distill.backbones import EfficientNetLite, input_affine, load_weights
-from finprint.distill.detect_data import detector_preprocess
-from finprint.runtime.crops import embedder_preprocess
 
 from finprint.cli import main
+from finprint.distill.backbones import EfficientNetLite, input_affine, load_weights
+from finprint.distill.detect_data import detector_preprocess
 from finprint.errors import FinprintError
+from finprint.runtime.crops import embedder_preprocess
 
 
 def test_trunk_strides_and_channels():

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from finprint.distill.embedder import STUDENT_S, FishEmbedder, recalibrate_batchnorm
 from torch import nn
+
+from finprint.distill.embedder import STUDENT_S, FishEmbedder, recalibrate_batchnorm
 
 torch.set_num_threads(2)
 

@@ -8,9 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
 from finprint.distill import registry
 from finprint.distill.embed_loss import CosFaceHead, batch_hard_triplet
-from finprint.distill.embedder import count_params
+from finprint.distill.flops import count_params
 from finprint.distill.kd_embed import relational_kd_loss
 from finprint.distill.open_set import choose_open_set_threshold
 from finprint.distill.tasks import TrainConfig
@@ -268,9 +269,8 @@ def test_student_exports_to_onnx_opset17_with_matching_outputs() -> None:
 
 
 def test_augment_options_widen_the_geometry_and_bad_ones_are_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
-    from finprint.distill.embed_task import EmbedTask
-
     from finprint.cli import main
+    from finprint.distill.embed_task import EmbedTask
 
     data = _fake_reid(tmp_path / "reid", known=3, unknown=1, views=3)
     task = EmbedTask()
@@ -290,6 +290,7 @@ def test_validation_holds_out_training_identities_when_the_test_ones_are_disjoin
     # Checkpoint selection must never see the test gallery/query: Market-style folders validate on
     # training identities kept out of training; a farm (shared identities) keeps its own gallery/query.
     import cv2
+
     from finprint.distill.embed_data import load_reid_splits
 
     def crop(path: Path, value: int) -> None:

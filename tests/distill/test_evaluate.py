@@ -8,14 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from finprint.cli import main
+from finprint.data.types import Crop, Frame, Instance, ReidSet
 from finprint.distill.evaluate import embed_crops, evaluate_detector, evaluate_embedder
 from finprint.distill.report import markdown_table, metric_rows, text_table
 from finprint.runtime.crops import embedder_preprocess
 from finprint.runtime.engines import TensorInfo
 from finprint.runtime.manifest import Manifest, Preprocess, TensorSpec, save_manifest, sha256_file
-
-from finprint.cli import main
-from finprint.data.types import Crop, Frame, Instance, ReidSet
 
 W, H, S = 160, 120, 160  # original frames 160x120, letterboxed into 160x160 (scale 1, 20 px bands)
 ANCHORS = 8

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from finprint.distill.detect_loss import Assignment
 from finprint.distill.kd_detect import (
     FeatureAdapters,

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
+
+from finprint.data.types import Frame, Instance
 from finprint.distill.metrics import (
     coco_metrics,
     cross_camera_applicable,
@@ -15,9 +18,6 @@ from finprint.distill.metrics import (
     threshold_at_tpr,
 )
 from finprint.runtime.detect_post import Detections
-from pycocotools import mask as mask_utils
-
-from finprint.data.types import Frame, Instance
 
 COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 

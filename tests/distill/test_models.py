@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from finprint.distill import registry
 from finprint.distill.flops import count_flops, count_params
-
 from finprint.errors import FinprintError
 
 DETECT_KEYS = {"boxes", "scores", "mask_coefs", "protos"}

@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+
+from finprint.cli import main
 from finprint.distill import runs
 from finprint.distill.tasks import TrainConfig
 from finprint.distill.train import train
-
-from finprint.cli import main
 from finprint.errors import FinprintError
 
 IMGSZ = 64
@@ -252,6 +252,7 @@ def test_bad_zoom_range_is_one_line_and_writes_nothing(tiny_data, tmp_path, caps
 
 def test_mask_weight_sets_the_mask_loss_share(tiny_data, tmp_path, capsys):
     import torch
+
     from finprint.distill import registry
     from finprint.distill.detect_task import DetectTask
 

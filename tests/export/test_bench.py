@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from finprint.calib.calibset import save_tensors_as_calibset
 from finprint.calib.quantize import quantize_int8
+from finprint.cli import main
 from finprint.export.bench import bench_models, count_flops, count_parameters
 from finprint.export.onnx_export import default_preprocess, export_onnx, write_manifest
-
-from finprint.cli import main
 
 
 def _models(tmp_path, tiny_detector, tiny_embedder):

@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+
+from finprint.errors import FinprintError
 from finprint.export.fp16 import convert_to_fp16
 from finprint.export.onnx_export import (
     check_onnx,
@@ -20,8 +22,6 @@ from finprint.export.onnx_export import (
 from finprint.export.parity import check_parity
 from finprint.runtime.engines import OrtEngine
 from finprint.runtime.manifest import load_manifest, manifest_path_for
-
-from finprint.errors import FinprintError
 
 
 class _Torch:

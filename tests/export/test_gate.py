@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from finprint.export.gate import GateError, Stage, run_gate
-from finprint.runtime.manifest import load_manifest
 
 from finprint.cli import main
+from finprint.export.gate import GateError, Stage, run_gate
+from finprint.runtime.manifest import load_manifest
 
 
 def _stages():
@@ -37,6 +37,7 @@ def test_gate_passes_within_max_drop():
 @pytest.fixture
 def embed_run(tmp_path, make_reid, make_run):
     import torch
+
     from finprint.distill import registry
 
     reid = make_reid(tmp_path / "reid", identities=8, per_subset=3)
@@ -115,6 +116,7 @@ def test_sensitivity_keeps_the_clipped_layer_in_fp32(tmp_path, embed_run, make_r
 def test_an_embedder_trained_on_masked_or_aligned_crops_exports_the_flag(tmp_path, make_reid, make_run, capsys,
                                                                           farm_flag, manifest_flag, said):
     import torch
+
     from finprint.distill import registry
 
     farm = tmp_path / "farm"

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from finprint.runtime.config import load_config
 
 from finprint.errors import ConfigError
+from finprint.runtime.config import load_config
 
 
 def _farm(tmp_path: Path, **override) -> Path:

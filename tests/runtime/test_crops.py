@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from finprint.runtime.crops import MASK_FILL_BGR, crop_fish, embedder_preprocess, expand_box, mask_background
 from finprint.runtime.preprocess import preprocess_image
 

@@ -7,10 +7,10 @@ import sys
 
 import numpy as np
 import pytest
-from finprint.runtime import cuda_mem
-from finprint.runtime.cuda_mem import IMPLEMENTATIONS, CudaError, open_cuda
 
 from finprint.errors import FinprintError
+from finprint.runtime import cuda_mem
+from finprint.runtime.cuda_mem import IMPLEMENTATIONS, CudaError, open_cuda
 
 
 def test_unknown_implementation_is_refused() -> None:

@@ -12,11 +12,12 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+
 from finprint.runtime.config import load_config
 from finprint.runtime.daemon import Daemon
 from finprint.runtime.pipeline import Pipeline
 from finprint.runtime.store import Store
-from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
+from finprint.testing import make_toy_detector, make_toy_embedder
 
 W, H = 160, 120
 
@@ -138,7 +139,7 @@ def test_health_and_metrics_while_running_two_cameras(farm, tmp_path):
 
 
 def test_the_daemon_tracks_and_splits_as_its_gallery_was_tuned_unless_the_config_says(farm, tmp_path):
-    from finprint.runtime.open_set import file_digest
+    from finprint.runtime.tuned import file_digest
 
     for tracking, expected in (({"min_hits": 2}, "gallery"),
                                ({"min_hits": 2, "appearance_space": "embedder", "split_window": 0}, "embedder")):
@@ -152,8 +153,9 @@ def test_the_daemon_tracks_and_splits_as_its_gallery_was_tuned_unless_the_config
         daemon = Daemon(load_config(path))
         daemon.start()
         try:
-            assert daemon.resolver is not None and daemon.resolver.appearance_space == expected
-            assert daemon.resolver.split_window == (12 if expected == "gallery" else 0)
+            resolver = daemon.chains["pen1"].resolver
+            assert resolver.appearance_space == expected
+            assert resolver.split_window == (12 if expected == "gallery" else 0)
         finally:
             daemon.stop()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from finprint.runtime.detect_post import decode, nms
 from finprint.runtime.preprocess import letterbox
 

@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper
+
+from finprint.errors import FinprintError
 from finprint.runtime import engines
 from finprint.runtime.engines import OrtEngine, open_engine
 from finprint.runtime.manifest import (
@@ -18,9 +21,6 @@ from finprint.runtime.manifest import (
     save_manifest,
     sha256_file,
 )
-from onnx import TensorProto, helper
-
-from finprint.errors import FinprintError
 
 
 def tiny_onnx(path: Path, input_name: str = "crops", channels: int = 3) -> Path:

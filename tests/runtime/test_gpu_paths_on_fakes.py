@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+
+from finprint.errors import FinprintError
 from finprint.runtime import cuda_mem
 from finprint.runtime.crops import EMBED_HEIGHT, EMBED_WIDTH
 from finprint.runtime.cuda_mem import CudaError, open_cuda
 from finprint.runtime.manifest import load_manifest, manifest_path_for, save_manifest
 from finprint.runtime.sidecar import load_sidecar, save_sidecar, sidecar_path_for
 from finprint.runtime.store import Store
-from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
-
-from finprint.errors import FinprintError
+from finprint.testing import make_toy_detector, make_toy_embedder
 
 FAKES = Path(__file__).resolve().parents[1] / "fakes"
 sys.path.insert(0, str(FAKES))

@@ -1,15 +1,23 @@
 import numpy as np
 import pytest
+
 from finprint.runtime.identity import (
+    DEFAULT_OPEN_SET_MARGIN,
     SIMILARITY_BINS,
     UNKNOWN,
     WHITENING_STRENGTH,
     Gallery,
-    IdentityResolver,
     better_half_mean,
     mask_length_px,
     within_class_whitening,
 )
+
+
+def IdentityResolver(gallery, px_per_cm, min_frames, margin=DEFAULT_OPEN_SET_MARGIN):  # noqa: N802
+    """The resolver as the daemon makes it, from TrackingConfig (its defaults besides min_hits)."""
+    from finprint.runtime.config import TrackingConfig
+
+    return TrackingConfig(min_hits=min_frames).make_resolver(gallery, px_per_cm, margin)
 
 
 def _unit(v):
@@ -54,7 +62,8 @@ def test_votes_outweigh_a_bad_frame_and_track_summary_has_length_and_speed():
     for f in range(10):
         emb = protos["fish002"] if f != 4 else protos["fish000"]  # one confused frame
         x = 100 + 10 * f  # 10 px/frame = 1 cm/frame; frames 0.1 s apart -> 10 cm/s
-        events += resolver.observe("cam", f * 0.1, [7], np.array([[x, 90, x + 200, 110]], np.float32), emb[None], [mask])
+        events += resolver.observe("cam", f * 0.1, [7], np.array([[x, 90, x + 200, 110]], np.float32), emb[None],
+                                   [mask_length_px(mask)])
     assert [e["type"] for e in events] == ["identified"]
     assert events[0]["individual_id"] == "fish002"
     end = resolver.end("cam", [7], 1.0)[0]
@@ -211,53 +220,55 @@ def test_whitening_is_refitted_when_fish_come_and_go():
     assert single.match(emb[:1])[0] == ("a", pytest.approx(1.0))
 
 
+def _chain(gallery, **tracking):
+    """The camera chain with a boxes-only tracker (it follows the box whoever is in it), each frame confirmed."""
+    from finprint.runtime.chain import CameraChain
+    from finprint.runtime.config import TrackingConfig
+
+    return CameraChain("cam", TrackingConfig(min_hits=1, low_score=0.1, appearance_gate=None, **tracking), gallery, margin=0.03)
+
+
 def test_a_split_track_ends_with_its_own_fish_and_goes_on_under_a_new_id():
-    from finprint.runtime.tracker import ByteTracker
+    from finprint.runtime.chain import ChainFrame
 
     gallery, protos, _ = _gallery()
-    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1, split_window=6)
-    tracker = ByteTracker(min_hits=1)  # boxes only: it follows the box whoever is in it
+    chain = _chain(gallery, split_window=6)
     events = []
     for f in range(30):
         box = np.array([[100 + 2 * f, 50, 160 + 2 * f, 70]], np.float32)
         emb = (protos["fish000"] if f < 15 else protos["fish001"])[None]
-        tracks, split_ends = resolver.associate("cam", tracker, box, np.ones(1, np.float32), emb, f * 0.1)
-        events += split_ends + resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, emb, [None])
-    events += resolver.end_all(3.0)
+        events += chain.step(ChainFrame(box, np.ones(1, np.float32), emb), f * 0.1)[1]
+    events += chain.close(3.0)
     ends = [e for e in events if e["type"] == "track_end"]
     assert [(e["individual_id"], e["continues"]) for e in ends] == [("fish000", None), ("fish001", ends[0]["track_id"])]
     assert ends[1]["track_id"] != ends[0]["track_id"] and ends[0]["frames"] + ends[1]["frames"] == 30
     assert [e["individual_id"] for e in events if e["type"] == "identified"] == ["fish000", "fish001"]
-    assert all(len(r.recent) <= 6 for r in resolver._tracks.values())
+    assert all(len(r.recent) <= 6 for r in chain.resolver._tracks.values())
 
 
 def test_without_splitting_the_track_keeps_one_id():
-    from finprint.runtime.tracker import ByteTracker
+    from finprint.runtime.chain import ChainFrame
 
     gallery, protos, _ = _gallery()
-    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1)
-    tracker = ByteTracker(min_hits=1)
+    chain = _chain(gallery)
     for f in range(30):
         box = np.array([[100 + 2 * f, 50, 160 + 2 * f, 70]], np.float32)
         emb = (protos["fish000"] if f < 15 else protos["fish001"])[None]
-        tracks, split_ends = resolver.associate("cam", tracker, box, np.ones(1, np.float32), emb, f * 0.1)
-        assert not split_ends
-        resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, emb, [None])
-    (end,) = resolver.end_all(3.0)
+        _, events = chain.step(ChainFrame(box, np.ones(1, np.float32), emb), f * 0.1)
+        assert not [e for e in events if e["type"] == "track_end"]
+    (end,) = chain.close(3.0)
     assert end["frames"] == 30 and end["continues"] is None
 
 
 def test_with_splitting_each_frame_is_matched_against_the_gallery_once(monkeypatch):
-    from finprint.runtime.tracker import ByteTracker
+    from finprint.runtime.chain import ChainFrame
 
     gallery, protos, _ = _gallery()
     calls = []
     real = gallery.similarities
     monkeypatch.setattr(gallery, "similarities", lambda emb: calls.append(len(emb)) or real(emb))
-    resolver = IdentityResolver(gallery, {"cam": 1.0}, min_frames=1, split_window=6)
-    tracker = ByteTracker(min_hits=1)
+    chain = _chain(gallery, split_window=6)
     for f in range(20):
         box = np.array([[100 + 2 * f, 50, 160 + 2 * f, 70]], np.float32)
-        tracks, _ = resolver.associate("cam", tracker, box, np.ones(1, np.float32), protos["fish000"][None], f * 0.1)
-        resolver.observe("cam", f * 0.1, [t.track_id for t in tracks], box, protos["fish000"][None], [None])
+        chain.step(ChainFrame(box, np.ones(1, np.float32), protos["fish000"][None]), f * 0.1)
     assert calls == [1] * 20

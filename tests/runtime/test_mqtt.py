@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+
 from finprint.runtime.mqtt_sink import MqttSink
 
 pytestmark = pytest.mark.mqtt

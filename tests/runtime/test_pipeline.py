@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from finprint.runtime.crops import crop_fish
 from finprint.runtime.pipeline import Pipeline
-from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
+from finprint.testing import make_toy_detector, make_toy_embedder
 
 
 def test_an_embedder_trained_on_masked_crops_is_fed_masked_crops(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from finprint.errors import FinprintError
 from finprint.runtime.manifest import sha256_file
 from finprint.runtime.sidecar import (
     MachineInfo,
@@ -21,8 +23,6 @@ from finprint.runtime.sidecar import (
     sidecar_problems,
     validate_engine,
 )
-
-from finprint.errors import FinprintError
 
 ORIN = MachineInfo("10.3.0.30", "Orin", "8.7")
 

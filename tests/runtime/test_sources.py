@@ -6,6 +6,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.watchdog import Watchdog
 

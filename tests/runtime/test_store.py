@@ -2,6 +2,7 @@ import json
 import sqlite3
 
 import numpy as np
+
 from finprint.runtime.store import JsonlLog, Store
 
 

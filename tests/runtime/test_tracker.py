@@ -1,5 +1,11 @@
 import numpy as np
-from finprint.runtime.tracker import ByteTracker, iou_matrix
+
+from finprint.runtime.config import TrackingConfig
+from finprint.runtime.tracker import iou_matrix
+
+
+def ByteTracker(**settings):  # noqa: N802 - the tracker these tests were written for: boxes only, low score 0.1
+    return TrackingConfig(**{"low_score": 0.1, "appearance_gate": None, **settings}).make_tracker()
 
 
 def _box(cx, cy, w=40, h=20):

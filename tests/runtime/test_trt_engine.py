@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from finprint.errors import FinprintError
 from finprint.runtime.cuda_mem import CudaError, CudaMem, DeviceInfo
 from finprint.runtime.sidecar import MachineInfo, load_sidecar, validate_engine
 from finprint.runtime.trt_build import BuildOptions, build_engine, profile_for
 from finprint.runtime.trt_engine import BufferPlan, TrtEngine, TrtTensorSpec, plan_buffers
-
-from finprint.errors import FinprintError
 
 # --------------------------------------------------------------------------------------------
 # fakes

@@ -1,14 +1,12 @@
 """How sure a track's match must be before it names a fish: tuned on labelled farm video, kept with the gallery.
 
-The embedder's manifest carries an open-set threshold measured on still re-ID crops (TPR 95 % on the
-gallery/query set). Tracks on the farm's cameras score differently: a fish entering the frame, seen
-edge-on or through turbid water, cut out by the detector's box rather than a hand-drawn one. On the
-results-preset farm the manifest's 0.774 sat above the score of 7-9 correctly matched video tracks.
-So the threshold and the margin (how far the closest fish must lead the runner-up) are tuned on
+The embedder's manifest carries an open-set threshold measured on still re-ID crops. Tracks on the farm's
+cameras score differently: a fish entering the frame, seen edge-on or through turbid water, cut out by the
+detector's box rather than a hand-drawn one (experiments/2026-11-27-track-identity). So the threshold and the margin (how far the closest fish must lead the runner-up) are tuned on
 videos of the farm's own pens with known ground truth: the tagged fish plus a few strangers (fish
-from elsewhere, never enrolled), as `finprint data synth --calib-videos` writes them. They are stored
+from elsewhere, never enrolled), as `finprint data synth --tuning-videos` writes them. They are stored
 in the gallery database with the embedder they were tuned for; the daemon and the scorer use them
-unless the config sets `models.open_set_threshold` / `models.open_set_margin`.
+unless the config sets `models.open_set_threshold` / `models.open_set_margin` (runtime/tuned.py).
 
 Tuning picks, over a grid of thresholds and margins, the pair that best meets both targets (the
 smaller of known-accuracy / its target and unknown-flag-rate / its target, each capped at 1); among
@@ -18,44 +16,30 @@ of what these few tracks happened to allow.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN, UNKNOWN, Gallery, decide_identity
-from finprint.runtime.store import ADDED_COLUMNS
 
-from finprint.errors import FinprintError
+from finprint.runtime.identity import UNKNOWN, Gallery, decide_identity
 
 if TYPE_CHECKING:
     from finprint.runtime.config import TrackingConfig
-    from finprint.runtime.score import LabelledVideo
-    from finprint.runtime.store import Store
-
-log = logging.getLogger(__name__)
+    from finprint.tune.score import LabelledVideo
 
 THRESHOLDS = np.round(np.arange(0.0, 1.0, 0.01), 2)
 MARGINS = np.round(np.arange(0.0, 0.31, 0.01), 2)
 # Tracker settings tried by `finprint tune-open-set` (each replayed over the same detector and embedder
 # outputs, so the sweep costs one pass of the models). The confident-detection score depends on how the
-# detector's scores are calibrated: the results farm's INT8 student finds 61 % of well-visible fish at 0.5
-# and 89 % at 0.1, so at the old fixed 0.5 its tracks broke into 3-10 fragments per fish.
+# detector's scores are calibrated (experiments/2026-11-27-track-identity).
 HIGH_SCORES = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)
 APPEARANCE_GATES: tuple[float | None, ...] = (None, 0.0, 0.1, 0.2, 0.3)
-TUNED_TRACKING = ("high_score", "appearance_gate", "appearance_space", "split_window", "min_hits")
-# Columns added to the tracking row later: NULL in an older gallery's row means "not tuned", not a tuned choice.
-ADDED_TRACKING = tuple(column for table, column, _ in ADDED_COLUMNS if table == "tracking")
 # Track splitting windows (frames) that `finprint tune-open-set` tries besides none (IdentityResolver.associate).
 SPLIT_WINDOWS = (10, 15, 20)
 # `tracking.min_hits` tried besides the default 3 (a track is reported once seen in 2 * min_hits - 1 frames): with
 # a detector that keeps one track per fish, the wrongly named tracks are short ones of fish seen in part
-# (docs/ARCHITECTURE.md).
+# (experiments/2026-11-28-min-hits).
 MIN_HITS = (5, 10, 15, 20)
 
 
@@ -75,14 +59,6 @@ class TrackOutcome:
 
     def predicted(self, threshold: float, margin: float) -> str:
         return decide_identity(self.closest, self.similarity, self.lead, threshold, margin)
-
-
-@dataclass(frozen=True)
-class OpenSetRule:
-    threshold: float
-    margin: float
-    source: str  # where the pair came from, for logs and reports
-    whitening: float | None = None  # the gallery's whitening strength (runtime/identity.py), None = off
 
 
 @dataclass(frozen=True)
@@ -178,7 +154,7 @@ def replay_trial(
 ) -> TrackingTrial | None:
     """One tracker setting and gallery replayed over the videos, its open-set pair tuned (None when the
     tracks hold no enrolled fish or no stranger)."""
-    from finprint.runtime.score import replay_outcomes
+    from finprint.tune.score import replay_outcomes
 
     covered: Counter = Counter()
     outcomes = [o for v in videos for o in replay_outcomes(v, gallery, tracking, covered=covered)[0]]
@@ -204,91 +180,3 @@ def tune_tracking(
     trials = [replay_trial(videos, gallery, base.model_copy(update={"high_score": high, "appearance_gate": gate}),
                            min_known, min_unknown) for high in high_scores for gate in gates]
     return sorted((t for t in trials if t is not None), key=TrackingTrial.rank_key)
-
-
-def resolve_tracking(
-    config: TrackingConfig, stored: dict | None, detector: str | Path, embedder: str | Path,
-) -> tuple[TrackingConfig, str]:
-    """The tracker's settings: those the config sets win, then the gallery's tuned ones (if tuned for these
-    detector and embedder files), then the defaults."""
-    tuned = None
-    if stored is not None:
-        if stored.get("detector_sha256") == file_digest(detector) and stored.get("embedder_sha256") == file_digest(embedder):
-            tuned = stored
-        else:
-            log.warning("the gallery's tracker settings were tuned for other models (%s, %s): using the defaults; "
-                        "rerun finprint tune-open-set", stored.get("detector"), stored.get("embedder"))
-    updates, parts = {}, []
-    for key in TUNED_TRACKING:
-        if key in config.model_fields_set:
-            parts.append(f"{key} {getattr(config, key)} from the config")
-        elif tuned is not None and key in ADDED_TRACKING and tuned.get(key) is None:
-            parts.append(f"{key} {getattr(config, key)} (default: tuned before it was stored)")
-        elif tuned is not None:  # a NULL gate is a tuned choice: boxes only
-            updates[key] = tuned[key]
-            parts.append(f"{key} {tuned[key]} from the gallery (tuned)")
-        else:
-            parts.append(f"{key} {getattr(config, key)} (default)")
-    return config.model_copy(update=updates), ", ".join(parts)
-
-
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, computed once per (path, size, mtime): the daemon's start checks the same model
-    files for the open-set rule and for the tracker settings."""
-    st = os.stat(path)
-    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def resolve_rule(
-    config_threshold: float | None,
-    config_margin: float | None,
-    stored: dict | None,
-    embedder: str | Path,
-    manifest_threshold: float,
-    default_margin: float,
-) -> OpenSetRule:
-    """The config wins, then the gallery's tuned pair (if tuned for this embedder file), then the manifest."""
-    tuned = None
-    if stored is not None:
-        if stored.get("embedder_sha256") == file_digest(embedder):
-            tuned = stored
-        else:
-            log.warning("the gallery's open-set threshold was tuned for another embedder (%s): using the manifest's; "
-                        "rerun finprint tune-open-set", stored.get("embedder"))
-    threshold = config_threshold if config_threshold is not None else tuned["threshold"] if tuned else manifest_threshold
-    margin = config_margin if config_margin is not None else tuned["margin"] if tuned else default_margin
-    parts = ["config" if config_threshold is not None else "gallery (tuned)" if tuned else "manifest",
-             "config" if config_margin is not None else "gallery (tuned)" if tuned else "default"]
-    # Whitening changes what a similarity means: it holds only with the pair it was tuned with.
-    whitening = tuned.get("whitening") if tuned and config_threshold is None and config_margin is None else None
-    source = f"threshold {threshold:.2f} from the {parts[0]}, margin {margin:.2f} from the {parts[1]}"
-    if whitening is not None:
-        source += f", gallery whitened ({whitening:g}, tuned)"
-    return OpenSetRule(float(threshold), float(margin), source, whitening)
-
-
-def open_gallery(
-    store: Store,
-    embedder: str | Path,
-    manifest_threshold: float,
-    embedding_dim: int | None,
-    config_threshold: float | None = None,
-    config_margin: float | None = None,
-) -> tuple[Gallery, OpenSetRule]:
-    """The gallery as the daemon matches against it, and the open-set rule it uses (see resolve_rule)."""
-    rule = resolve_rule(config_threshold, config_margin, store.open_set(), embedder, manifest_threshold, DEFAULT_OPEN_SET_MARGIN)
-    try:
-        gallery = store.load_gallery(rule.threshold, rule.whitening)
-        gallery.check_embedder(embedding_dim, str(store.path))
-    except ValueError as exc:
-        raise FinprintError(str(exc)) from exc
-    return gallery, rule

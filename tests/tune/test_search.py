@@ -6,14 +6,15 @@ import os
 import cv2
 import numpy as np
 import pytest
-from finprint.runtime.identity import UNKNOWN
-from finprint.runtime.open_set import TrackOutcome, file_digest, resolve_rule, tune
-from finprint.runtime.pipeline import Pipeline
-from finprint.runtime.score import main as score_main
-from finprint.runtime.store import Store
-from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
 
 from finprint.cli import main
+from finprint.runtime.identity import UNKNOWN
+from finprint.runtime.pipeline import Pipeline
+from finprint.runtime.store import Store
+from finprint.runtime.tuned import file_digest, resolve_rule
+from finprint.testing import make_toy_detector, make_toy_embedder
+from finprint.tune.score import main as score_main
+from finprint.tune.search import TrackOutcome, tune
 
 
 def _known(score: float, lead: float = 0.3, closest: str = "fish000") -> TrackOutcome:
@@ -187,7 +188,7 @@ def test_tune_open_set_refuses_bad_input(tmp_path, capsys):
 
 
 def test_the_vectorised_grid_follows_the_identity_rule():
-    from finprint.runtime.open_set import MARGINS, THRESHOLDS, _rate_grids, rates
+    from finprint.tune.search import MARGINS, THRESHOLDS, _rate_grids, rates
 
     rng = np.random.default_rng(0)
     outcomes = [TrackOutcome("fish000" if i % 3 else "str001", i % 3 == 0, [None, "fish000", "fish001"][i % 3 if i % 5 else 0],
@@ -200,7 +201,7 @@ def test_the_vectorised_grid_follows_the_identity_rule():
 
 def _replayable(known_score: float, stranger_score: float, frames: int = 12):
     """A labelled video's chain outputs: a known fish above a stranger, each detected at the given score."""
-    from finprint.runtime.score import ChainFrame, LabelledVideo
+    from finprint.tune.score import ChainFrame, LabelledVideo
 
     boxes = np.array([[8, 8, 40, 20], [8, 40, 40, 52]], np.float32)
     emb = np.array([[1, 0, 0, 0], [0.3, 0.95, 0, 0]], np.float32)
@@ -213,7 +214,7 @@ def _replayable(known_score: float, stranger_score: float, frames: int = 12):
 def test_tracker_tuning_finds_the_score_this_detector_gives_its_fish():
     from finprint.runtime.config import TrackingConfig
     from finprint.runtime.identity import Gallery
-    from finprint.runtime.open_set import tune_tracking
+    from finprint.tune.search import tune_tracking
 
     gallery = Gallery(["fish000"], np.array([[1, 0, 0, 0]], np.float32))
     # The detector scores its fish 0.4: a tracker waiting for 0.5 never starts a track, so that setting gives no
@@ -226,13 +227,13 @@ def test_tracker_tuning_finds_the_score_this_detector_gives_its_fish():
 
 
 def _trial(value: float, known: float, unknown: float, tracks: int):
-    from finprint.runtime.open_set import TrackingTrial, Tuned
+    from finprint.tune.search import TrackingTrial, Tuned
 
     return TrackingTrial(0.35, None, Tuned(0.7, 0.05, known, unknown, tracks, tracks), tracks, value)
 
 
 def test_a_track_waits_longer_before_it_is_reported_only_when_that_names_fish_better():
-    from finprint.runtime.open_set import choose_min_hits
+    from finprint.tune.search import choose_min_hits
 
     # The results farm's pattern: 3 frames short of the targets, 5-15 meeting both, 15 with the largest sum of rates.
     trials = {3: _trial(0.949, 0.902, 0.909, 116), 5: _trial(1.0, 0.963, 0.915, 101), 10: _trial(1.0, 0.959, 0.917, 85),
@@ -246,7 +247,7 @@ def test_a_track_waits_longer_before_it_is_reported_only_when_that_names_fish_be
 
 def test_tracker_settings_come_from_the_config_then_the_tuned_gallery_then_the_defaults(tmp_path, caplog):
     from finprint.runtime.config import TrackingConfig
-    from finprint.runtime.open_set import resolve_tracking
+    from finprint.runtime.tuned import resolve_tracking
 
     det, emb = tmp_path / "det.onnx", tmp_path / "emb.onnx"
     det.write_bytes(b"detector")
@@ -301,7 +302,7 @@ def test_tune_open_set_stores_the_tracker_it_chose_and_the_scorer_uses_it(tmp_pa
     stored = Store(gallery).tracking()
     assert stored is not None and stored["detector_sha256"] == file_digest(det)
     assert (stored["high_score"], stored["appearance_gate"]) == (report["tracking"]["high_score"], report["tracking"]["appearance_gate"])
-    with caplog.at_level(logging.INFO, logger="finprint.runtime.score"):
+    with caplog.at_level(logging.INFO, logger="finprint.tune.score"):
         assert score_main(["--video", str(video), *base]) == 0
     assert "from the gallery (tuned)" in caplog.text
 
@@ -315,7 +316,7 @@ def test_tune_open_set_rejects_bad_tracker_grids(tmp_path, option, capsys):
 
 
 def test_the_daemon_matches_in_the_whitened_space_its_gallery_was_tuned_in(tmp_path):
-    from finprint.runtime.open_set import open_gallery
+    from finprint.runtime.tuned import open_gallery
 
     emb = tmp_path / "emb.onnx"
     emb.write_bytes(b"model")

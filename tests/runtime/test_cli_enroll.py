@@ -1,10 +1,10 @@
 import cv2
 import numpy as np
-from finprint.runtime.cli_gallery import size_trend
-from finprint.runtime.store import Store
-from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
 
 from finprint.cli import main
+from finprint.runtime.cli_individuals import size_trend
+from finprint.runtime.store import Store
+from finprint.testing import make_toy_detector, make_toy_embedder
 
 
 def test_enroll_list_forget(tmp_path, capsys):

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from finprint.runtime.crops import EMBED_HEIGHT, EMBED_WIDTH, embedder_preprocess
-from finprint.runtime.manifest import Manifest, Preprocess, TensorSpec, save_manifest, sha256_file
 
 from finprint import __version__
+from finprint.runtime.crops import EMBED_HEIGHT, EMBED_WIDTH, embedder_preprocess
+from finprint.runtime.manifest import Manifest, Preprocess, TensorSpec, save_manifest, sha256_file
 
 OPSET = 17
 

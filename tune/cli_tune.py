@@ -1,94 +1,51 @@
-"""`finprint enroll | individuals | forget`: manage the gallery of known individuals.
+"""`finprint tune-open-set`: set how sure a match must be, and the tracker's settings, from labelled video.
 
-enroll      --gallery DB --id NAME --embedder MODEL PATH...   crops (image files or folders of them)
-            --gallery DB --id NAME --embedder MODEL --detector MODEL VIDEO [--track N]
-                                                               a fish followed through a video
-individuals --gallery DB                                       table: last seen, sightings, size trend
-forget      --gallery DB --id NAME                             remove an individual and its embeddings
 tune-open-set --gallery DB --detector MODEL --embedder MODEL VIDEO...
-                                                               set how sure a match must be (and the tracker's
-                                                               detection score and appearance gate), from videos with
-                                                               ground truth (VIDEO.json) of enrolled fish and strangers
+    videos with ground truth (VIDEO.json) of enrolled fish and strangers; the chosen open-set rule and tracker
+    settings are stored in the gallery, where the daemon and the scorer find them (runtime/tuned.py)
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from finprint.errors import FinprintError
+from finprint.runtime.cli_individuals import open_store
 
 if TYPE_CHECKING:
     from finprint.runtime.config import TrackingConfig
     from finprint.runtime.identity import Gallery
 
-log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov"}
-
-
-def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gallery", required=True, type=Path, help="the gallery database (SQLite)")
-    if name == "tune-open-set":
-        parser.add_argument("videos", nargs="+", type=Path,
-                            help="labelled videos (ground truth in VIDEO.json beside each, as finprint data synth writes)")
-        parser.add_argument("--detector", required=True, type=Path, help="the detector the daemon will run")
-        parser.add_argument("--embedder", required=True, type=Path, help="the embedder the daemon will run")
-        parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
-        parser.add_argument("--min-known", type=float, default=0.95, help="target: known-fish tracks named right")
-        parser.add_argument("--min-unknown", type=float, default=0.90, help="target: stranger tracks flagged unknown")
-        parser.add_argument("--json", type=Path, help="also write the result here")
-        parser.add_argument("--dry-run", action="store_true", help="report, do not store in the gallery")
-        parser.add_argument("--high-scores", type=_float_list, default=None, metavar="S,S,...",
-                            help="tracker confident-detection scores to try (default 0.2,0.25,0.3,0.35,0.4,0.5)")
-        parser.add_argument("--gates", type=_gate_list, default=None, metavar="G,G,...",
-                            help="tracker appearance gates to try, 'off' for boxes only (default off,0,0.1,0.2,0.3)")
-        parser.add_argument("--min-hits", type=_int_list, default=None, metavar="N,N,...",
-                            help="tracking.min_hits values to try besides the default 3 (a track is reported once seen "
-                                 "in 2 x min_hits - 1 frames; default 5,10,15,20; '3' keeps the default, for a farm "
-                                 "that wants brief glimpses of its fish counted)")
-        parser.add_argument("--keep-tracking", action="store_true",
-                            help="tune only the threshold and margin, for the tracker settings the daemon uses now")
-        parser.add_argument("--no-whitening", action="store_true",
-                            help="keep plain cosine matching (by default gallery whitening is also tried at the chosen "
-                                 "tracker setting, with the tracker comparing fish in the embedder's space and in the "
-                                 "whitened one, and kept when it meets the targets better)")
-        return
-    if name in ("enroll", "forget"):
-        parser.add_argument("--id", required=True, dest="individual", help="the individual's name, e.g. fish007")
-    if name == "enroll":
-        parser.add_argument("paths", nargs="+", type=Path, help="crop images or folders of them, or one video")
-        parser.add_argument("--embedder", required=True, type=Path, help="embedder model (.onnx or .engine)")
-        parser.add_argument("--detector", type=Path, help="detector model, needed to enroll from a video")
-        parser.add_argument("--track", type=int, default=None, help="video: which track (default: the longest)")
-        parser.add_argument("--all-tracks", action="store_true",
-                            help="video: every track (an enrolment clip that shows only this fish, leaving and re-entering)")
-        # The daemon follows fish through boxes down to its tracker's low score, so the gallery should hold the
-        # half-hidden, edge-on views those boxes show, not only what a fixed 0.5 (the old value) let through.
-        # On the results farm: 10,557 embeddings instead of 9,192; the closest enrolled fish right for 89.4 %
-        # instead of 88.8 % of the minute-long tuning videos' boxes, but 88.6 % either way on three minutes
-        # per camera: no measurable gain in identity, kept because it enrols what the daemon sees.
-        parser.add_argument("--min-score", type=float, default=None,
-                            help="video: lowest detection score a frame's fish needs to be enrolled "
-                                 "(default: the detector's own score threshold, from its manifest)")
-        # 20 kept per 6 s clip scored below 60 on the results farm's tuning videos, and 200 spread over a
-        # minute's clip about as well as all 600 frames (docs/DEPLOY.md): each kept frame is an angle to match.
-        parser.add_argument("--max-samples", type=int, default=200,
-                            help="embeddings kept per enrolment, spread evenly over it (default 200)")
-        parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments_for("enroll", parser)
+    parser.add_argument("--gallery", required=True, type=Path, help="the gallery database (SQLite)")
+    parser.add_argument("videos", nargs="+", type=Path,
+                        help="labelled videos (ground truth in VIDEO.json beside each, as finprint data synth writes)")
+    parser.add_argument("--detector", required=True, type=Path, help="the detector the daemon will run")
+    parser.add_argument("--embedder", required=True, type=Path, help="the embedder the daemon will run")
+    parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
+    parser.add_argument("--min-known", type=float, default=0.95, help="target: known-fish tracks named right")
+    parser.add_argument("--min-unknown", type=float, default=0.90, help="target: stranger tracks flagged unknown")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--dry-run", action="store_true", help="report, do not store in the gallery")
+    parser.add_argument("--high-scores", type=_float_list, default=None, metavar="S,S,...",
+                        help="tracker confident-detection scores to try (default 0.2,0.25,0.3,0.35,0.4,0.5)")
+    parser.add_argument("--gates", type=_gate_list, default=None, metavar="G,G,...",
+                        help="tracker appearance gates to try, 'off' for boxes only (default off,0,0.1,0.2,0.3)")
+    parser.add_argument("--min-hits", type=_int_list, default=None, metavar="N,N,...",
+                        help="tracking.min_hits values to try besides the default 3 (a track is reported once seen "
+                             "in 2 x min_hits - 1 frames; default 5,10,15,20; '3' keeps the default, for a farm "
+                             "that wants brief glimpses of its fish counted)")
+    parser.add_argument("--keep-tracking", action="store_true",
+                        help="tune only the threshold and margin, for the tracker settings the daemon uses now")
+    parser.add_argument("--no-whitening", action="store_true",
+                        help="keep plain cosine matching (by default gallery whitening is also tried at the chosen "
+                             "tracker setting, with the tracker comparing fish in the embedder's space and in the "
+                             "whitened one, and kept when it meets the targets better)")
 
 
 def _float_list(text: str) -> tuple[float, ...]:
@@ -126,151 +83,7 @@ def _gate_text(gate: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"enroll": _enroll, "individuals": _individuals, "forget": _forget, "tune-open-set": _tune}[args.command](args)
-
-
-def _open_store(path: Path, must_exist: bool):
-    from finprint.runtime.store import Store
-
-    if must_exist and not path.is_file():
-        raise FinprintError(f"{path}: no such gallery")
-    if not path.parent.is_dir():
-        raise FinprintError(f"{path}: folder {path.parent} does not exist")
-    return Store(path)
-
-
-def _collect_images(paths: list[Path]) -> list[Path]:
-    images: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            images += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            images.append(p)
-        else:
-            raise FinprintError(f"{p}: not found")
-    return images
-
-
-def _sample(rows: np.ndarray, k: int) -> np.ndarray:
-    if len(rows) <= k:
-        return rows
-    return rows[np.linspace(0, len(rows) - 1, k).round().astype(int)]
-
-
-def _enroll(args: argparse.Namespace) -> int:
-    import cv2
-    from finprint.runtime.crops import embedder_preprocess
-    from finprint.runtime.engines import find_manifest, open_engine
-    from finprint.runtime.preprocess import preprocess_image
-
-    store = _open_store(args.gallery, must_exist=False)
-    try:
-        videos = [p for p in args.paths if p.suffix.lower() in VIDEO_SUFFIXES]
-        if videos:
-            if len(args.paths) != 1:
-                raise FinprintError("enroll from a video takes exactly one video path")
-            if args.detector is None:
-                raise FinprintError("enroll from a video needs --detector to find the fish")
-            if args.all_tracks and args.track is not None:
-                raise FinprintError("--track and --all-tracks exclude each other")
-            embeddings = _embeddings_from_video(args, videos[0])
-            source = f"video:{videos[0].name}"
-        else:
-            images = _collect_images(args.paths)
-            if not images:
-                raise FinprintError("no crop images found in the given paths")
-            manifest = find_manifest(args.embedder, None, False)
-            pre = manifest.preprocess if manifest else embedder_preprocess()
-            if pre.crop_mask or pre.crop_align:
-                log.warning("%s reads crops %s by the fish's mask; still crops are used as they are, so cut them the same "
-                            "way, or enroll from a video with --detector", args.embedder,
-                            " and ".join(w for w, on in (("masked", pre.crop_mask), ("turned", pre.crop_align)) if on))
-            engine = open_engine(args.embedder, args.backend, manifest=manifest)
-            tensors = []
-            for path in images:
-                img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-                if img is None:
-                    raise FinprintError(f"{path}: not a readable image")
-                tensors.append(preprocess_image(img, pre)[0])
-            out = engine.infer({engine.inputs[0].name: np.stack(tensors)})
-            engine.close()
-            embeddings = next(iter(out.values()))
-            source = f"crops:{len(images)}"
-        embeddings = _sample(np.asarray(embeddings, np.float32), args.max_samples)
-        n = store.enroll(args.individual, embeddings, source=source)
-        print(f"{args.individual}: enrolled {n} embeddings into {args.gallery}")
-    finally:
-        store.close()
-    return 0
-
-
-def _embeddings_from_video(args: argparse.Namespace, video: Path) -> np.ndarray:
-    from finprint.runtime.pipeline import Pipeline
-    from finprint.runtime.tracker import ByteTracker
-
-    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
-        raise FinprintError(f"--min-score must lie in [0, 1], got {args.min_score}")
-    pipeline = Pipeline(args.detector, args.embedder, args.backend, max_batch=1)
-    min_score = pipeline.score_threshold if args.min_score is None else args.min_score
-    tracker = ByteTracker(high_score=min_score, low_score=min_score, min_hits=1)
-    per_track: dict[int, list[np.ndarray]] = {}
-    try:
-        for res in pipeline.process_video(video):
-            for t in tracker.update(res.detections.boxes_xyxy, res.detections.scores):
-                per_track.setdefault(t.track_id, []).append(res.embeddings[t.det_index])
-    finally:
-        pipeline.close()
-    if not per_track:
-        raise FinprintError(f"{video}: no fish found with a detection score of at least {min_score:g}")
-    if args.all_tracks:
-        log.info("enrolling %d tracks (%d frames)", len(per_track), sum(map(len, per_track.values())))
-        return np.concatenate([np.stack(rows) for _, rows in sorted(per_track.items())])
-    track = args.track if args.track is not None else max(per_track, key=lambda k: len(per_track[k]))
-    if track not in per_track:
-        raise FinprintError(f"{video}: no track {track}; tracks found: {sorted(per_track)}")
-    log.info("enrolling track %d (%d frames)", track, len(per_track[track]))
-    return np.stack(per_track[track])
-
-
-def _fmt_time(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else "never"
-
-
-def size_trend(lengths_cm: list[float]) -> str:
-    """First and last measured length and the change, e.g. '18.2 -> 19.0 cm (+0.8)'."""
-    if not lengths_cm:
-        return "-"
-    first, last = lengths_cm[0], lengths_cm[-1]
-    return f"{first:.1f} -> {last:.1f} cm ({last - first:+.1f})" if len(lengths_cm) > 1 else f"{first:.1f} cm"
-
-
-def _individuals(args: argparse.Namespace) -> int:
-    store = _open_store(args.gallery, must_exist=True)
-    try:
-        rows = store.individuals()
-    finally:
-        store.close()
-    header = ("id", "last seen", "sightings", "embeddings", "size trend")
-    table = [(r["id"], _fmt_time(r["last_seen"]), str(r["sightings"]), str(r["embeddings"]), size_trend(r["lengths_cm"]))
-             for r in rows]
-    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(header)]
-    out = sys.stdout
-    out.write("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip() + "\n")
-    for row in table:
-        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    out.write(f"{len(table)} individuals\n")
-    return 0
-
-
-def _forget(args: argparse.Namespace) -> int:
-    store = _open_store(args.gallery, must_exist=True)
-    try:
-        if not store.forget(args.individual):
-            raise FinprintError(f"{args.gallery}: no individual '{args.individual}'")
-    finally:
-        store.close()
-    print(f"{args.individual}: removed from {args.gallery}")
-    return 0
+    return _tune(args)
 
 
 def _whitening_text(report: dict, skipped: bool) -> str:
@@ -312,7 +125,7 @@ def _min_hits_text(report: dict, kept: bool) -> str:
 def _variants(chains: list, gallery: Gallery, base: TrackingConfig, key: str, values: tuple,
               args: argparse.Namespace) -> Iterator[tuple]:
     """(value, its trial, its tracker settings) for each value of one tracker setting that gave tracks to tune on."""
-    from finprint.runtime.open_set import replay_trial
+    from finprint.tune.search import replay_trial
 
     for value in values:
         trying = base.model_copy(update={key: value})
@@ -329,18 +142,8 @@ def _tune(args: argparse.Namespace) -> int:
 
     from finprint.runtime.config import TrackingConfig
     from finprint.runtime.identity import WHITENING_STRENGTH
-    from finprint.runtime.open_set import (
-        APPEARANCE_GATES,
-        HIGH_SCORES,
-        MIN_HITS,
-        SPLIT_WINDOWS,
-        choose_min_hits,
-        file_digest,
-        rates,
-        replay_trial,
-        tune_tracking,
-    )
-    from finprint.runtime.score import (
+    from finprint.runtime.tuned import file_digest
+    from finprint.tune.score import (
         detection_report,
         detector_recall,
         length_split,
@@ -349,6 +152,16 @@ def _tune(args: argparse.Namespace) -> int:
         replay_outcomes,
         run_chain,
         score_outcomes,
+    )
+    from finprint.tune.search import (
+        APPEARANCE_GATES,
+        HIGH_SCORES,
+        MIN_HITS,
+        SPLIT_WINDOWS,
+        choose_min_hits,
+        rates,
+        replay_trial,
+        tune_tracking,
     )
 
     for video in args.videos:
@@ -472,7 +285,7 @@ def _tune(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     if not args.dry_run:
-        store = _open_store(args.gallery, must_exist=True)
+        store = open_store(args.gallery, must_exist=True)
         try:
             tuned_on = ", ".join(v.name for v in args.videos)
             emb_sha = file_digest(args.embedder)

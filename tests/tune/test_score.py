@@ -3,11 +3,13 @@ from collections import Counter
 
 import cv2
 import numpy as np
+
 from finprint.runtime.config import TrackingConfig
 from finprint.runtime.identity import Gallery
-from finprint.runtime.open_set import TrackOutcome
 from finprint.runtime.pipeline import Pipeline
-from finprint.runtime.score import (
+from finprint.runtime.store import Store
+from finprint.testing import make_toy_detector, make_toy_embedder
+from finprint.tune.score import (
     ChainFrame,
     LabelledVideo,
     MaskCheck,
@@ -18,8 +20,7 @@ from finprint.runtime.score import (
     replay_outcomes,
     score_outcomes,
 )
-from finprint.runtime.store import Store
-from finprint.runtime.toy_models import make_toy_detector, make_toy_embedder
+from finprint.tune.search import TrackOutcome
 
 
 def test_length_split_counts_tracks_under_and_over_the_split_by_each_videos_fps():

@@ -1,13 +1,13 @@
 """Score what the daemon's recognition finds on a farm video against its ground truth JSON.
 
-Runs exactly the daemon's per-camera chain offline (pipeline -> tracker -> identity voting) over
+Runs the daemon's own per-camera chain offline (pipeline -> `CameraChain`: tracker, identity voting) over
 `videos/<name>.mp4`, matches each track to the ground-truth fish it overlaps most
 (docs/CONTRACTS.md section 1), and reports:
   * known-track identity accuracy: tracks of known fish whose voted identity is the right fish
   * unknown tracks flagged: tracks of unknown fish (unk...) that ended as "unknown"
 Acceptance in the demo: >= 95 % and >= 90 %.
 
-    python -m finprint.runtime.score --video FARM/videos/cam0.mp4 --gallery gallery.db \
+    python -m finprint.tune.score --video FARM/videos/cam0.mp4 --gallery gallery.db \
         --detector det.int8.onnx --embedder emb.int8.onnx
 """
 
@@ -23,17 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from finprint.runtime.config import TrackingConfig
-from finprint.runtime.identity import UNKNOWN, Gallery
-from finprint.runtime.open_set import OpenSetRule, TrackOutcome
-from finprint.runtime.tracker import iou_matrix
 
 from finprint.errors import FinprintError
+from finprint.runtime.chain import CameraChain, ChainFrame
+from finprint.runtime.config import TrackingConfig
+from finprint.runtime.identity import UNKNOWN, Gallery
+from finprint.runtime.tracker import iou_matrix
+from finprint.runtime.tuned import OpenSetRule
+from finprint.tune.search import TrackOutcome
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from finprint.runtime.pipeline import Pipeline
+    from finprint.runtime.tracker import Track
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +140,6 @@ def score_outcomes(outcomes: list[TrackOutcome], threshold: float, margin: float
         frames[False], frames_right[False], frames[True], frames_right[True],
         tuple((covered or Counter())[k] for k in range(3)),
     )
-
-
-@dataclass(frozen=True)
-class ChainFrame:
-    """What the detector and embedder gave for one video frame: all a tracking setting needs to be replayed."""
-
-    boxes_xyxy: np.ndarray
-    scores: np.ndarray
-    embeddings: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -309,9 +303,9 @@ def detector_recall(videos: list[LabelledVideo], match_iou: float = 0.5) -> Dete
 @dataclass(frozen=True)
 class LengthSplit:
     """The tracks at one setting, split by how long each was followed: fragments under `seconds` (a fish
-    seen briefly at a crossing or the frame's edge) carry few frames of evidence, and on the results farm
-    that is where most names went wrong; when short tracks do much worse than long ones, the tracker's
-    continuity through crossings limits identity, not the open-set rule."""
+    seen briefly at a crossing or the frame's edge) carry few frames of evidence (experiments/2026-11-28-min-hits);
+    when short tracks do much worse than long ones, the tracker's continuity through crossings limits identity,
+    not the open-set rule."""
 
     seconds: float
     short: ScoreResult
@@ -377,6 +371,7 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
     """Every `every`-th frame of a labelled video: each box on an enrolled fish (IoU >= match_iou) embedded
     with the detector's mask and with the fish's ground-truth polygon."""
     import cv2
+
     from finprint.runtime.crops import crop_fish, expand_box, fish_axis, polygon_mask
 
     masked, aligned = pipeline.emb_pre.crop_mask, pipeline.emb_pre.crop_align
@@ -430,37 +425,39 @@ def mask_check(video: Path, truth_json: Path, pipeline: Pipeline, gallery: Galle
 def run_chain(video: Path, truth_json: Path, pipeline: Pipeline) -> LabelledVideo:
     """Detector and embedder over every frame of a labelled video (the expensive part, done once)."""
     truth = json.loads(Path(truth_json).read_text())
-    frames = [ChainFrame(res.detections.boxes_xyxy, res.detections.scores, res.embeddings) for res in pipeline.process_video(video)]
+    frames = [ChainFrame.from_detections(res.detections, res.embeddings) for res in pipeline.process_video(video)]
     return LabelledVideo(Path(video).name, str(truth.get("camera", "cam")), float(truth.get("fps", 25.0)),
                          float(truth.get("px_per_cm", 1.0)), frames, {f["frame"]: f["instances"] for f in truth["frames"]})
+
+
+def replay(
+    video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, margin: float = 0.0,
+) -> Iterator[tuple[int, list[Track], list[dict]]]:
+    """The daemon's `CameraChain` over a video's recorded model outputs: (frame index, its tracks, its events) per
+    frame, then (number of frames, [], the events of the tracks still open at the end). `margin`: the open-set
+    margin the events' names are decided with (tuning judges the recorded scores at every margin later)."""
+    chain = CameraChain(video.camera, tracking or TrackingConfig(), gallery, margin, px_per_cm=video.px_per_cm)
+    for index, frame in enumerate(video.frames):
+        yield index, *chain.step(frame, index / video.fps)
+    yield len(video.frames), [], chain.close(len(video.frames) / video.fps)
 
 
 def replay_outcomes(
     video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, match_iou: float = 0.5,
     covered: Counter | None = None,
 ) -> tuple[list[TrackOutcome], int]:
-    """The daemon's tracker and identity voting over a video's chain outputs -> (one outcome per track that
-    overlaps a ground-truth fish, the number of tracks that overlap none). `covered`, if given, counts each
-    ground-truth fish instance under how many reported tracks were on it (0, 1, 2 = two or more)."""
-    tr = tracking or TrackingConfig()
-    resolver = tr.make_resolver(gallery, {video.camera: video.px_per_cm}, margin=0.0)
-    tracker = tr.make_tracker()
+    """`replay` against the video's ground truth -> (one outcome per track that overlaps a ground-truth fish,
+    the number of tracks that overlap none). `covered`, if given, counts each ground-truth fish instance under
+    how many reported tracks were on it (0, 1, 2 = two or more)."""
     gt_votes: dict[int, Counter] = defaultdict(Counter)
     gt_unknown: dict[str, bool] = {}
     ended: dict[int, dict] = {}
-
-    def collect(events: list[dict]) -> None:
+    for index, tracks, events in replay(video, gallery, tracking):
         ended.update((ev["track_id"], ev) for ev in events if ev["type"] == "track_end")
-
-    for index, frame in enumerate(video.frames):
-        ts = index / video.fps
-        tracks, split_ends = resolver.associate(video.camera, tracker, frame.boxes_xyxy, frame.scores, frame.embeddings, ts)
-        collect(split_ends)
+        if index == len(video.frames):
+            break
+        frame = video.frames[index]
         idx = [t.det_index for t in tracks]
-        # Masks only feed the length estimate, which the identity does not use.
-        collect(resolver.observe(video.camera, ts, [t.track_id for t in tracks], frame.boxes_xyxy[idx],
-                                 frame.embeddings[idx], [None] * len(idx)))
-        collect(resolver.end(video.camera, [t.track_id for t in tracker.ended], ts))
         instances = video.truth.get(index, [])
         on_fish = np.zeros(len(instances), int)
         if tracks and instances:
@@ -475,7 +472,6 @@ def replay_outcomes(
                     on_fish[j] += 1
         if covered is not None:
             covered.update(np.minimum(on_fish, 2).tolist())
-    collect(resolver.end_all(len(video.frames) / video.fps))
     outcomes, unmatched = [], 0
     for track_id, ev in sorted(ended.items()):
         votes = gt_votes.get(track_id)
@@ -509,9 +505,9 @@ def open_pipeline_and_gallery(
 ) -> tuple[Pipeline, Gallery, OpenSetRule, TrackingConfig]:
     """The daemon's models, its gallery, and the open-set rule and tracker settings it would use (config
     values = the arguments; a TrackingConfig's explicitly set fields count as config)."""
-    from finprint.runtime.open_set import open_gallery, resolve_tracking
     from finprint.runtime.pipeline import Pipeline
     from finprint.runtime.store import Store
+    from finprint.runtime.tuned import open_gallery, resolve_tracking
 
     if not Path(gallery_db).is_file():
         raise FinprintError(f"{gallery_db}: no such gallery")
@@ -554,7 +550,7 @@ def score_video(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m finprint.runtime.score", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m finprint.tune.score", description=__doc__.split("\n\n")[0])
     parser.add_argument("--video", required=True, type=Path)
     parser.add_argument("--truth", type=Path, help="ground truth JSON (default: the video's .json)")
     parser.add_argument("--gallery", required=True, type=Path)
