@@ -97,7 +97,7 @@ def test_show_draws_an_exported_detectors_predictions_on_unlabelled_frames(tmp_p
     import logging
 
     pytest.importorskip("onnxruntime")
-    from finprint.runtime.toy_models import make_toy_detector
+    from finprint.testing import make_toy_detector
 
     frames = tmp_path / "tank"
     frames.mkdir()
