@@ -139,23 +139,47 @@ def open_models(folder: Path, threads: int, backend: str):
     from finprint.export.onnx_export import load_exported
     from finprint.runtime.engines import open_engine
 
-    opened = []
-    for path in _discover(folder):
-        manifest = load_exported(path)  # refuses a truncated file or one its manifest does not describe
-        engine = open_engine(path, backend, manifest=manifest, require_manifest=True, intra_threads=threads)
-        proto = onnx.load(str(path))
-        bench = ModelBench(
-            file=path.name, kind=manifest.kind, model=manifest.model_name, precision=manifest.precision,
-            backend=getattr(engine, "backend", backend), size_bytes=path.stat().st_size,
-            parameters=count_parameters(proto), flops=count_flops(proto),
-        )
-        pre = manifest.preprocess
-        opened.append((bench, engine, manifest.input().name, (3, pre.height, pre.width)))
+    opened: list = []
+    try:
+        for path in _discover(folder):
+            manifest = load_exported(path)  # refuses a truncated file or one its manifest does not describe
+            engine = open_engine(path, backend, manifest=manifest, require_manifest=True, intra_threads=threads)
+            opened.append((None, engine, manifest.input().name, None))  # closed below if a later one fails
+            proto = onnx.load(str(path))
+            bench = ModelBench(
+                file=path.name, kind=manifest.kind, model=manifest.model_name, precision=manifest.precision,
+                backend=getattr(engine, "backend", backend), size_bytes=path.stat().st_size,
+                parameters=count_parameters(proto), flops=count_flops(proto),
+            )
+            pre = manifest.preprocess
+            opened[-1] = (bench, engine, manifest.input().name, (3, pre.height, pre.width))
+    except BaseException:
+        close_models(opened)
+        raise
     return opened
+
+
+def close_models(opened: list) -> None:
+    """Close in the reverse order of opening (TensorRT engines share one CUDA context), every one."""
+    errors = []
+    for _, engine, _, _ in reversed(opened):
+        try:
+            engine.close()
+        except FinprintError as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def bench_models(folder: Path, threads: int = 2, rounds: int = 30, warmup: int = 3, batch: int = 1, backend: str = "auto") -> list[ModelBench]:
     opened = open_models(folder, threads, backend)
+    try:
+        return _bench_opened(opened, rounds, warmup, batch)
+    finally:
+        close_models(opened)
+
+
+def _bench_opened(opened: list, rounds: int, warmup: int, batch: int) -> list[ModelBench]:
     rng = np.random.default_rng(0)
     feeds = [{name: rng.random((batch, *chw), dtype=np.float32)} for _, _, name, chw in opened]
     for _ in range(warmup):
@@ -178,8 +202,6 @@ def bench_models(folder: Path, threads: int = 2, rounds: int = 30, warmup: int =
             for b in results:
                 if b.kind == kind:
                     b.speedup_vs_teacher = teacher.p50_ms / b.p50_ms
-    for _, engine, _, _ in opened:
-        engine.close()
     return results
 
 

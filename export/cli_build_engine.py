@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if manifest is not None:
         src, dst = manifest_path_for(args.onnx), manifest_path_for(args.out)
         if src.resolve() != dst.resolve():
-            shutil.copyfile(src, dst)
+            try:
+                shutil.copyfile(src, dst)
+            except OSError as exc:
+                raise ConfigError(f"{dst}: cannot copy the manifest next to the engine ({exc.strerror or exc})") from exc
     print(
         f"built {args.out} ({sidecar.engine_bytes / 2**20:.1f} MiB) in {sidecar.build_seconds:.1f} s: "
         f"TensorRT {sidecar.tensorrt_version} on {sidecar.gpu_name} (sm {sidecar.compute_capability}), "

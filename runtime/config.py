@@ -84,6 +84,9 @@ class ModelsConfig(_Strict):
     # A track's closest fish must lead the runner-up by this much (cosine), else it is unknown.
     # None: the gallery's tuned value, else DEFAULT_OPEN_SET_MARGIN.
     open_set_margin: float | None = Field(default=None, ge=0, le=2)
+    # Where TensorRT engines built from the ONNX files go (the model folder may be read-only, as under
+    # the systemd unit). None: an `engines` folder beside the gallery.
+    engine_cache: Path | None = None
 
 
 class MqttConfig(_Strict):
@@ -281,6 +284,7 @@ def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
     assert gallery is not None
     _check_writable_file(gallery, "gallery", "gallery")
     _check_writable_folder(gallery, "gallery")
+    models = models.model_copy(update={"engine_cache": _resolve(base, models.engine_cache) or gallery.parent / "engines"})
     sinks = cfg.sinks.model_copy(
         update={
             "sqlite": _resolve(base, cfg.sinks.sqlite),

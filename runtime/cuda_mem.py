@@ -11,6 +11,11 @@ Every CUDA call is checked; a failure raises `CudaError` naming the call. The th
 opened a `CudaMem` owns it (and the context): calls from another thread are refused, because a
 CUDA context is current per thread and a second thread would silently use none. Buffers are
 freed explicitly (`free`, or all at once by `close`), never left to garbage collection.
+
+Engines share one layer per thread and device (`acquire_cuda` / `release_cuda`, reference
+counted): with pycuda each layer pushes the primary context once, and `Context.pop()` pops
+whatever is on top of the thread's stack, so two layers closed in any order but the reverse of
+opening would pop each other's context ("cannot pop non-current context").
 """
 
 from __future__ import annotations
@@ -175,6 +180,10 @@ class CudaMem(ABC):
         self.close()
 
     # -- checks -----------------------------------------------------------------------------
+    def check_thread(self) -> None:
+        """Raise unless called on the thread that owns this layer (and its context)."""
+        self._check_thread()
+
     def _check_thread(self) -> None:
         if threading.get_ident() != self._owner:
             raise CudaError(
@@ -268,11 +277,16 @@ class PycudaMem(CudaMem):
         self._call("stream synchronize", self._stream.synchronize)
 
     def _release(self) -> None:
-        self._stream = None
+        self._stream = None  # destroyed here, while its context is still current
         if self._ctx is not None:
             ctx, self._ctx = self._ctx, None
             try:
                 if self._pushed:
+                    # Context.pop() pops the top of this thread's stack, whoever pushed it: refuse
+                    # rather than pop a context someone else pushed after ours.
+                    if self._cuda.Context.get_current() != ctx:
+                        raise CudaError("pycuda: another CUDA context was pushed on this thread after finprint's "
+                                        "and is still current; pop it before closing finprint's engines")
                     self._cuda.Context.pop()
                     self._pushed = False
             finally:
@@ -387,38 +401,96 @@ def _importable(impl: str) -> str | None:
     return None
 
 
-def open_cuda(impl: str = "auto", device: int = 0) -> CudaMem:
-    """Open the CUDA layer: `impl` is "pycuda", "cuda-python" or "auto" (env FINPRINT_CUDA, else
-    cuda-python, else pycuda)."""
+def _wanted(impl: str) -> str:
     if impl == "auto":
         impl = os.environ.get("FINPRINT_CUDA", "auto")
     if impl not in ("auto", *IMPLEMENTATIONS):
         raise FinprintError(f"unknown CUDA implementation '{impl}'; choose one of auto, {', '.join(IMPLEMENTATIONS)}")
+    return impl
+
+
+def open_cuda(impl: str = "auto", device: int = 0) -> CudaMem:
+    """Open a CUDA layer of its own: `impl` is "pycuda", "cuda-python" or "auto" (env FINPRINT_CUDA,
+    else cuda-python, else pycuda). With "auto" a layer that imports but cannot start (cuda-python
+    13 on a CUDA 12 driver: cudaErrorInsufficientDriver) gives way to the next, and the log says why."""
+    impl = _wanted(impl)
     candidates = IMPLEMENTATIONS if impl == "auto" else (impl,)
     reasons = []
     for name in candidates:
         reason = _importable(name)
         if reason is None:
-            log.debug("CUDA layer: %s", name)
-            return _CLASSES[name](device)
+            try:
+                mem = _CLASSES[name](device)
+            except CudaError as exc:
+                if impl != "auto":
+                    raise
+                reason = f"{name} does not start: {exc}"
+                log.warning("CUDA layer %s", reason)
+            else:
+                log.debug("CUDA layer: %s", name)
+                return mem
         reasons.append(reason)
     raise CudaError(
         "no CUDA Python binding is usable: " + "; ".join(reasons)
-        + " (install 'finprint[gpu]' for pycuda, or cuda-python, on a machine with a CUDA driver)"
+        + " (install 'finprint[gpu]' for pycuda, or cuda-python, on a machine with a CUDA driver;"
+        " JetPack 6 needs cuda-python>=12.6,<13)"
     )
+
+
+# One layer per (thread, device), shared by every engine that thread opens.
+_SHARED: dict[tuple[threading.Thread, int], list[Any]] = {}  # -> [CudaMem, users]
+_SHARED_LOCK = threading.Lock()
+
+
+def acquire_cuda(impl: str = "auto", device: int = 0) -> CudaMem:
+    """The calling thread's shared CUDA layer for `device`, opened on first use. Every call needs a
+    `release_cuda`; the last one closes the layer (with pycuda: pops the one context pushed)."""
+    impl = _wanted(impl)
+    key = (threading.current_thread(), device)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None and not entry[0].closed:
+            mem = entry[0]
+            if impl not in ("auto", mem.name):
+                raise FinprintError(f"this thread already uses CUDA through {mem.name}; cannot also open {impl}")
+            entry[1] += 1
+            return mem
+    mem = open_cuda(impl, device)
+    with _SHARED_LOCK:
+        _SHARED[key] = [mem, 1]
+    return mem
+
+
+def release_cuda(mem: CudaMem) -> None:
+    """Give back a layer from `acquire_cuda` (on the thread that acquired it); the last user closes it."""
+    if mem.closed:
+        return
+    mem._check_thread()
+    key = (threading.current_thread(), mem.device)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is not None and entry[0] is mem:
+            entry[1] -= 1
+            if entry[1] > 0:
+                return
+            del _SHARED[key]
+    mem.close()
 
 
 def cuda_unavailable_reason(device: int = 0) -> str | None:
     """None if a CUDA device can be opened through one of the bindings here, else why not."""
     try:
-        mem = open_cuda("auto", device)
+        mem = acquire_cuda("auto", device)
     except FinprintError as exc:
         return str(exc)
-    mem.close()
+    release_cuda(mem)
     return None
 
 
 def device_info(device: int = 0) -> DeviceInfo:
-    """Name and compute capability of a device (opens and closes the CUDA layer)."""
-    with open_cuda("auto", device) as mem:
+    """Name and compute capability of a device (through this thread's shared CUDA layer)."""
+    mem = acquire_cuda("auto", device)
+    try:
         return mem.device_info()
+    finally:
+        release_cuda(mem)

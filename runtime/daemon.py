@@ -1,6 +1,11 @@
 """The daemon: capture threads per camera, one inference worker that owns the engines and batches
 frames across cameras, one `CameraChain` per camera (tracker and identity), events to every sink.
 
+The worker thread opens the engines, runs them and closes them: a CUDA context is current per
+thread, so TensorRT engines opened on the main thread could not run on the worker. A CUDA error on
+the worker stops the daemon with exit code 1 (systemd restarts it), since every later batch would
+fail the same way.
+
 start() and stop() are flat ordered lists. stop() ends capture first, lets the worker drain every
 queued frame, closes the remaining tracks, and flushes every event to SQLite, JSONL and MQTT
 before the process exits. SIGTERM, SIGINT and SIGHUP call it.
@@ -30,6 +35,7 @@ import numpy as np
 from finprint.errors import FinprintError
 from finprint.runtime.chain import CameraChain, ChainFrame
 from finprint.runtime.config import FarmConfig
+from finprint.runtime.cuda_mem import CudaError
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.store import JsonlLog, Store, model_identity
 from finprint.runtime.tuned import open_gallery, resolve_tracking
@@ -89,6 +95,10 @@ class Daemon:
     def __init__(self, cfg: FarmConfig) -> None:
         self.cfg = cfg
         self.stopping = threading.Event()
+        self._pipeline_opened = threading.Event()  # set by the worker once it opened the models (or failed to)
+        self._pipeline_error: BaseException | None = None
+        self._go = threading.Event()  # the worker may take frames (start() finished, or stop() began)
+        self.fatal: str | None = None  # why the worker stopped the daemon (a CUDA error)
         self.exit_code = 0
         self.max_frames: int | None = None
         self.processed: dict[str, int] = {c.id: 0 for c in cfg.cameras}
@@ -133,11 +143,12 @@ class Daemon:
     # -- lifecycle: flat ordered lists -------------------------------------------------------------
     def start(self) -> None:
         steps = [
-            ("pipeline", self._start_pipeline),  # first: a model that will not load fails before any file is written
+            # first: the worker thread opens the models, and one that will not load fails before any file is written
+            ("pipeline", self._start_pipeline),
             ("store", self._start_store),
             ("sinks", self._start_sinks),
             ("http", self._start_http),
-            ("worker", self._worker.start),
+            ("worker", self._go.set),
             ("watchdog", self.watchdog.start),
             ("cameras", self._start_cameras),
         ]
@@ -257,7 +268,12 @@ class Daemon:
         self.sinks = []
 
     def _start_pipeline(self) -> None:
-        self.pipeline = open_pipeline(self.cfg)
+        """Start the worker thread and wait until it has opened the models (an engine build takes minutes)."""
+        self._worker.start()
+        self._pipeline_opened.wait()
+        if self._pipeline_error is not None:
+            self._worker.join()
+            raise self._pipeline_error
         low = self.cfg.tracking.low_score
         if low is not None and low < self.pipeline.score_threshold:
             log.warning("tracking.low_score %g is under the detector's score threshold %g: detections between them never "
@@ -265,7 +281,12 @@ class Daemon:
                         "or leave tracking.low_score out", low, self.pipeline.score_threshold, low)
 
     def _stop_pipeline(self) -> None:
-        self.pipeline.close()
+        # The worker closes the engines on its own thread as it ends; here only wait for that.
+        self.stopping.set()
+        self._go.set()
+        self._worker.join(self.cfg.watchdog.worker_stall_s)
+        if self._worker.is_alive():
+            log.error("inference worker is stuck in an engine call; its engines are left to process exit")
 
     def _start_http(self) -> None:
         if not self.cfg.http.enabled:
@@ -328,6 +349,26 @@ class Daemon:
         return batch
 
     def _work(self) -> None:
+        """The inference thread: open the models (with their manifests and one test inference), take frames
+        until stopped, close the models, all here."""
+        try:
+            self.pipeline = open_pipeline(self.cfg)
+        except BaseException as exc:  # handed to start() on the main thread, which raises it there
+            self._pipeline_error = exc
+            self._pipeline_opened.set()
+            return
+        self._pipeline_opened.set()
+        try:
+            self._go.wait()
+            self._work_loop()
+        finally:
+            try:
+                self.pipeline.close()
+            except Exception as exc:  # noqa: BLE001 - a CudaError, or an engine's own: one line, exit 1
+                log.error("closing the engines failed: %s: %s", type(exc).__name__, exc)
+                self.exit_code = 1
+
+    def _work_loop(self) -> None:
         total = 0
         retry_at = 0.0
         while True:
@@ -344,6 +385,14 @@ class Daemon:
             failed = False
             try:
                 self._process(batch)
+            except CudaError as exc:
+                # Ahead of the catch-all below: the context is broken (or was never current here), so every
+                # later batch would fail the same way. Stop with the reason (exit 1); systemd restarts the process.
+                self.fatal = str(exc)
+                log.critical("CUDA failed on the inference thread, stopping: %s", exc)
+                self.exit_code = 1
+                self.stopping.set()
+                break
             except Exception as exc:  # noqa: BLE001 - counted, logged and on /healthz; the worker must go on
                 # One bad batch (an engine error, a frame the models cannot take, a bug) must not kill the
                 # worker: count it (its rate makes /healthz 503), log it, go on with the next frames.
@@ -508,6 +557,8 @@ class Daemon:
         out = self.watchdog.problems()
         if "worker" in self._started and not self._worker.is_alive() and not self.stopping.is_set():
             out.append("inference worker: died")
+        if self.fatal:
+            out.append(f"inference: CUDA failed, stopping ({self.fatal})")
         since = time.monotonic() - self.cfg.watchdog.frame_timeout_s
         recent = [failed for ts, failed in list(self._batches) if ts >= since]
         failed = sum(recent)
@@ -544,10 +595,10 @@ def open_pipeline(cfg: FarmConfig) -> Any:
 
     m = cfg.models
     pipeline = Pipeline(m.detector, m.embedder, m.backend, m.max_batch, m.score_threshold, m.open_set_threshold,
-                        require_manifest=m.require_manifest)
+                        require_manifest=m.require_manifest, engine_cache=m.engine_cache)
     try:
         smoke_test_models(pipeline)
-    except FinprintError:
+    except BaseException:
         pipeline.close()
         raise
     return pipeline

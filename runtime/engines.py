@@ -300,8 +300,11 @@ def tensorrt_unavailable_reason() -> str | None:
     return cuda_unavailable_reason()
 
 
-def default_engine_path(onnx_path: Path) -> Path:
-    return onnx_path.with_suffix(".engine")
+def default_engine_path(onnx_path: Path, engine_cache: str | Path | None = None) -> Path:
+    """Where the engine built from `onnx_path` lives: in the folder `engine_cache` (the model folder may
+    be read-only), else beside the ONNX."""
+    name = onnx_path.with_suffix(".engine").name
+    return Path(engine_cache) / name if engine_cache is not None else onnx_path.with_name(name)
 
 
 @dataclass(frozen=True)
@@ -354,8 +357,8 @@ def open_engine(
 
     `path` is an ONNX file, or a serialized TensorRT engine (`.engine`/`.plan`); `choose_backend` picks the
     backend, `load_engine` loads the model on it (an ONNX file on TensorRT builds or refreshes the engine next
-    to it via `sidecar.ensure_engine`). The model is checked against its manifest (sha256 and I/O) when one is
-    found; with `require_manifest` a missing manifest is an error.
+    to it, or at `engine_path`, via `sidecar.ensure_engine`). The model is checked against its manifest (sha256
+    and I/O) when one is found; with `require_manifest` a missing manifest is an error.
     """
     choice = choose_backend(path, backend)
     return load_engine(Path(path), choice, find_manifest(Path(path), manifest, require_manifest), engine_path=engine_path,
@@ -372,16 +375,16 @@ def load_engine(
         from finprint.runtime.trt_engine import TrtEngine
 
         meta = validate_engine(path)
+        # Every check on files before the engine is opened: an engine opened and then refused would hold
+        # CUDA memory and (with pycuda) a pushed context until exit.
+        if found is not None and meta.onnx_sha256 != found.onnx_sha256:
+            raise FinprintError(
+                f"{path}: engine was built from an ONNX (sha256 {meta.onnx_sha256[:12]}…) other than "
+                f"the one its manifest describes ({found.onnx_sha256[:12]}…); rebuild it with "
+                f"`finprint build-engine --onnx <model>.onnx --out {path}`"
+            )
         eng: Engine = TrtEngine(path, host_code_allowed=meta.version_compatible)
-        if found is not None:
-            if meta.onnx_sha256 != found.onnx_sha256:
-                eng.close()
-                raise FinprintError(
-                    f"{path}: engine was built from an ONNX (sha256 {meta.onnx_sha256[:12]}…) other than "
-                    f"the one its manifest describes ({found.onnx_sha256[:12]}…); rebuild it with "
-                    f"`finprint build-engine --onnx <model>.onnx --out {path}`"
-                )
-            _checked(eng, found)
+        _checked(eng, found)
         log.info("%s: backend tensorrt (%s)", path.name, choice.reason)
         return eng
 

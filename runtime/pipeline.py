@@ -19,7 +19,7 @@ import numpy as np
 from finprint.errors import FinprintError
 from finprint.runtime.crops import crop_fish, embedder_preprocess
 from finprint.runtime.detect_post import Detections, decode
-from finprint.runtime.engines import Engine, find_manifest, open_engine
+from finprint.runtime.engines import Engine, default_engine_path, find_manifest, open_engine
 from finprint.runtime.manifest import Manifest, Preprocess
 from finprint.runtime.preprocess import preprocess_batch, preprocess_image
 
@@ -51,17 +51,30 @@ class Pipeline:
         open_set_threshold: float | None = None,
         max_det: int = 50,
         require_manifest: bool = False,
+        engine_cache: str | Path | None = None,
     ) -> None:
+        """`engine_cache`: the folder for TensorRT engines built from the ONNX files (default: beside them).
+        Open, run and close a Pipeline on one thread: with TensorRT it owns that thread's CUDA context."""
         self.detector_path = Path(detector_path)
         self.embedder_path = Path(embedder_path)
         det_manifest = find_manifest(self.detector_path, None, require_manifest)
         emb_manifest = find_manifest(self.embedder_path, None, require_manifest)
-        self.detector = open_engine(self.detector_path, backend, manifest=det_manifest)
+        self.detector = open_engine(self.detector_path, backend, manifest=det_manifest,
+                                    engine_path=_cached_engine(self.detector_path, engine_cache))
         try:
-            self.embedder = open_engine(self.embedder_path, backend, manifest=emb_manifest)
-        except FinprintError:
+            self.embedder = open_engine(self.embedder_path, backend, manifest=emb_manifest,
+                                        engine_path=_cached_engine(self.embedder_path, engine_cache))
+        except BaseException:
             self.detector.close()
             raise
+        try:
+            self._setup(det_manifest, emb_manifest, max_batch, score_threshold, open_set_threshold, max_det)
+        except BaseException:
+            self.close()  # both engines are open: nothing may leak past a refusal
+            raise
+
+    def _setup(self, det_manifest: Manifest | None, emb_manifest: Manifest | None, max_batch: int,
+               score_threshold: float | None, open_set_threshold: float | None, max_det: int) -> None:
         self.det_pre = det_manifest.preprocess if det_manifest else self._preprocess_from_input(self.detector)
         self.emb_pre = emb_manifest.preprocess if emb_manifest else embedder_preprocess()
         self.det_input = self.detector.inputs[0].name
@@ -172,8 +185,18 @@ class Pipeline:
         }
 
     def close(self) -> None:
-        self.detector.close()
-        self.embedder.close()
+        """Close the engines in the reverse order of opening; the detector even if closing the embedder fails."""
+        try:
+            self.embedder.close()
+        finally:
+            self.detector.close()
+
+
+def _cached_engine(model: Path, engine_cache: str | Path | None) -> Path | None:
+    """The engine path for an ONNX model inside `engine_cache`; None (beside the ONNX) without one."""
+    if engine_cache is None or model.suffix not in (".onnx",):
+        return None
+    return default_engine_path(model, engine_cache)
 
 
 def _first(*values: float | None | Manifest) -> float:

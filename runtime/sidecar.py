@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform as _platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -41,6 +43,9 @@ class Sidecar(BaseModel):
     tensorrt_version: str
     gpu_name: str
     compute_capability: str  # "8.7"
+    # OS and CPU architecture ("Linux-aarch64"): engines do not move between platforms, whatever their
+    # hardware compatibility. None in sidecars written before it was recorded: such engines are rebuilt.
+    platform: str | None = None
     onnx_file: str
     onnx_sha256: str
     engine_sha256: str
@@ -54,13 +59,19 @@ class Sidecar(BaseModel):
     workspace_mb: int | None = None
 
 
+def this_platform() -> str:
+    """OS and CPU architecture, as the sidecar records them: "Linux-aarch64", "Linux-x86_64"."""
+    return f"{_platform.system()}-{_platform.machine()}"
+
+
 @dataclass(frozen=True)
 class MachineInfo:
-    """What an engine must match: this machine's TensorRT and GPU."""
+    """What an engine must match: this machine's TensorRT, GPU and platform."""
 
     tensorrt_version: str
     gpu_name: str
     compute_capability: str
+    platform: str = field(default_factory=this_platform)
 
 
 def sidecar_path_for(engine_path: str | Path) -> Path:
@@ -71,9 +82,26 @@ def sidecar_path_for(engine_path: str | Path) -> Path:
 def save_sidecar(sidecar: Sidecar, engine_path: str | Path) -> Path:
     path = sidecar_path_for(engine_path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(sidecar.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(sidecar.model_dump_json(indent=2) + "\n")
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Create `folder` if needed; a FinprintError when it cannot be written (a read-only model folder
+    under systemd's ProtectSystem=strict, say)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FinprintError(f"{folder}: cannot create the {what} folder ({exc.strerror or exc}); "
+                            "set models.engine_cache (or --out) to a writable folder") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise FinprintError(f"{folder}: the {what} folder is not writable; "
+                            "set models.engine_cache (or --out) to a writable folder")
 
 
 def load_sidecar(engine_path: str | Path) -> Sidecar:
@@ -94,7 +122,7 @@ def current_machine() -> MachineInfo:
 
     trt = import_tensorrt()
     dev = device_info(0)
-    return MachineInfo(str(trt.__version__), dev.name, dev.compute_capability)
+    return MachineInfo(str(trt.__version__), dev.name, dev.compute_capability, this_platform())
 
 
 def _major(version: str) -> int:
@@ -111,6 +139,12 @@ def sidecar_problems(
 ) -> list[str]:
     """Why this engine cannot run here (empty when it can). Each problem reads as one sentence."""
     problems: list[str] = []
+    if sidecar.platform is None:
+        problems.append("its sidecar records no platform (written by an older finprint)")
+    elif sidecar.platform != machine.platform:
+        problems.append(
+            f"built on {sidecar.platform}, this machine is {machine.platform} (engines do not move between platforms)"
+        )
     if sidecar.tensorrt_version != machine.tensorrt_version:
         same_major_newer = _major(sidecar.tensorrt_version) == _major(machine.tensorrt_version) and tuple(
             int(x) for x in machine.tensorrt_version.split(".")[:3]
@@ -194,6 +228,13 @@ def ensure_engine(
     if not onnx_path.is_file():
         raise FinprintError(f"{onnx_path}: ONNX file not found; cannot build {engine_path.name}")
     machine = machine or current_machine()
+    if engine_path.is_file():
+        try:  # a valid engine needs nothing written, so no lock: its folder may be read-only
+            return validate_engine(engine_path, onnx_path, machine)
+        except FinprintError as exc:
+            log.info("%s: %s", engine_path.name, exc)
+    # The lock and a rebuilt engine go beside the engine: that folder must be writable.
+    check_writable_folder(engine_path.parent, "engine")
     lock = FileLock(str(engine_path.with_name(engine_path.name + ".lock")))
     try:
         with lock.acquire(timeout=lock_timeout_s):

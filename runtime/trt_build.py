@@ -24,10 +24,11 @@ from finprint.runtime.sidecar import (
     MachineInfo,
     ProfileShapes,
     Sidecar,
+    check_writable_folder,
     current_machine,
     save_sidecar,
 )
-from finprint.runtime.trt_engine import import_tensorrt
+from finprint.runtime.trt_engine import check_tensorrt_version, import_tensorrt, trt_logger, trt_version
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,26 @@ def profile_for(name: str, shape: list[int], options: BuildOptions) -> ProfileSh
 
 
 def _strongly_typed_flags(trt: Any) -> int:
-    flags_enum = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    if flags_enum is not None and hasattr(flags_enum, "STRONGLY_TYPED"):
-        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    return 0  # TensorRT 11: every network is strongly typed, the flag may be gone
+    """STRONGLY_TYPED on 10.x (where it exists since 9.x and is required); 0 on 11+, where every network
+    is strongly typed and the flag may be gone. The version decides, not the flag's presence."""
+    if trt_version(trt)[0] >= 11:
+        return 0
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+
+
+# Added after 10.3 (JetPack 6.1/6.2): used only behind a version check.
+SAME_CC_SINCE = (10, 9)
+
+
+def _hardware_compat_level(trt: Any, level: HardwareCompat) -> Any:
+    if level == "ampere+":
+        return trt.HardwareCompatibilityLevel.AMPERE_PLUS
+    if trt_version(trt) >= SAME_CC_SINCE:
+        return trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+    raise FinprintError(
+        f"--hardware-compat same-cc needs TensorRT 10.9 or later, this machine has {trt.__version__}; "
+        "use ampere+ or none"
+    )
 
 
 def _set_timing_cache(trt_config: Any, path: Path | None) -> Any:
@@ -95,6 +112,11 @@ def _set_timing_cache(trt_config: Any, path: Path | None) -> Any:
         return None
     data = path.read_bytes() if path.is_file() else b""
     cache = trt_config.create_timing_cache(data)
+    if cache is None:  # TensorRT returns None for bytes it cannot read (a truncated or foreign file)
+        log.warning("%s: timing cache is unreadable (corrupt or truncated); starting a fresh one", path)
+        cache = trt_config.create_timing_cache(b"")
+        if cache is None:
+            raise FinprintError("TensorRT could not create an empty timing cache (see the TensorRT errors above)")
     if not trt_config.set_timing_cache(cache, False):
         log.warning("%s: timing cache is from another device or TensorRT version; starting a fresh one", path)
         cache = trt_config.create_timing_cache(b"")
@@ -103,10 +125,15 @@ def _set_timing_cache(trt_config: Any, path: Path | None) -> Any:
 
 
 def _write_atomic(path: Path, data: Any) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, renamed over it."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(memoryview(data))
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(memoryview(data))
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise FinprintError(f"{path}: cannot write ({exc.strerror or exc}); give finprint a writable folder") from exc
 
 
 def build_engine(
@@ -124,15 +151,19 @@ def build_engine(
     if not onnx_path.is_file():
         raise FinprintError(f"{onnx_path}: ONNX file not found")
     trt = trt_module if trt_module is not None else import_tensorrt()
+    check_tensorrt_version(trt)
     if not hasattr(trt, "Builder") or not hasattr(trt, "OnnxParser"):
         raise FinprintError(
             "this TensorRT has no builder or ONNX parser (a lean/dispatch runtime); build the engine on a "
             "machine with full TensorRT of the same version"
         )
+    # Refuse before minutes of building, not after: nothing is written unless all of it can be.
+    for folder in {engine_path.parent, *([options.timing_cache.parent] if options.timing_cache else [])}:
+        check_writable_folder(folder, "engine" if folder == engine_path.parent else "timing cache")
     machine = machine or current_machine()
     started = time.perf_counter()
 
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_strongly_typed_flags(trt))
     parser = trt.OnnxParser(network, logger)
@@ -145,10 +176,8 @@ def build_engine(
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
     if options.version_compatible:
         config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if options.hardware_compat == "ampere+":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-    elif options.hardware_compat == "same-cc":
-        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY
+    if options.hardware_compat != "none":
+        config.hardware_compatibility_level = _hardware_compat_level(trt, options.hardware_compat)
 
     profile = builder.create_optimization_profile()
     shapes: dict[str, ProfileShapes] = {}
@@ -164,15 +193,25 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise FinprintError(f"{onnx_path}: TensorRT failed to build an engine (see the TensorRT errors above)")
-    engine_path.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(engine_path, serialized)
+    try:
+        sidecar = _save_sidecar_for(engine_path, onnx_path, machine, options, shapes, started)
+    except BaseException:
+        engine_path.unlink(missing_ok=True)  # an engine without its sidecar is refused anyway: leave none
+        raise
     if options.timing_cache is not None:
         _write_atomic(options.timing_cache, config.get_timing_cache().serialize())
+    log.info("built %s (%.1f MiB) in %.1f s", engine_path, sidecar.engine_bytes / 2**20, sidecar.build_seconds)
+    return sidecar
 
+
+def _save_sidecar_for(engine_path: Path, onnx_path: Path, machine: MachineInfo, options: BuildOptions,
+                      shapes: dict[str, ProfileShapes], started: float) -> Sidecar:
     sidecar = Sidecar(
         tensorrt_version=machine.tensorrt_version,
         gpu_name=machine.gpu_name,
         compute_capability=machine.compute_capability,
+        platform=machine.platform,
         onnx_file=onnx_path.name,
         onnx_sha256=sha256_file(onnx_path),
         engine_sha256=sha256_file(engine_path),
@@ -185,6 +224,8 @@ def build_engine(
         hardware_compat=options.hardware_compat,
         workspace_mb=options.workspace_mb,
     )
-    save_sidecar(sidecar, engine_path)
-    log.info("built %s (%.1f MiB) in %.1f s", engine_path, sidecar.engine_bytes / 2**20, sidecar.build_seconds)
+    try:
+        save_sidecar(sidecar, engine_path)
+    except OSError as exc:
+        raise FinprintError(f"{engine_path}: cannot write its sidecar ({exc.strerror or exc})") from exc
     return sidecar

@@ -8,13 +8,15 @@ its tensor with `set_tensor_address`. Per frame only: copy in, `set_input_shape`
 position (binding indices are gone from TensorRT 10).
 
 `tensorrt` and the CUDA bindings are imported lazily; `trt_module` and `cuda` can be injected, which
-is how the tests drive the whole loop on a machine without a GPU.
+is how the tests drive the whole loop on a machine without a GPU. Every engine a thread opens shares
+that thread's CUDA layer (`cuda_mem.acquire_cuda`); open, run and close it on that one thread.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from finprint.errors import FinprintError
-from finprint.runtime.cuda_mem import CudaMem, DeviceBuffer, open_cuda
+from finprint.runtime.cuda_mem import CudaError, CudaMem, DeviceBuffer, acquire_cuda, release_cuda
 from finprint.runtime.engines import Engine, TensorInfo
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,29 @@ class BufferPlan:
 TENSORRT_MODULES: tuple[str, ...] = ("tensorrt", "tensorrt_lean", "tensorrt_lean_bindings")
 
 
+MIN_TENSORRT_MAJOR = 10  # strongly typed networks and the 10.x API the code is checked against; JetPack 6.0 has 8.6
+
+
+def trt_version(trt: Any) -> tuple[int, ...]:
+    """The module's version as numbers, (10, 3, 0, 30); (0,) when it does not say."""
+    parts = []
+    for piece in str(getattr(trt, "__version__", "0")).split(".")[:4]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or (0,)
+
+
+def check_tensorrt_version(trt: Any) -> None:
+    version = trt_version(trt)
+    if version[0] < MIN_TENSORRT_MAJOR:
+        raise FinprintError(
+            f"TensorRT {getattr(trt, '__version__', '?')} is too old: finprint needs TensorRT 10 or later "
+            "(JetPack 6.1 or later on a Jetson); run the .onnx with --backend cpu or ort-gpu instead"
+        )
+
+
 def import_tensorrt() -> Any:
     """The first TensorRT Python module here that has a runtime, else a FinprintError saying why."""
     reasons = []
@@ -87,6 +112,7 @@ def import_tensorrt() -> Any:
             reasons.append(f"{name} does not load ({exc})")
             continue
         if hasattr(trt, "Runtime"):
+            check_tensorrt_version(trt)
             return trt
         # tensorrt-stubs or PyPI's placeholder wheel import as empty packages
         reasons.append(f"{name} is a stub or placeholder without a runtime")
@@ -94,6 +120,22 @@ def import_tensorrt() -> Any:
         "TensorRT is not installed (it comes with JetPack on a Jetson, or from NVIDIA's index): "
         + "; ".join(reasons) + "; run the .onnx with --backend cpu or ort-gpu instead"
     )
+
+
+# TensorRT keeps one logger per process and warns when handed another: one per module object here
+# (a test's fake module gets its own).
+_LOGGERS: dict[int, tuple[Any, Any]] = {}
+_LOGGERS_LOCK = threading.Lock()
+
+
+def trt_logger(trt: Any) -> Any:
+    """The process's one `trt.Logger` for this TensorRT module."""
+    with _LOGGERS_LOCK:
+        entry = _LOGGERS.get(id(trt))
+        if entry is None or entry[0] is not trt:
+            entry = (trt, trt.Logger(trt.Logger.WARNING))
+            _LOGGERS[id(trt)] = entry
+        return entry[1]
 
 
 def trt_dtype(dtype: Any) -> np.dtype:
@@ -165,14 +207,13 @@ class TrtEngine(Engine):
         trt = trt_module if trt_module is not None else import_tensorrt()
         self._trt = trt
         self._owns_cuda = cuda is None
-        # The context must be current before TensorRT touches the GPU.
-        self._cuda = cuda if cuda is not None else open_cuda(cuda_impl)
         self._context = self._engine = self._runtime = None
         self._device: dict[str, DeviceBuffer] = {}
         self._host: dict[str, np.ndarray] = {}
+        # The context must be current before TensorRT touches the GPU: this thread's shared layer.
+        self._cuda = cuda if cuda is not None else acquire_cuda(cuda_impl)
         try:
-            self._logger = trt.Logger(trt.Logger.WARNING)
-            self._runtime = trt.Runtime(self._logger)
+            self._runtime = trt.Runtime(trt_logger(trt))
             if host_code_allowed:  # a version-compatible engine carries its own lean runtime
                 self._runtime.engine_host_code_allowed = True
             self._engine = self._runtime.deserialize_cuda_engine(data)
@@ -241,6 +282,9 @@ class TrtEngine(Engine):
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._context is None:
             raise FinprintError(f"{self.source.name}: engine is closed")
+        # Before touching the pinned buffers or the execution context: another thread's frame would
+        # overwrite a buffer this thread's copy may still be reading.
+        self._cuda.check_thread()
         for name, arr in feeds.items():
             self._check_profile(name, arr.shape)
             staged = self._host[name][: arr.size].reshape(arr.shape)
@@ -249,7 +293,10 @@ class TrtEngine(Engine):
                 raise FinprintError(f"{self.source.name}: TensorRT refused input shape {list(arr.shape)} for '{name}'")
             self._cuda.copy_to_device(self._device[name], staged)
         if not self._context.execute_async_v3(self._cuda.stream_handle):
-            raise FinprintError(f"{self.source.name}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
+            # The input copies are queued on the stream: wait for them before the next frame may
+            # refill the pinned buffers they read from.
+            self._cuda.synchronize()
+            raise CudaError(f"{self.source.name}: TensorRT execute_async_v3 failed (see the TensorRT log above)")
         views = {}
         for spec in self.specs:
             if spec.is_input:
@@ -263,18 +310,24 @@ class TrtEngine(Engine):
         return {name: view.copy() for name, view in views.items()}
 
     def close(self) -> None:
-        """Destroy TensorRT objects before the buffers and context they use; free explicitly."""
+        """Destroy TensorRT objects before the buffers and context they use; free explicitly. Idempotent;
+        on the thread that opened the engine (TensorRT's destructors need its context current)."""
+        cuda = getattr(self, "_cuda", None)
+        if cuda is None or cuda.closed:
+            self._context = self._engine = self._runtime = None
+            return
+        cuda.check_thread()
         self._context = None
         self._engine = None
         self._runtime = None
-        cuda = getattr(self, "_cuda", None)
-        if cuda is None or cuda.closed:
-            return
-        for buf in self._device.values():
-            cuda.free(buf)
-        for arr in self._host.values():
-            cuda.free(arr)
-        self._device.clear()
-        self._host.clear()
-        if self._owns_cuda:
-            cuda.close()
+        try:
+            for buf in self._device.values():
+                cuda.free(buf)
+            for arr in self._host.values():
+                cuda.free(arr)
+        finally:
+            self._device.clear()
+            self._host.clear()
+            if self._owns_cuda:
+                self._cuda = None
+                release_cuda(cuda)

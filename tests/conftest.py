@@ -22,11 +22,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _has_cuda() -> bool:
+    """A CUDA device through torch, or else through the driver itself (a torch build without CUDA must
+    not skip the CUDA tests of torch-free code on a GPU machine)."""
     try:
         import torch
+
+        if torch.cuda.is_available():
+            return True
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        pass
+    import ctypes
+
+    for name in ("libcuda.so.1", "libcuda.so"):
+        try:
+            cuda = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        return cuda.cuInit(0) == 0 and cuda.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    return False
 
 
 def _has_tensorrt() -> bool:

@@ -230,3 +230,81 @@ def test_run_path_exists_in_a_real_tensorrt_11_lean_runtime_if_installed() -> No
     from finprint.runtime.trt_engine import trt_dtype
 
     assert trt_dtype(lean.DataType.HALF).name == "float16"
+
+
+# ---------------------------------------------------------------------------------------------------
+# TensorRT 10.3 (JetPack 6.1/6.2): the oldest TensorRT finprint runs on
+# ---------------------------------------------------------------------------------------------------
+
+NAMES_10_3 = Path(__file__).with_name("trt_10_3_names.txt")  # made by tests/export/make_trt_names.py
+VERSION_CHECKS = {"trt_version"}  # a name used inside `if trt_version(trt) >= (...):` may be newer than 10.3
+
+
+def _names_10_3() -> set[str]:
+    """Every suffix of every listed name: the linker stores "Logger" inside "ILogger" (make_trt_names.py)."""
+    entries = [line for line in NAMES_10_3.read_text().splitlines() if line and not line.startswith("#")]
+    return {entry[i:] for entry in entries for i in range(len(entry))}
+
+
+def _gated(ancestors: list[ast.AST], node: ast.AST) -> bool:
+    """Inside the body of an `if` that tests the TensorRT version."""
+    for parent, child in zip(ancestors, [*ancestors[1:], node], strict=True):
+        if isinstance(parent, ast.If) and child in parent.body:
+            calls = [n for n in ast.walk(parent.test) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+            if any(c.func.id in VERSION_CHECKS for c in calls):
+                return True
+    return False
+
+
+def _trt_names_on_the_10x_path(tree: ast.AST, objects: bool = True) -> tuple[set[str], set[str]]:
+    """(names used unconditionally, names used only behind a version check): every part of every `trt.X.Y`
+    chain and (with `objects`) every attribute read on a variable that holds a TensorRT object."""
+    used, gated = set(), set()
+
+    def visit(node: ast.AST, ancestors: list[ast.AST]) -> None:
+        if isinstance(node, ast.Attribute):
+            parts, cur = [], node
+            while isinstance(cur, ast.Attribute):
+                parts.append(cur.attr)
+                cur = cur.value
+            holder = cur.id if isinstance(cur, ast.Name) else None
+            if isinstance(node.value, ast.Attribute) and isinstance(node.value.value, ast.Name) \
+                    and node.value.value.id == "self":
+                holder, parts = node.value.attr, [node.attr]
+            if holder == "trt" or (objects and holder in OBJECT_CLASSES):
+                names = {p for p in parts if not p.startswith("__")}
+                (gated if _gated(ancestors, node) else used).update(names)
+        for child in ast.iter_child_nodes(node):
+            visit(child, [*ancestors, node])
+
+    visit(tree, [])
+    return used, gated - used
+
+
+def test_every_trt_name_on_the_10x_path_exists_in_tensorrt_10_3() -> None:
+    known = _names_10_3()
+    missing, gated_seen = [], set()
+    for rel in TRT_MODULES:  # in the other modules `parser` and friends are argparse's: only `trt.*` there
+        used, gated = _trt_names_on_the_10x_path(ast.parse((REPO / rel).read_text()), rel in TRT_OBJECT_MODULES)
+        if rel in TRT_OBJECT_MODULES:
+            assert {"execute_async_v3", "set_tensor_address", "STRONGLY_TYPED", "create_timing_cache"} & used
+        missing += [f"{rel}: {name}" for name in sorted(used) if name not in known]
+        gated_seen |= gated
+    assert not missing, f"not in TensorRT 10.3 and not behind a version check: {missing}"
+    # the oracle can say no: the one newer name finprint uses is absent from 10.3 and used behind its check
+    assert "SAME_COMPUTE_CAPABILITY" not in known and "SAME_COMPUTE_CAPABILITY" in gated_seen
+    assert {"AMPERE_PLUS", "get_tensor_profile_shape", "engine_host_code_allowed"} <= known
+
+
+def test_the_fake_tensorrt_has_only_tensorrt_10_3_names() -> None:
+    """tests/fakes' TensorRT stands in for JetPack's 10.3: a name it offers that 10.3 lacks would hide a bug."""
+    sys.path.insert(0, str(REPO / "tests" / "fakes"))
+    import fake_gpu
+
+    trt = fake_gpu.make_fake_tensorrt(fake_gpu.FakePycuda())
+    known = _names_10_3()
+    offered = {name for name in vars(trt) if not name.startswith("_") and name not in ("loggers", "errors")}
+    for enum in ("DataType", "TensorIOMode", "NetworkDefinitionCreationFlag", "MemoryPoolType", "BuilderFlag",
+                 "HardwareCompatibilityLevel"):
+        offered |= set(vars(getattr(trt, enum)))
+    assert sorted(n for n in offered if n not in known) == []

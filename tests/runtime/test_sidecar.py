@@ -34,6 +34,7 @@ def fake_build(onnx: Path, engine: Path, manifest=None, machine: MachineInfo = O
         tensorrt_version=machine.tensorrt_version,
         gpu_name=machine.gpu_name,
         compute_capability=machine.compute_capability,
+        platform=machine.platform,
         onnx_file=onnx.name,
         onnx_sha256=sha256_file(onnx),
         engine_sha256=sha256_file(engine),
@@ -169,6 +170,7 @@ def slow_builder(o, e, manifest):
     time.sleep(1.0)  # long enough that the second process arrives while the first builds
     e.write_bytes(b"PLAN" + o.read_bytes())
     sc = Sidecar(tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7", onnx_file=o.name,
+                 platform=ORIN.platform,
                  onnx_sha256=sha256_file(o), engine_sha256=sha256_file(e), engine_bytes=e.stat().st_size,
                  profile={}, precision="fp32", build_time="2026-01-01T00:00:00+00:00")
     save_sidecar(sc, e)
@@ -212,3 +214,33 @@ def test_ensure_engine_lock_timeout_says_what_to_do(tmp_path: Path) -> None:
         out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 3 and "delete the lock file" in out
     assert not engine.exists()
+
+
+def test_ensure_engine_refuses_an_unwritable_engine_folder_with_one_finprint_error(tmp_path: Path, monkeypatch) -> None:
+    """Under systemd's ProtectSystem=strict the model folder is read-only: an engine (and its lock) cannot
+    go beside the ONNX. Refused with a FinprintError before anything is built, not an OSError traceback."""
+    from finprint.runtime import sidecar as sidecar_module
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"v1")
+    builds: list[Path] = []
+
+    def builder(o: Path, e: Path, manifest) -> Sidecar:
+        builds.append(e)
+        return fake_build(o, e)
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")  # a file where the folder should be: stops root as well
+    with pytest.raises(FinprintError, match="cannot create the engine folder"):
+        ensure_engine(onnx, blocker / "engines" / "m.engine", machine=ORIN, builder=builder)
+    read_only = tmp_path / "models"
+    read_only.mkdir()
+    real_access = sidecar_module.os.access
+    # a read-only mount (EROFS) as root sees it; chmod would not stop root
+    monkeypatch.setattr(sidecar_module.os, "access", lambda p, mode: False if Path(p) == read_only else real_access(p, mode))
+    with pytest.raises(FinprintError, match="models: the engine folder is not writable"):
+        ensure_engine(onnx, read_only / "m.engine", machine=ORIN, builder=builder)
+    assert builds == [] and list(read_only.iterdir()) == []
+    fake_build(onnx, read_only / "m.engine")  # a valid engine there (copied in, say) needs nothing written
+    assert ensure_engine(onnx, read_only / "m.engine", machine=ORIN, builder=builder).onnx_file == "m.onnx"
+    assert builds == [] and not (read_only / "m.engine.lock").exists()
