@@ -69,6 +69,11 @@ class Augment:
     translate: float = 0.1
     hsv: tuple[float, float, float] = (0.015, 0.5, 0.3)  # hue (fraction of 180), saturation, value gains
     blur: float = 0.1  # probability of a 3/5 px Gaussian blur
+    # Water colour differs from site to site (green, blue, violet, grey): per-channel gains up to +-colour
+    # (a white-balance shift) and, with probability `gray`, a grey frame, so the colour cast of the
+    # training habitats does not become what a fish looks like.
+    colour: float = 0.0
+    gray: float = 0.0
 
     @staticmethod
     def off() -> Augment:
@@ -136,6 +141,11 @@ class DetectionDataset(Dataset):
             hsv[..., 0] = (hsv[..., 0] + gains[0] * 180) % 180
             hsv[..., 1:] *= gains[1:]
             image = cv2.cvtColor(hsv.clip(0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
+        if aug.colour > 0:
+            gains = 1.0 + rng.uniform(-aug.colour, aug.colour, 3)
+            image = (image.astype(np.float32) * (gains / gains.mean())).clip(0, 255).astype(np.uint8)
+        if aug.gray > 0 and rng.random() < aug.gray:
+            image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
         if rng.random() < aug.blur:
             k = int(rng.choice([3, 5]))
             image = cv2.GaussianBlur(image, (k, k), 0)

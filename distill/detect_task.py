@@ -73,10 +73,11 @@ def predict_frames(
 
 
 def train_augment(options: DetectOptions) -> Augment:
-    """The training augmentation from the run's options (aug_scale: the zoom range, no_augment)."""
+    """The training augmentation from the run's options (zoom range, colour shifts, no_augment)."""
     if options.no_augment:
         return Augment.off()
-    return Augment(scale=options.aug_scale)
+    base = Augment()
+    return Augment(scale=options.aug_scale, hsv=(options.aug_hue, *base.hsv[1:]), colour=options.aug_colour, gray=options.aug_gray)
 
 
 class DetectTask:

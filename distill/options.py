@@ -35,6 +35,9 @@ class DetectOptions(LoopOptions):
     aug_variants: int = _opt(4, "augmentation variants per frame whose teacher outputs are cached (CPU distillation)", low=1)
     aug_scale: tuple[float, float] = _opt((0.7, 1.3), "zoom range of the training augmentation, [LO,HI] (1 = as filmed)",
                                           kind="range")
+    aug_hue: float = _opt(0.015, "largest hue shift of the training augmentation, as a fraction of the colour wheel")
+    aug_colour: float = _opt(0.0, "largest per-channel colour gain of the training augmentation (a white-balance shift)")
+    aug_gray: float = _opt(0.0, "probability that a training frame is turned grey")
     no_augment: bool = _opt(False, "train on the frames as they are")
     val_max: int = _opt(200, "validation frames at most")
     train_max: int = _opt(0, "training frames at most (0 = all)")
