@@ -138,7 +138,6 @@ class EfficientNetLite(nn.Module):
             stride *= s
             taps[len(blocks) - 1] = stride
             channels[stride] = c_out
-        self._blocks = nn.ModuleList(blocks)
         self.strides = tuple(strides)
         missing = [s for s in self.strides if s not in channels]
         if missing:
@@ -147,6 +146,9 @@ class EfficientNetLite(nn.Module):
         self._taps = {max(i for i, s in taps.items() if s == want): want for want in self.strides}
         self.channels = tuple(channels[s] for s in self.strides)
         self._depth = max(self._taps) + 1
+        # Blocks past the last requested stride are never run: a truncated trunk (a student's first stages)
+        # neither holds nor loads them.
+        self._blocks = nn.ModuleList(blocks[: self._depth])
         # Variance-preserving init (PyTorch's default fades over 16 blocks, so a from-scratch model would
         # start with all-zero features): He for convs before a ReLU6, unit gain for the linear projections.
         for name, m in self.named_modules():

@@ -45,6 +45,9 @@ class DetectorSpec:
     # A pretrained EfficientNet-Lite trunk ("lite0" | "lite1" | "lite2", distill/backbones.py) instead of the
     # plain backbone; `widths` then only sets the stem width that proto_skip never sees.
     trunk: str | None = None
+    # The trunk's deepest stride: 32 = the whole trunk; 8 = only its stem and first stages (a student that keeps
+    # ImageNet's low-level features), and plain stages (`widths`, `depths`) go on from there.
+    trunk_stride: int = 32
 
 
 def _activation(name: str) -> nn.Module:
@@ -117,17 +120,21 @@ class FishDetector(nn.Module):
         self.trunk: EfficientNetLite | None = None
         if spec.trunk is not None:
             # The trunk sees the detector's own preprocessing (x / 255, RGB) through its fixed input affine.
-            self.trunk = EfficientNetLite(spec.trunk, detector_preprocess(320))
-            w = (w[0], *self.trunk.channels)
+            strides = tuple(s for s in (4, 8, 16, 32) if s <= spec.trunk_stride)
+            self.trunk = EfficientNetLite(spec.trunk, detector_preprocess(320), strides=strides)
+            w = (w[0], *self.trunk.channels, *w[1 + len(strides):])
         elif spec.patch_stem:
             self.stem = ConvBNAct(3, w[1], 4, 4, act=a, pad=0)  # straight to stride 4; widths[0] unused
             self.s4 = _stage(w[1], w[1], d[0], a, downsample=False)
         else:
             self.stem = ConvBNAct(3, w[0], 3, 2, act=a)
             self.s4 = _stage(w[0], w[1], d[0], a)
-        if self.trunk is None:
+        plain_from = 4 if self.trunk is None else spec.trunk_stride  # the last stride the trunk (or stem) gives
+        if plain_from < 8:
             self.s8 = _stage(w[1], w[2], d[1], a)
+        if plain_from < 16:
             self.s16 = _stage(w[2], w[3], d[2], a)
+        if plain_from < 32:
             self.s32 = _stage(w[3], w[4], d[3], a)
         # FPN top-down + PAN bottom-up, all levels `neck` channels.
         self.lat5 = ConvBNAct(w[4], n, 1, act=a)
@@ -154,13 +161,11 @@ class FishDetector(nn.Module):
     def features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The backbone's stride-4 map (for proto_skip) and the pyramid [P3, N4, N5] the heads and feature
         distillation see."""
-        if self.trunk is not None:
-            c4, c8, c16, c32 = self.trunk(x)
-        else:
-            c4 = self.s4(self.stem(x))
-            c8 = self.s8(c4)
-            c16 = self.s16(c8)
-            c32 = self.s32(c16)
+        taps = self.trunk(x) if self.trunk is not None else [self.s4(self.stem(x))]
+        c4 = taps[0]
+        c8 = taps[1] if len(taps) > 1 else self.s8(c4)
+        c16 = taps[2] if len(taps) > 2 else self.s16(c8)
+        c32 = taps[3] if len(taps) > 3 else self.s32(c16)
         p5 = self.lat5(c32)
         p4 = self.td4(torch.cat([self.lat4(c16), F.interpolate(p5, scale_factor=2.0, mode="nearest")], 1))
         p3 = self.td3(torch.cat([self.lat3(c8), F.interpolate(p4, scale_factor=2.0, mode="nearest")], 1))
@@ -234,6 +239,12 @@ SPECS: dict[str, DetectorSpec] = {
     # Teachers for real footage: an ImageNet EfficientNet-Lite trunk (fine-tuned) under the same neck and heads.
     "fishseg-teacher-lite0": DetectorSpec(
         widths=(32, 24, 40, 112, 320), depths=(1, 1, 1, 1), neck=64, head=64, protos=16, proto_stride=8, trunk="lite0",
+    ),
+    # The edge student for real footage: Lite0's ImageNet stem and first three stages (to stride 8; low-level
+    # features that hold across waters), then fishseg-student-lean's stages, neck and shared head.
+    "fishseg-student-lite": DetectorSpec(
+        widths=(32, 24, 40, 48, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
+        act="relu", shared_head=True, proto_depth=2, proto_stride=8, trunk="lite0", trunk_stride=8,
     ),
     "fishseg-teacher-lite2": DetectorSpec(
         widths=(32, 24, 48, 120, 352), depths=(1, 1, 1, 1), neck=96, head=64, protos=16, proto_stride=8, trunk="lite2",

@@ -23,6 +23,30 @@ def test_trunk_strides_and_channels():
     assert lite2(torch.rand(1, 3, 64, 128))[0].shape == (1, 352, 4, 8)
 
 
+def test_a_truncated_trunk_holds_and_loads_only_the_blocks_it_runs(tmp_path):
+    full = EfficientNetLite("lite0", detector_preprocess(64))
+    first = EfficientNetLite("lite0", detector_preprocess(64), strides=(4, 8))
+    assert len(first._blocks) == 5 < len(full._blocks)  # stages 1-3: 1 + 2 + 2 blocks
+    path = tmp_path / "full.pth"
+    torch.save(full.state_dict(), path)
+    load_weights(first, path)  # the full state dict feeds the first stages
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(first.eval()(x), full.eval()(x)[:2], strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_a_student_on_the_first_lite_stages_continues_with_its_own():
+    from finprint.distill import registry
+    from finprint.distill.flops import count_flops
+
+    student, teacher = registry.build("fishseg-student-lite"), registry.build("fishseg-teacher-lite0")
+    assert registry.entry("fishseg-student-lite").pretrained == "lite0"
+    assert student.trunk.channels == (24, 40) and student.s16[0][0].in_channels == 40
+    x = torch.rand(1, 3, 128, 128)
+    assert count_flops(student, x) * 3 <= count_flops(teacher, x)
+
+
 def test_input_affine_maps_the_project_preprocessing_onto_lite_scaling():
     # Lite was trained on (RGB - 127) / 128: white must arrive as ~1, black as ~-1, whatever the mean/std.
     for pre in (detector_preprocess(64), embedder_preprocess()):
