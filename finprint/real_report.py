@@ -88,7 +88,7 @@ def render_real(real: dict, machine: str) -> str:
     det = real.get("detector")
     if det:
         lines += [
-            "### Detector on DeepFish (validation habitats 7398 + 9866: 727 frames, 359 fish; never trained or calibrated on)",
+            "### Detector on DeepFish (validation habitats 7398 + 9866: 727 frames, 831 fish in deepfish-masks; never trained or calibrated on)",
             "",
             "Boxes as published; masks are SAM's (deepfish-masks, non-commercial), so mask mAP measures agreement with SAM.",
             "",
