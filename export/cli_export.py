@@ -86,7 +86,9 @@ def _evaluator(kind: str, pre, args: argparse.Namespace, config: dict):
         raise ConfigError(f"held-out data '{data}' not found: pass --data (or --no-gate)")
     if kind == "detector":
         groups = [g for g in args.val_groups.split(",") if g] if args.val_groups else config.get("val_groups")
-        frames = load_eval_frames(data, args.split, groups)[: args.gate_images]
+        frames = load_eval_frames(data, args.split, groups)
+        if len(frames) > args.gate_images:  # evenly spread: a cut by position keeps the first habitat only
+            frames = [frames[i] for i in np.linspace(0, len(frames) - 1, args.gate_images).astype(int)]
         import cv2
 
         samples = np.stack([preprocess_image(cv2.imread(str(f.image_path)), pre)[0] for f in frames[:8]])

@@ -56,7 +56,18 @@ class RealPreset:
     calib_size: int = 128
 
 
-REAL_PRESETS = {"cpu": RealPreset()}
+REAL_PRESETS = {
+    "cpu": RealPreset(),
+    # A CUDA machine: every training frame, and the epochs a from-scratch edge student needs on small real fish
+    # (on 2 cores, 4,000 images left it finding nothing; docs/RESULTS.md). Not yet run.
+    "gpu": RealPreset(
+        det_batch=32, det_teacher_epochs=12, det_student_epochs=80,
+        det_teacher_sets=("train_max=0", "val_max=727", "freeze_stages=3", "workers=4", *DET_COLOUR),
+        det_student_sets=("train_max=0", "val_max=727", "aug_variants=8", "workers=4", *DET_COLOUR),
+        emb_teacher_epochs=30, emb_student_epochs=60, emb_teacher_sets=("repeats=4", "freeze_stages=2", "workers=4"),
+        emb_student_sets=("repeats=4", "workers=4"), student_lanes=1,
+    ),
+}
 
 
 @dataclass
@@ -155,7 +166,7 @@ class RealRun:
         models = w / "models" / "detector"
         self._run("export detector student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
                   "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.masks),
-                  "--val-groups", DEEPFISH_VAL, "--max-drop", "5.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+                  "--val-groups", DEEPFISH_VAL, "--gate-images", "1000", "--max-drop", "5.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
         return {"eval": evals, "gate": _gate(models)}
 
     # ----------------------------------------------------------------- embedder on f4k-tracklets
@@ -203,13 +214,17 @@ class RealRun:
         what it finds), and the INT8 embedder's nearest gallery crops for 8 f4k queries."""
         img = self.w / "img"
         sheets: dict[str, str] = {}
-        det = next(iter(sorted((self.w / "models" / "detector").glob("*.int8.onnx"))), None)
-        if det is not None:
+        folder = self.w / "models" / "detector"
+        # The INT8 student (what a farm runs) and the fp32 teacher (what it was taught from), on the same frames.
+        for who, pattern in (("", "*.int8.onnx"), ("teacher_", "teacher-*.fp32.onnx")):
+            det = next(iter(sorted(folder.glob(pattern))), None) if folder.is_dir() else None
+            if det is None:
+                continue
             for name, args in (("deepfish_val", [str(self.data.masks), "--groups", DEEPFISH_VAL]), ("ras_frames", [str(self.data.ras)])):
-                out = img / f"{name}.png"
-                self._run(f"picture {name}", out, "data", "show", *args, "--model", str(det), "--out", str(out), "--n", "12",
+                out = img / f"{who}{name}.png"
+                self._run(f"picture {who}{name}", out, "data", "show", *args, "--model", str(det), "--out", str(out), "--n", "12",
                           done=out.is_file)
-                sheets[name] = str(out)
+                sheets[f"{who}{name}"] = str(out)
         emb = next(iter(sorted((self.w / "models" / "embedder").glob("*.int8.onnx"))), None)
         if emb is not None:
             out = img / "f4k_matches.png"
