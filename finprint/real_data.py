@@ -260,8 +260,8 @@ def collect(workdir: Path) -> dict:
         if evals:
             results[kind] = {"eval": dict(sorted(evals.items(), key=lambda kv: (not kv[0].startswith("teacher"), kv[0]))),
                              "gate": _gate(w / "models" / kind)}
-    for name in ("det-teacher", "emb-teacher", "det-teacher-scratch", "emb-teacher-scratch"):
-        run = w / name
+    for run in sorted(p for p in w.glob("*-*") if p.is_dir() and p.name.startswith(("det-", "emb-"))):
+        name = run.name
         if (run / "COMPLETE").is_file() and (run / "config.json").is_file():
             # wall clock from the run's first file to its last: what the run took on this machine
             results.setdefault("run_seconds", {})[name] = (run / "COMPLETE").stat().st_mtime - (run / "config.json").stat().st_mtime

@@ -125,12 +125,17 @@ def render_real(real: dict, machine: str) -> str:
         lines += ["### Bench (ONNX Runtime CPU, 2 threads, all models interleaved in one run)", "",
                   markdown_table(_bench_rows(bench)), "", _speed_line(bench, "detector"), _speed_line(bench, "embedder"), ""]
         for pipe in bench.get("pipeline", []):
+            found = (f"{pipe['fish_per_frame']:.1f} fish found per frame, {pipe['ms_per_fish']:.1f} ms per fish"
+                     if pipe["fish_per_frame"] > 0 else "no fish found, so no time per fish")
             lines.append(f"- {pipe['precision']} chain (detector -> crops -> embedder) on the crowded ras-frames: "
-                         f"{pipe['ms_per_frame']:.0f} ms per frame ({pipe['frames_per_s']:.1f} frames/s) with "
-                         f"{pipe['fish_per_frame']:.1f} fish found per frame, {pipe['ms_per_fish']:.1f} ms per fish")
+                         f"{pipe['ms_per_frame']:.0f} ms per frame ({pipe['frames_per_s']:.1f} frames/s), {found}")
         lines.append("")
     for name in real.get("pictures") or {}:
         lines += [f"![{name}](img/real_{name}.png)", ""]
+    runs = real.get("run_seconds", {})
+    if runs:
+        lines += ["Training wall time of each run (config.json to COMPLETE; runs side by side share the 2 cores):", "",
+                  markdown_table([{"run": k, "minutes": round(v / 60, 1)} for k, v in sorted(runs.items())]), ""]
     steps = real.get("steps", {})
     if steps:
         lines += ["Wall time of each step (this machine):", "",

@@ -96,3 +96,26 @@ def test_the_real_data_runner_issues_commands_the_cli_accepts(tmp_path, monkeypa
     assert commands == ["train", "train", "distill", "distill", "eval", "eval", "eval", "eval", "calib", "export"]
     assert "--pretrained" in issued[1] and "freeze_stages=3" not in issued[1]  # the from-scratch teacher trains everything
     assert set(real["detector"]["eval"]) == {"teacher", "teacher-scratch", "student-kd-seed0", "student-nokd-seed0"}
+
+
+def test_every_finished_run_gets_its_wall_time_and_a_chain_that_found_no_fish_says_so(tmp_path):
+    import os
+
+    from finprint.real_data import collect
+    from finprint.real_report import render_real
+
+    for name, seconds in (("det-student-kd-seed1", 600), ("emb-teacher", 3000), ("det-student-nokd-seed0", None)):
+        run = tmp_path / "real" / name
+        run.mkdir(parents=True)
+        (run / "config.json").write_text("{}")
+        if seconds is not None:  # an unfinished run has no COMPLETE and no time
+            (run / "COMPLETE").write_text("")
+            start = (run / "config.json").stat().st_mtime
+            os.utime(run / "COMPLETE", (start + seconds, start + seconds))
+    real = collect(tmp_path)
+    assert real["run_seconds"] == {"det-student-kd-seed1": 600, "emb-teacher": 3000}
+    real["bench"] = {"models": [], "pipeline": [{"precision": "int8", "ms_per_frame": 6.0, "frames_per_s": 170.0,
+                                                 "fish_per_frame": 0.0, "ms_per_fish": 0.3}]}
+    text = render_real(real, "test machine")
+    assert "| det-student-kd-seed1 | 10.000 |" in text and "| emb-teacher | 50.000 |" in text
+    assert "no fish found, so no time per fish" in text and "0.3 ms per fish" not in text
