@@ -26,11 +26,11 @@ class RealPreset:
     """Sizes for 2 CPU cores: each teacher within an hour, students a few minutes each."""
 
     det_teacher: str = "fishseg-teacher-lite0"
-    det_student: str = "fishseg-student-lean"
+    det_student: str = "fishseg-student-lite"
     det_imgsz: int = 320
     det_batch: int = 8
     det_teacher_epochs: int = 4
-    det_student_epochs: int = 5
+    det_student_epochs: int = 4
     # DeepFish's consecutive frames are near-duplicates: an evenly spread subset of the 3,149 training frames keeps
     # every habitat and fits the hour. The trunk's stem and first three stages (to stride 8) stay frozen. Each
     # habitat has its own water colour: without the colour shifts (white balance, grey frames, a wider hue) the
@@ -38,7 +38,7 @@ class RealPreset:
     # (experiments/2026-12-07-deepfish-colour).
     det_teacher_sets: tuple[str, ...] = ("train_max=1500", "val_max=200", "freeze_stages=3", *DET_COLOUR)
     # Two cached teacher views per frame (aug_variants): the teacher's forward pass is most of a CPU KD step.
-    det_student_sets: tuple[str, ...] = ("train_max=800", "val_max=200", "aug_variants=2", *DET_COLOUR)
+    det_student_sets: tuple[str, ...] = ("train_max=800", "val_max=200", "aug_variants=2", "freeze_stages=3", *DET_COLOUR)
     det_lr: float = 1e-3
     emb_teacher: str = "embed-teacher-lite0"
     emb_student: str = "embed-student-m"
