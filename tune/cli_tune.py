@@ -259,6 +259,7 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         trials = tune_tracking(chains, plain, TrackingConfig(), args.high_scores or HIGH_SCORES,
                                args.gates or APPEARANCE_GATES, args.min_known, args.min_unknown)
+        trials = [t for t in trials if below_floor(t.tuned.known_tracks, t.tuned.unknown_tracks, tuple(args.min_tracks)) is None]
         if not trials:
             raise FinprintError(f"cannot tune on {len(args.videos)} video(s): no tracker setting gave tracks of both "
                                 "enrolled fish and strangers; are the videos' fish enrolled, and are there strangers in them?")
