@@ -128,7 +128,9 @@ class HealthServer:
                     self._send(verdict.code, (verdict.reason + "\n").encode(), "text/plain; charset=utf-8", extra)
                     return path, False
                 if verdict.set_cookie and method == "GET":  # the token leaves the address bar for a cookie
-                    self._send(303, b"", "text/plain", (("Set-Cookie", verdict.set_cookie), ("Location", path or "/")))
+                    # "/" + the path without its leading slashes: "//elsewhere" would send the browser off-site
+                    where = "/" + path.lstrip("/")
+                    self._send(303, b"", "text/plain", (("Set-Cookie", verdict.set_cookie), ("Location", where)))
                     return path, False
                 return path, True
 
