@@ -55,7 +55,8 @@ class TrackSamples:
         if (s.seen - 1) % s.stride:
             return
         s.embeddings.append(np.asarray(embedding, np.float32).copy())
-        if len(s.crops) < self.max_crops or s.seen in (2 ** k for k in range(4, 40)):
+        # The first crops, then one every 4th kept sample (the oldest goes): spread over the track, as its vectors are.
+        if len(s.crops) < self.max_crops or len(s.embeddings) % 4 == 0:
             ok, jpg = cv2.imencode(".jpg", crop_fish(image, box), [cv2.IMWRITE_JPEG_QUALITY, 90])
             if ok:
                 s.crops = (s.crops + [jpg.tobytes()])[-self.max_crops:]
