@@ -335,6 +335,7 @@ class Daemon:
         auth = Auth(self.cfg.http.token, is_loopback(self.cfg.http.bind))
         app = self._web_app(auth) if self.cfg.http.page else None
         self.http = HealthServer(self.cfg.http.bind, self.cfg.http.port, registry, self.health, app, auth)  # FinprintError: port taken
+        self.http.start()
 
     def _web_app(self, auth: Any) -> Any:
         from finprint.runtime.web import WebApp, WebContext
@@ -347,7 +348,6 @@ class Daemon:
             snapshots=self.cfg.sinks.snapshots, review_folder=self.cfg.review.folder if self.cfg.review.enabled else None,
             review_lead=self.cfg.review.lead)
         return WebApp(ctx, auth)
-        self.http.start()
 
     def _stop_http(self) -> None:
         if self.http is not None:
