@@ -468,7 +468,8 @@ def test_a_gallery_whose_folder_is_not_writable_is_refused(farm, tmp_path):
 
 
 def test_idle_http_connections_are_dropped_and_an_open_bind_is_refused_or_warned(monkeypatch, tmp_path, caplog):
-    """Defect 9: each idle connection pinned a thread forever; bind "" and 0.0.0.0 passed without a word."""
+    """Defect 9: each idle connection pinned a thread forever; bind "" and 0.0.0.0 passed without a word (now:
+    0.0.0.0 needs a token)."""
     from prometheus_client import CollectorRegistry
 
     import finprint.runtime.http as http
@@ -497,9 +498,15 @@ def test_idle_http_connections_are_dropped_and_an_open_bind_is_refused_or_warned
     path.write_text(yaml.safe_dump({**base, "http": {"bind": ""}}))
     with pytest.raises(ConfigError, match="http.bind: empty"):
         load_config(path)
+    monkeypatch.delenv("FINPRINT_HTTP_TOKEN", raising=False)
     path.write_text(yaml.safe_dump({**base, "http": {"bind": "0.0.0.0"}}))
-    load_config(path)
-    assert "without authentication" in caplog.text
+    with pytest.raises(ConfigError, match="every route needs a token"):  # issue 32: no open page on the network
+        load_config(path)
+    monkeypatch.setenv("FINPRINT_HTTP_TOKEN", "0123456789abcdef0123")
+    assert load_config(path).http.token == "0123456789abcdef0123"
+    path.write_text(yaml.safe_dump({**base, "http": {"bind": "0.0.0.0", "token": "short"}}))
+    with pytest.raises(ConfigError, match="http.token"):
+        load_config(path)
 
 
 BAD_IDS = ["", "   ", "unknown", "Unknown", "fish\n007  2025-01-01 00:00  99", "fish\x1b[31m", "f\u0456sh007", "x" * 10000]
