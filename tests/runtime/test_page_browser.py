@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(find_chromium() is None,
 
 
 def test_enrol_a_stranger_from_the_review_queue_in_a_browser(tmp_path):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -30,7 +31,7 @@ def test_enrol_a_stranger_from_the_review_queue_in_a_browser(tmp_path):
         base = f"http://127.0.0.1:{daemon.http.port}"
         uid = wait_for(lambda: unknown_track(daemon), what="a stranger's track in the review queue")
         browser = chromium()
-        wait = WebDriverWait(browser, 60)
+        wait = WebDriverWait(browser, 60, ignored_exceptions=(StaleElementReferenceException,))  # the page reloads
 
         browser.get(base + "/")
         live = browser.find_element(By.CSS_SELECTOR, 'img.live[data-cam="pen1"]')
