@@ -34,7 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enroll": ("add an individual to a gallery from crops or a video track", "finprint.runtime.cli_enroll"),
     "individuals": ("list the individuals in a gallery", "finprint.runtime.cli_individuals"),
     "forget": ("remove an individual from a gallery", "finprint.runtime.cli_forget"),
-    "tune-open-set": ("tune a gallery's open-set threshold and margin on labelled farm videos", "finprint.tune.cli_tune"),
+    "tune-open-set": ("tune a gallery's open-set threshold and margin on labelled farm videos or reviewed tracks",
+                      "finprint.tune.cli_tune"),
+    "export-reviewed": ("write the tracks confirmed on the daemon's page as re-ID crops and calibration frames",
+                        "finprint.runtime.cli_export_reviewed"),
 }
 
 

@@ -152,3 +152,63 @@ def make_toy_embedder(path: str | Path, dim: int = 128, seed: int = 0, open_set_
         "embedding_dim": dim,
         "open_set_threshold": open_set_threshold,
     })
+
+
+# The review farm (`make_review_farm`): two fish at the toy detector's two boxes, in frames of this size.
+REVIEW_FARM_SIZE = (320, 240)
+REVIEW_FARM_BOXES = [[8.0, 22.0, 40.0, 34.0], [26.0, 38.0, 58.0, 50.0]]  # detector input pixels (64 x 64, letterboxed)
+REVIEW_FARM_COLOURS = ((40, 170, 230), (200, 90, 40))  # BGR: the enrolled fish, the stranger
+
+
+def review_farm_frame(i: int, bright: int = 30, dark: int = 35) -> np.ndarray:
+    """Frame `i` of the review farm's video: `bright` frames with both fish, then `dark` black frames in which the
+    detector finds nothing (every track ends), again and again. The water is reddish: the detector's score
+    follows the red channel."""
+    import cv2
+
+    w, h = REVIEW_FARM_SIZE
+    if i % (bright + dark) >= bright:
+        return np.zeros((h, w, 3), np.uint8)
+    img = np.full((h, w, 3), (60, 70, 190), np.uint8)
+    scale, pad = w / 64, (64 - h * 64 / w) / 2
+    for (x1, y1, x2, y2), colour in zip(REVIEW_FARM_BOXES, REVIEW_FARM_COLOURS, strict=True):
+        box = [x1 * scale, (y1 - pad) * scale, x2 * scale, (y2 - pad) * scale]
+        centre = (int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2))
+        axes = (int((box[2] - box[0]) / 2), int((box[3] - box[1]) / 2))
+        cv2.ellipse(img, centre, axes, 0, 0, 360, colour, -1)
+        cv2.circle(img, (int(box[2] - axes[0] / 2), centre[1] - 4), 3, (20, 20, 20), -1)  # an eye
+    cv2.putText(img, str(i), (w - 40, h - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    return img
+
+
+def make_review_farm(root: str | Path, cycles: int = 2, enrol: bool = True) -> dict[str, Path]:
+    """A tiny farm for the web page's tests and screenshots: toy models, a video of two fish that come and go, and a
+    gallery holding the first fish ("fish-a") only, so the second one ends as an unknown track to review.
+    Returns {"detector", "embedder", "video", "gallery"}."""
+    import cv2
+
+    from finprint.runtime.pipeline import Pipeline
+    from finprint.runtime.store import Store
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    det = make_toy_detector(root / "det.onnx", fish_xyxy=REVIEW_FARM_BOXES, fish_scores=[0.9, 0.9],
+                            score_follows_brightness=True)
+    emb = make_toy_embedder(root / "emb.onnx", open_set_threshold=0.9)
+    w, h = REVIEW_FARM_SIZE
+    writer = cv2.VideoWriter(str(root / "pen.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))
+    for i in range(65 * cycles):
+        writer.write(review_farm_frame(i))
+    writer.release()
+    gallery = root / "gallery.db"
+    if enrol:
+        pipeline = Pipeline(det, emb, "cpu")
+        try:
+            res = pipeline.process([review_farm_frame(0)])[0]
+            first = int(np.argmin(res.detections.boxes_xyxy[:, 1]))  # fish-a is the upper one
+            store = Store(gallery)
+            store.enroll("fish-a", res.embeddings[first:first + 1], source="test")
+            store.close()
+        finally:
+            pipeline.close()
+    return {"detector": det, "embedder": emb, "video": root / "pen.avi", "gallery": gallery}

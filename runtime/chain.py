@@ -58,6 +58,11 @@ class CameraChain:
             events += self.resolver.end(self.camera, [t.track_id for t in self.tracker.ended], ts)
         return tracks, events
 
+    def use_gallery(self, gallery: Gallery) -> None:
+        """Match against another gallery from the next frame on (a review decision enrolled or removed a fish);
+        live tracks keep the votes they have."""
+        self.resolver.gallery = gallery
+
     def close(self, ts: float) -> list[dict]:
         """"track_end" events for every live track (the end of a video, or the daemon stopping)."""
         return self.resolver.end_all(ts)

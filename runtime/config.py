@@ -105,10 +105,29 @@ class SinksConfig(_Strict):
     snapshots: Path | None = None  # a JPEG per new track, named by event id
 
 
+# The web page's token, when the config holds none (a secret is better kept out of farm.yaml).
+TOKEN_ENV = "FINPRINT_HTTP_TOKEN"
+MIN_TOKEN_LEN = 16
+
+
 class HttpConfig(_Strict):
     enabled: bool = True
-    bind: str = "127.0.0.1"  # local only by default: metrics are not for the open network
+    bind: str = "127.0.0.1"  # local only by default: metrics and the page are not for the open network
     port: int = Field(default=9108, ge=0, le=65535)
+    # Required on every route when bound beyond this machine (else optional): `Authorization: Bearer <token>`,
+    # or `?token=` once in the browser (a cookie then). None: the environment's FINPRINT_HTTP_TOKEN.
+    token: str | None = Field(default=None, repr=False)
+    page: bool = True  # the web page (live view, individuals, review queue) beside /healthz and /metrics
+
+
+class ReviewConfig(_Strict):
+    """What the daemon keeps of each ended track for the review queue (runtime/review.py)."""
+
+    enabled: bool = True
+    folder: Path | None = None  # crops and frames; None: a `review` folder beside the gallery
+    lead: float = Field(default=0.1, ge=0)  # named tracks that led the runner-up by less are reviewed too
+    embeddings: int = Field(default=16, ge=1, le=256)  # per track, thinned along it
+    crops: int = Field(default=4, ge=1, le=32)
 
 
 class WatchdogConfig(_Strict):
@@ -171,6 +190,7 @@ class FarmConfig(_Strict):
     gallery: Path
     sinks: SinksConfig = SinksConfig()
     http: HttpConfig = HttpConfig()
+    review: ReviewConfig = ReviewConfig()
     watchdog: WatchdogConfig = WatchdogConfig()
     tracking: TrackingConfig = TrackingConfig()
     queue_size: int = Field(default=8, ge=1)  # frames per camera before the oldest is dropped
@@ -258,16 +278,25 @@ def _check_distinct(written: dict[str, Path | None], read: dict[str, Path | None
                 raise ConfigError(f"{bad}: {bad_path} is the same file as {first}; every sink needs its own file")
 
 
-def _check_bind(bind: str) -> None:
-    if not bind.strip():
-        raise ConfigError("http.bind: empty; write 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+def is_loopback(bind: str) -> bool:
     try:
-        local = ipaddress.ip_address(bind).is_loopback
+        return ipaddress.ip_address(bind).is_loopback
     except ValueError:
-        local = bind == "localhost"
-    if not local:
-        log.warning("http.bind %s: /healthz and /metrics are served beyond this machine, without authentication; "
-                    "keep 127.0.0.1 behind a reverse proxy unless the network is trusted", bind)
+        return bind == "localhost"
+
+
+def _check_http(http: HttpConfig) -> HttpConfig:
+    """The bind address, and the token: from the environment when the config has none; required beyond loopback."""
+    if not http.bind.strip():
+        raise ConfigError("http.bind: empty; write 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)")
+    token = http.token if http.token is not None else (os.environ.get(TOKEN_ENV) or None)
+    if token is not None and (len(token) < MIN_TOKEN_LEN or not token.isascii() or not token.isprintable() or " " in token):
+        raise ConfigError(f"http.token: use at least {MIN_TOKEN_LEN} printable ASCII characters without spaces "
+                          "(e.g. the output of: openssl rand -hex 16)")
+    if not is_loopback(http.bind) and token is None:
+        raise ConfigError(f"http.bind {http.bind}: served beyond this machine, every route needs a token; set http.token "
+                          f"or {TOKEN_ENV} (e.g. openssl rand -hex 16), or bind 127.0.0.1")
+    return http.model_copy(update={"token": token})
 
 
 def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
@@ -302,11 +331,19 @@ def validate_config(cfg: FarmConfig, base: Path) -> FarmConfig:
     read = {"models.detector": models.detector, "models.embedder": models.embedder}
     read.update({f"cameras.{i}.source": Path(c.source) for i, c in enumerate(cameras) if c.resolved_kind() == "file"})
     _check_distinct({"gallery": gallery, "sinks.sqlite": sinks.sqlite, "sinks.jsonl": sinks.jsonl}, read)
-    if cfg.http.enabled:
-        _check_bind(cfg.http.bind)
+    http = _check_http(cfg.http) if cfg.http.enabled else cfg.http
+    review = cfg.review.model_copy(update={"folder": _resolve(base, cfg.review.folder) or gallery.parent / "review"})
+    if cfg.review.enabled:
+        folder = review.folder
+        assert folder is not None
+        if folder.exists() and not (folder.is_dir() and _can(folder, os.W_OK)):
+            raise ConfigError(f"review.folder: {folder} is not a writable folder")
+        if not folder.exists() and not _can(folder.parent, os.W_OK):
+            raise ConfigError(f"review.folder: cannot create {folder} ({folder.parent} is not writable)")
     if cfg.tracking.low_score is not None and cfg.tracking.low_score > cfg.tracking.high_score:
         raise ConfigError("tracking.low_score must not exceed tracking.high_score")
-    return cfg.model_copy(update={"cameras": cameras, "models": models, "gallery": gallery, "sinks": sinks})
+    return cfg.model_copy(update={"cameras": cameras, "models": models, "gallery": gallery, "sinks": sinks, "http": http,
+                                  "review": review})
 
 
 def parse_config(data: object, base: Path, source: str = "config") -> FarmConfig:

@@ -36,6 +36,8 @@ from finprint.errors import FinprintError
 from finprint.runtime.chain import CameraChain, ChainFrame
 from finprint.runtime.config import FarmConfig
 from finprint.runtime.cuda_mem import CudaError
+from finprint.runtime.identity import UNKNOWN
+from finprint.runtime.live import LiveView, Mark
 from finprint.runtime.sources import CameraSource, DropOldestQueue, Frame
 from finprint.runtime.store import JsonlLog, Store, model_identity
 from finprint.runtime.tuned import open_gallery, resolve_tracking
@@ -139,6 +141,9 @@ class Daemon:
         self.sinks: list[Sink] = []  # SQLite first, then the others in order (_start_sinks)
         self.pipeline: Any = None
         self.http: Any = None
+        self.live = LiveView()  # each camera's latest frame and marks, for the web page
+        self.samples: Any = None  # TrackSamples: what each live track leaves for the review queue (_start_store)
+        self._reload = threading.Event()  # the web page changed the gallery: the worker reloads it between batches
 
     # -- lifecycle: flat ordered lists -------------------------------------------------------------
     def start(self) -> None:
@@ -235,6 +240,34 @@ class Daemon:
         tracking, source = resolve_tracking(self.cfg.tracking, self.store.tracking(), m.detector, m.embedder)
         log.info("tracker: %s", source)
         self.chains = {c.id: CameraChain(c.id, tracking, gallery, rule.margin, c.px_per_cm) for c in self.cfg.cameras}
+        if self.cfg.review.enabled:
+            from finprint.runtime.review import ensure_schema
+            from finprint.runtime.track_samples import TrackSamples
+
+            folder = self.cfg.review.folder
+            assert folder is not None  # validate_config resolves it
+            folder.mkdir(parents=True, exist_ok=True)
+            ensure_schema(self.store)
+            self.samples = TrackSamples(folder, self._session, self.cfg.review.embeddings, self.cfg.review.crops,
+                                        model_identity(m.embedder))
+
+    def request_gallery_reload(self) -> None:
+        """The gallery database changed (a review decision): the worker reloads it before its next batch."""
+        self._reload.set()
+
+    def _reload_gallery(self) -> None:
+        """On the worker: the gallery as the store now holds it, for every camera's chain (live tracks keep their votes)."""
+        assert self.store is not None
+        m = self.cfg.models
+        try:
+            gallery, _ = open_gallery(self.store, m.embedder, self.pipeline.open_set_threshold, self.pipeline.embedding_dim,
+                                      m.open_set_threshold, m.open_set_margin)
+        except (FinprintError, sqlite3.Error) as exc:
+            self._say(f"gallery reload failed, matching against the previous one: {exc}")
+            return
+        for chain in self.chains.values():
+            chain.use_gallery(gallery)
+        log.info("gallery reloaded: %d individuals, %d embeddings", len(gallery.individuals), len(gallery))
 
     def _stop_store(self) -> None:
         if self.events_store is not None and self.events_store is not self.store:
@@ -293,12 +326,28 @@ class Daemon:
             return
         from prometheus_client import CollectorRegistry
 
+        from finprint.runtime.config import is_loopback
         from finprint.runtime.http import DaemonCollector, HealthServer
+        from finprint.runtime.web_auth import Auth
 
         registry = CollectorRegistry()
         registry.register(DaemonCollector(self.snapshot))
-        self.http = HealthServer(self.cfg.http.bind, self.cfg.http.port, registry, self.health)  # FinprintError: port taken
+        auth = Auth(self.cfg.http.token, is_loopback(self.cfg.http.bind))
+        app = self._web_app(auth) if self.cfg.http.page else None
+        self.http = HealthServer(self.cfg.http.bind, self.cfg.http.port, registry, self.health, app, auth)  # FinprintError: port taken
         self.http.start()
+
+    def _web_app(self, auth: Any) -> Any:
+        from finprint.runtime.web import WebApp, WebContext
+
+        assert self.store is not None and self.events_store is not None
+        m = self.cfg.models
+        ctx = WebContext(
+            gallery=self.store, events=self.events_store, live=self.live, cameras=self.camera_status,
+            gallery_changed=self.request_gallery_reload, embedder=(m.embedder.name, model_identity(m.embedder)),
+            snapshots=self.cfg.sinks.snapshots, review_folder=self.cfg.review.folder if self.cfg.review.enabled else None,
+            review_lead=self.cfg.review.lead)
+        return WebApp(ctx, auth)
 
     def _stop_http(self) -> None:
         if self.http is not None:
@@ -321,7 +370,9 @@ class Daemon:
             return
         now = time.time()
         for chain in self.chains.values():
-            self._emit(chain.close(now))
+            events = chain.close(now)
+            self._emit(events)
+            self._keep_tracks(events)
         unwritten = {"sqlite": len(self._unsaved), **{name: len(p) for name, p in self._pending.items()}}
         if any(unwritten.values()):  # a sink still cannot write: say what is where, exit 1
             log.error("events never written, by sink: %s (%s); SQLite holds every event any other sink does",
@@ -373,6 +424,9 @@ class Daemon:
         retry_at = 0.0
         while True:
             self.watchdog.beat()
+            if self._reload.is_set():
+                self._reload.clear()
+                self._reload_gallery()
             if self.events_pending() and time.monotonic() >= retry_at:
                 retry_at = time.monotonic() + 1.0  # a sink that cannot write is tried again each second
                 self._flush()
@@ -411,12 +465,41 @@ class Daemon:
         results = self.pipeline.process([f.image for f in batch])
         for frame, res in zip(batch, results, strict=True):
             det = res.detections
-            tracks, events = self.chains[frame.camera].step(ChainFrame.from_detections(det, res.embeddings), frame.ts)
+            chain = self.chains[frame.camera]
+            tracks, events = chain.step(ChainFrame.from_detections(det, res.embeddings), frame.ts)
+            marks = []
+            for t in tracks:
+                box = det.boxes_xyxy[t.det_index]
+                if self.samples is not None:
+                    self.samples.observe(frame.camera, t.track_id, res.embeddings[t.det_index], frame.image, box)
+                rec = chain.resolver.track(frame.camera, t.track_id)
+                label = rec.identity if rec is not None else UNKNOWN
+                marks.append(Mark(box, None if det.masks is None else det.masks[t.det_index], t.track_id, label, label != UNKNOWN))
+            self.live.update(frame.camera, frame.image, marks, frame.ts)
             if events:
                 self._snapshots(frame, events, {t.track_id: det.boxes_xyxy[t.det_index] for t in tracks})
                 self._emit(events)
+                self._keep_tracks(events)
+            if self.samples is not None:
+                for t in chain.tracker.ended:  # ended too short to be reported: nothing to review
+                    self.samples.drop(frame.camera, t.track_id)
             self.processed[frame.camera] += 1
             self._fps_window[frame.camera].append(time.monotonic())
+
+    def _keep_tracks(self, events: list[dict]) -> None:
+        """Ended tracks into the review list (crops, frame, embeddings). A failure is logged and on /healthz, never raised:
+        the events themselves are already stored."""
+        if self.samples is None or self.store is None:
+            return
+        for ev in events:
+            if ev["type"] != "track_end":
+                continue
+            try:
+                self.samples.finish(self.store, ev)
+                self.sink_errors["review"] = None
+            except (sqlite3.Error, OSError) as exc:
+                self.sink_errors["review"] = f"{type(exc).__name__}: {exc}"[:300]
+                self._say(f"review: cannot keep track {ev['camera']}#{ev['track_id']}: {exc}")
 
     def _snapshots(self, frame: Frame, events: list[dict], boxes: dict[int, np.ndarray]) -> None:
         folder = self.cfg.sinks.snapshots
@@ -526,6 +609,11 @@ class Daemon:
             return 0.0
         return (len(w) - 1) / max(w[-1] - w[0], 1e-6)
 
+    def camera_status(self) -> dict[str, dict]:
+        """Per camera: fps and watchdog state (the live page)."""
+        states = self.watchdog.states()
+        return {s.camera_id: {"fps": self.fps(s.camera_id), "state": states.get(s.camera_id, "?")} for s in self.sources}
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "cameras": {
@@ -568,7 +656,7 @@ class Daemon:
         for sink, error in sorted(self.sink_errors.items()):
             if error:
                 pending = len(self._unsaved) + len(self._pending.get(sink, ()))
-                out.append(f"sink {sink}: cannot write ({error})" + (f"; {pending} events pending" if sink != "snapshots" else ""))
+                out.append(f"sink {sink}: cannot write ({error})" + (f"; {pending} events pending" if sink not in ("snapshots", "review") else ""))
         return out
 
     def health(self) -> tuple[bool, dict]:

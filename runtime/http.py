@@ -1,4 +1,4 @@
-"""/healthz and /metrics over stdlib http.server in a thread.
+"""/healthz, /metrics and the web page over stdlib http.server in a thread.
 
 Metrics are read from the daemon's live counters at scrape time by a custom collector, so there is
 one source of truth (the camera stats, queues, watchdog) rather than counters kept twice.
@@ -12,9 +12,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from finprint.errors import FinprintError
+
+if TYPE_CHECKING:
+    from finprint.runtime.web import WebApp
+    from finprint.runtime.web_auth import Auth
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,15 @@ log = logging.getLogger(__name__)
 CONNECTION_TIMEOUT_S = 10.0
 # Connections the kernel queues while every handler is busy (http.server's default of 5 refuses a scrape burst).
 LISTEN_BACKLOG = 64
+MAX_POST_BYTES = 16 * 1024  # a review decision is a few hundred bytes
+# On every response: no framing (clickjacking a review button), nothing loaded from elsewhere, no sniffing.
+SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; "
+                                "img-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+)
 
 
 class DaemonCollector:
@@ -78,9 +92,11 @@ class DaemonCollector:
 
 
 class HealthServer:
-    """Serves /healthz (200 or 503 with JSON states) and /metrics (Prometheus text)."""
+    """Serves /healthz (200 or 503 with JSON states), /metrics (Prometheus text) and, given `app`, the web page
+    (runtime/web.py). Given `auth` (runtime/web_auth.py), every route checks the token and every POST its origin."""
 
-    def __init__(self, bind: str, port: int, registry: Any, health: Callable[[], tuple[bool, dict]]) -> None:
+    def __init__(self, bind: str, port: int, registry: Any, health: Callable[[], tuple[bool, dict]],
+                 app: WebApp | None = None, auth: Auth | None = None) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,15 +105,39 @@ class HealthServer:
             def log_message(self, fmt: str, *args: object) -> None:
                 log.debug("http: " + fmt, *args)
 
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
+            def _send(self, code: int, body: bytes, ctype: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for key, value in SECURITY_HEADERS + headers:
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _allowed(self, method: str) -> tuple[str, bool]:
+                """(path, whether to go on): the token for every route, the origin and CSRF token for a POST."""
+                path, _, qs = self.path.partition("?")
+                if auth is None:
+                    return path, True
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                verdict = auth.check(headers, dict(parse_qsl(qs)))
+                if verdict.ok and method == "POST":
+                    verdict = auth.check_post(headers)
+                if not verdict.ok:
+                    extra = (("WWW-Authenticate", 'Bearer realm="finprint"'),) if verdict.code == 401 else ()
+                    self._send(verdict.code, (verdict.reason + "\n").encode(), "text/plain; charset=utf-8", extra)
+                    return path, False
+                if verdict.set_cookie and method == "GET":  # the token leaves the address bar for a cookie
+                    # "/" + the path without its leading slashes: "//elsewhere" would send the browser off-site
+                    where = "/" + path.lstrip("/")
+                    self._send(303, b"", "text/plain", (("Set-Cookie", verdict.set_cookie), ("Location", where)))
+                    return path, False
+                return path, True
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                path = self.path.split("?", 1)[0]
+                path, go = self._allowed("GET")
+                if not go:
+                    return
                 if path == "/healthz":
                     ok, detail = health()
                     body = json.dumps({"status": "ok" if ok else "unhealthy", **detail}).encode()
@@ -105,7 +145,29 @@ class HealthServer:
                 elif path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 else:
-                    self._send(404, b"not found: try /healthz or /metrics\n", "text/plain")
+                    res = app.get(path) if app is not None else None
+                    if res is None:
+                        self._send(404, b"not found: try /, /healthz or /metrics\n", "text/plain")
+                    else:
+                        self._send(res.code, res.body, res.ctype, res.headers)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                path, go = self._allowed("POST")
+                if not go:
+                    return
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= MAX_POST_BYTES:
+                    self._send(413, b"request body too large\n", "text/plain")
+                    return
+                body = self.rfile.read(length)
+                res = app.post(path, body) if app is not None else None
+                if res is None:
+                    self._send(404, b"not found\n", "text/plain")
+                else:
+                    self._send(res.code, res.body, res.ctype, res.headers)
 
         class Server(ThreadingHTTPServer):
             request_queue_size = LISTEN_BACKLOG
@@ -128,7 +190,7 @@ class HealthServer:
 
     def start(self) -> None:
         self._thread.start()
-        log.info("health and metrics on http://%s:%d/", self._server.server_address[0], self.port)
+        log.info("web page, health and metrics on http://%s:%d/", self._server.server_address[0], self.port)
 
     def close(self) -> None:
         """Release the port of a server that was never started (`serve --check`)."""

@@ -15,6 +15,8 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +209,24 @@ class Store:
                 self._conn.execute("ROLLBACK")
             except sqlite3.Error as exc:  # SQLite may have rolled back by itself (SQLITE_FULL can)
                 log.debug("%s: rollback: %s", self.path, exc)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside BEGIN ... COMMIT under the store's lock (rolled back on any error): for the
+        modules that keep their own tables in this database (runtime/review.py)."""
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        """Rows of one read-only statement, under the store's lock."""
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
 
     # -- gallery -------------------------------------------------------------------------------
     def embedder(self) -> dict | None:

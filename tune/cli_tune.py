@@ -3,6 +3,11 @@
 tune-open-set --gallery DB --detector MODEL --embedder MODEL VIDEO...
     videos with ground truth (VIDEO.json) of enrolled fish and strangers; the chosen open-set rule and tracker
     settings are stored in the gallery, where the daemon and the scorer find them (runtime/tuned.py)
+tune-open-set --gallery DB --embedder MODEL --from-reviews
+    the threshold and margin only, from the tracks people judged on the daemon's page (tune/reviewed.py)
+
+Either way the tuning must rest on enough tracks (`--min-tracks`, tune/search.py's floor): below it nothing is
+stored, the gallery keeps its settings, and the command says so (exit 2).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from finprint.errors import FinprintError
 from finprint.runtime.cli_individuals import open_store
+from finprint.tune.search import MIN_KNOWN_TRACKS, MIN_STRANGER_TRACKS, below_floor
 
 if TYPE_CHECKING:
     from finprint.runtime.config import TrackingConfig
@@ -23,9 +29,14 @@ if TYPE_CHECKING:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", required=True, type=Path, help="the gallery database (SQLite)")
-    parser.add_argument("videos", nargs="+", type=Path,
+    parser.add_argument("videos", nargs="*", type=Path,
                         help="labelled videos (ground truth in VIDEO.json beside each, as finprint data synth writes)")
-    parser.add_argument("--detector", required=True, type=Path, help="the detector the daemon will run")
+    parser.add_argument("--from-reviews", action="store_true",
+                        help="tune the threshold and margin on the tracks reviewed on the daemon's page instead of videos")
+    parser.add_argument("--min-tracks", type=_int_list, default=(MIN_KNOWN_TRACKS, MIN_STRANGER_TRACKS), metavar="KNOWN,STRANGERS",
+                        help=f"the floor: tune only on at least this many tracks of enrolled fish and of strangers "
+                             f"(default {MIN_KNOWN_TRACKS},{MIN_STRANGER_TRACKS})")
+    parser.add_argument("--detector", type=Path, help="the detector the daemon will run (with videos)")
     parser.add_argument("--embedder", required=True, type=Path, help="the embedder the daemon will run")
     parser.add_argument("--backend", default="auto", help="auto | tensorrt | ort-gpu | cpu")
     parser.add_argument("--min-known", type=float, default=0.95, help="target: known-fish tracks named right")
@@ -83,7 +94,60 @@ def _gate_text(gate: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if len(args.min_tracks) != 2:
+        raise FinprintError(f"--min-tracks: two numbers, KNOWN,STRANGERS (got {len(args.min_tracks)})")
+    if args.from_reviews:
+        if args.videos:
+            raise FinprintError("--from-reviews tunes on reviewed tracks: give no videos")
+        return _tune_from_reviews(args)
+    if not args.videos:
+        raise FinprintError("give labelled videos to tune on, or --from-reviews")
+    if args.detector is None:
+        raise FinprintError("--detector: the detector the daemon will run is needed with videos")
     return _tune(args)
+
+
+def _tune_from_reviews(args: argparse.Namespace) -> int:
+    """Threshold and margin from reviewed tracks; the tracker settings stay as they are."""
+    import json
+
+    from finprint.runtime.review import ensure_schema
+    from finprint.runtime.tuned import file_digest
+    from finprint.tune.reviewed import reviewed_outcomes
+    from finprint.tune.search import goodness, tune
+
+    if not args.embedder.is_file():
+        raise FinprintError(f"{args.embedder}: no such embedder")
+    store = open_store(args.gallery, must_exist=True)
+    try:
+        ensure_schema(store)
+        found = reviewed_outcomes(store)
+        known = sum(not o.truth_unknown for o in found.outcomes)
+        strangers = len(found.outcomes) - known
+        rests = (f"{found.confirmed} reviewed tracks confirmed as a known fish, {found.strangers} reviewed as a new fish, "
+                 f"plus {found.enrolment_genuine} enrolment tracks held out of their fish and {found.enrolment_strangers} "
+                 "enrolled fish held out of the gallery")
+        why = below_floor(known, strangers, tuple(args.min_tracks))
+        if why is not None:
+            raise FinprintError(f"{args.gallery}: {why} ({rests})")
+        tuned = tune(found.outcomes, args.min_known, args.min_unknown)
+        print(f"tuned on {known} tracks of enrolled fish and {strangers} of strangers: {rests}")
+        print(f"  threshold {tuned.threshold:.2f}, margin {tuned.margin:.2f}: known named right {100 * tuned.known_accuracy:.1f}%, "
+              f"strangers flagged {100 * tuned.unknown_flag_rate:.1f}% (targets met: {goodness(tuned, args.min_known, args.min_unknown):.3f})")
+        report = {"threshold": tuned.threshold, "margin": tuned.margin, "known_tracks": known, "unknown_tracks": strangers,
+                  "known_accuracy": tuned.known_accuracy, "unknown_flag_rate": tuned.unknown_flag_rate,
+                  "reviewed_confirmed": found.confirmed, "reviewed_strangers": found.strangers,
+                  "enrolment_genuine": found.enrolment_genuine, "enrolment_strangers": found.enrolment_strangers,
+                  "source": "reviews"}
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2))
+        if not args.dry_run:
+            store.set_open_set(tuned.threshold, tuned.margin, args.embedder.name, file_digest(args.embedder),
+                               f"{found.confirmed + found.strangers} reviewed tracks", None)
+            print(f"stored in {args.gallery} (plain cosine matching; the tracker settings are unchanged)")
+    finally:
+        store.close()
+    return 0
 
 
 def _whitening_text(report: dict, skipped: bool) -> str:
@@ -130,7 +194,8 @@ def _variants(chains: list, gallery: Gallery, base: TrackingConfig, key: str, va
     for value in values:
         trying = base.model_copy(update={key: value})
         trial = replay_trial(chains, gallery, trying, args.min_known, args.min_unknown)
-        if trial is not None:
+        # A setting that leaves fewer tracks than the floor (a long min_hits on short videos) is not judged on so few.
+        if trial is not None and below_floor(trial.tuned.known_tracks, trial.tuned.unknown_tracks, tuple(args.min_tracks)) is None:
             yield value, trial, trying
 
 
@@ -179,6 +244,10 @@ def _tune(args: argparse.Namespace) -> int:
         pipeline.close()
     per_video = [(chain.fps, replay_outcomes(chain, gallery, tracking)[0]) for chain in chains]
     outcomes = [o for _, video_outcomes in per_video for o in video_outcomes]
+    known_n = sum(not o.truth_unknown for o in outcomes)
+    why = below_floor(known_n, len(outcomes) - known_n, tuple(args.min_tracks))
+    if why is not None:
+        raise FinprintError(f"{len(args.videos)} video(s) hold {why}; film more of the pens, or review tracks on the daemon's page")
     found = detector_recall(chains)
     k0, u0 = rates(outcomes, before.threshold, before.margin) if outcomes else (float("nan"), float("nan"))
     plain = gallery.with_whitening(None)  # the sweep matches as an untuned gallery does; whitening is tried after
@@ -190,6 +259,7 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         trials = tune_tracking(chains, plain, TrackingConfig(), args.high_scores or HIGH_SCORES,
                                args.gates or APPEARANCE_GATES, args.min_known, args.min_unknown)
+        trials = [t for t in trials if below_floor(t.tuned.known_tracks, t.tuned.unknown_tracks, tuple(args.min_tracks)) is None]
         if not trials:
             raise FinprintError(f"cannot tune on {len(args.videos)} video(s): no tracker setting gave tracks of both "
                                 "enrolled fish and strangers; are the videos' fish enrolled, and are there strangers in them?")

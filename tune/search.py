@@ -43,6 +43,21 @@ SPLIT_WINDOWS = (10, 15, 20)
 MIN_HITS = (5, 10, 15, 20)
 
 
+# The floor under any tuning: below this many tracks of enrolled fish, or of strangers, the tuned values would
+# follow a handful of tracks (issue 32: `finprint demo` tuned min_hits to 10 on 2 known tracks and 1 stranger's,
+# and 86 % of the scored fish then went untracked), so nothing is tuned and the gallery keeps its settings.
+MIN_KNOWN_TRACKS = 10
+MIN_STRANGER_TRACKS = 5
+
+
+def below_floor(known: int, strangers: int, floor: tuple[int, int] = (MIN_KNOWN_TRACKS, MIN_STRANGER_TRACKS)) -> str | None:
+    """Why `known` and `strangers` tracks are too few to tune on, or None when they are enough."""
+    if known >= floor[0] and strangers >= floor[1]:
+        return None
+    return (f"{known} tracks of enrolled fish and {strangers} of strangers, under the floor of {floor[0]} and {floor[1]}; "
+            "nothing tuned, the gallery keeps its settings (the defaults unless tuned before)")
+
+
 @dataclass(frozen=True)
 class TrackOutcome:
     """One track of a labelled video: who it really was, and what the identity rule saw."""

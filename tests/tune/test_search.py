@@ -117,7 +117,7 @@ def _enrolled_known_fish(tmp_path, blur: float = 0.0):
 
 def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     _, _, video, gallery, base = _enrolled_known_fish(tmp_path, blur=0.1)
-    assert main(["tune-open-set", *base, "--json", str(tmp_path / "tuned.json"), str(video)]) == 0
+    assert main(["tune-open-set", *base, *FEW, "--json", str(tmp_path / "tuned.json"), str(video)]) == 0
     report = json.loads((tmp_path / "tuned.json").read_text())
     assert report["known_accuracy"] == 1.0 and report["unknown_flag_rate"] == 1.0
     assert report["before"]["known_accuracy"] == 0.0  # the manifest's threshold
@@ -153,11 +153,24 @@ def test_tune_open_set_stores_the_rule_the_scorer_then_uses(tmp_path, capsys):
     assert reporting["uncovered"]["3"] == pytest.approx(2 / 12) and reporting["uncovered"]["5"] == pytest.approx(4 / 12)
     assert "tracks reported: min_hits 3 (a track is reported once seen in 5 frames); how well the targets are met" in out
     assert "wrongly named tracks that followed more than one fish (under 80% of their frames on one): 0 of 0" in out
-    assert main(["tune-open-set", *base, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
+    assert main(["tune-open-set", *base, *FEW, "--no-whitening", "--dry-run", "--json", str(tmp_path / "plain.json"), str(video)]) == 0
     assert json.loads((tmp_path / "plain.json").read_text())["whitening"]["whitened_value"] is None
     assert "not tried (--no-whitening)" in capsys.readouterr().out
     assert score_main(["--video", str(video), *base]) == 0
     assert "100.0% (1/1)" in capsys.readouterr().out
+
+
+# The toy videos hold one known track and one stranger's: under the floor every real tuning rests on (tune/search.py).
+FEW = ["--min-tracks", "1,1"]
+
+
+def test_tuning_on_fewer_tracks_than_the_floor_keeps_the_defaults_and_says_so(tmp_path, capsys):
+    _, _, video, gallery, base = _enrolled_known_fish(tmp_path, blur=0.1)
+    assert main(["tune-open-set", *base, str(video)]) == 2
+    err = capsys.readouterr().err
+    assert "1 tracks of enrolled fish and 1 of strangers, under the floor of 10 and 5" in err and "nothing tuned" in err
+    assert len(err.strip().splitlines()) == 1
+    assert Store(gallery).open_set() is None and Store(gallery).tracking() is None
 
 
 def test_tune_open_set_refuses_bad_input(tmp_path, capsys):
@@ -293,9 +306,9 @@ def test_tuned_tracker_settings_are_kept_in_the_gallery(tmp_path):
 
 def test_tune_open_set_stores_the_tracker_it_chose_and_the_scorer_uses_it(tmp_path, capsys, caplog):
     det, _, video, gallery, base = _enrolled_known_fish(tmp_path)
-    assert main(["tune-open-set", *base, "--keep-tracking", str(video)]) == 0
+    assert main(["tune-open-set", *base, *FEW, "--keep-tracking", str(video)]) == 0
     assert Store(gallery).tracking() is None  # only the threshold and margin
-    assert main(["tune-open-set", *base, "--high-scores", "0.3,0.6", "--gates", "off,0.2", "--json", str(tmp_path / "t.json"),
+    assert main(["tune-open-set", *base, *FEW, "--high-scores", "0.3,0.6", "--gates", "off,0.2", "--json", str(tmp_path / "t.json"),
                  str(video)]) == 0
     report = json.loads((tmp_path / "t.json").read_text())
     assert len(report["trials"]) == 4 and report["tracking"]["tuned"]
