@@ -14,17 +14,19 @@ outputs already exist is skipped, so an interrupted demo continues where it stop
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from finprint.errors import FinprintError
 
@@ -87,6 +89,9 @@ class Preset:
     emb_extra: tuple[str, ...] = field(default=())
     # `--set` options for the detector runs only (aug_scale: the zoom range of the training augmentation).
     det_extra: tuple[str, ...] = field(default=())
+    # Also tune from reviews (tune/reviewer.py judges the tuning videos' review queue by their ground truth) and
+    # score the scored videos with that, beside tuning from the ground-truth files.
+    review_tuning: bool = True
 
 
 FARM_EMBEDDER_DATA = ("--aux-individuals", "500", "--aux-views", "12", "--enrol-views", "40")
@@ -393,7 +398,6 @@ class Demo:
         `finprint tune-open-set` on the tuning videos, score every farm video; the totals go to `out` (JSON).
         The experiments under experiments/ call it to put their own models through the same step."""
         from finprint.runtime.identity import DEFAULT_OPEN_SET_MARGIN
-        from finprint.tune.score import score_video
 
         det = _pick(self.models / "detector", "int8")
         emb = _pick(self.models / "embedder", "int8")
@@ -421,6 +425,8 @@ class Demo:
         n_clips = len(known) - len(from_crops)
         n_files = sum(len(clips.get(i, [])) for i in known if i not in from_crops)
         totals: dict = {"enrolment": f"{n_clips} fish from {n_files} video clips (all tracks), {len(from_crops)} from still re-ID crops"}
+        enrolled = self.w / "gallery-enrolled.db"  # before any tuning: where tuning from reviews starts
+        _copy_sqlite(gallery, enrolled)
         from finprint.data.synth import tuning_videos
 
         tuning_clips = tuning_videos(self.farm)
@@ -436,21 +442,93 @@ class Demo:
             totals["open_set"] = tuned | {"tuned": True, "tracker_settings_tried": len(trials)}
         else:
             totals["open_set"] = {"tuned": False, "margin": DEFAULT_OPEN_SET_MARGIN}
-        mistakes: Counter = Counter()
-        for video in sorted((self.farm / "videos").glob("*.mp4")):
-            print(f"\n$ python -m finprint.tune.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}")
-            result = score_video(video=video, truth_json=video.with_suffix(".json"), gallery_db=gallery,
-                                 detector=det, embedder=emb, backend="cpu")
+        # The models run once over the scored videos; each gallery below replays what they found.
+        from finprint.runtime.pipeline import Pipeline
+        from finprint.tune.score import gallery_rule_tracking, run_chain, score_recorded
+
+        pipeline = Pipeline(det, emb, "cpu", max_batch=1)
+        try:
+            scored = []
+            for video in sorted((self.farm / "videos").glob("*.mp4")):
+                print(f"\n$ python -m finprint.tune.score --video {video} --gallery {gallery} --detector {det} --embedder {emb}",
+                      flush=True)
+                scored.append(run_chain(video, video.with_suffix(".json"), pipeline))
+            found, rule, tracking = gallery_rule_tracking(gallery, det, emb, pipeline)
+            result = score_recorded(scored, found, tracking, rule.threshold, rule.margin)
             print(result.report(), flush=True)
-            for key in ("known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks", "mixed_wrong",
-                        "known_frames", "known_frames_right", "unknown_frames", "unknown_frames_flagged"):
-                totals[key] = totals.get(key, 0) + getattr(result, key)
-            totals["covered"] = [a + b for a, b in zip(totals.get("covered", [0, 0, 0]), result.covered, strict=True)]
-            mistakes.update(result.mistakes)
-        totals["mistakes"] = dict(mistakes.most_common())  # "truth -> named": tracks, over every scored video
-        totals["known_accuracy"] = totals["known_correct"] / max(totals["known_tracks"], 1)
-        totals["unknown_flag_rate"] = totals["unknown_flagged"] / max(totals["unknown_tracks"], 1)
+            totals |= _score_totals(result)
+            if tuning_clips and self.p.review_tuning:
+                totals["reviewed"] = self._reviewed_tuning(enrolled, tuning_clips, scored, pipeline, det, emb,
+                                                           (found, tracking))
+        finally:
+            pipeline.close()
         out.write_text(json.dumps(totals, indent=2) + "\n")
+
+    def _reviewed_tuning(self, enrolled: Path, tuning_clips: list[Path], scored: list, pipeline: Any, det: Path,
+                         emb: Path, truth_tuned: tuple) -> dict:
+        """Tune from reviews instead of ground-truth files: the daemon's chain keeps the tuning videos' tracks for
+        review, a reviewer who knows their truth judges the queue (tune/reviewer.py), `finprint tune-open-set
+        --from-reviews` sets the threshold and margin, and the scored videos are scored again with (a) that
+        gallery as the farm would run it (the reviews' enrolments in it, default tracker) and (b) its threshold
+        and margin on the gallery and tracker tuned from the ground truth (the open-set rule alone)."""
+        from finprint.runtime.review import ensure_schema
+        from finprint.runtime.store import Store, model_identity
+        from finprint.runtime.track_samples import TrackSamples
+        from finprint.tune.reviewer import judge_queue, keep_tracks
+        from finprint.tune.score import gallery_rule_tracking, run_chain, score_recorded
+
+        reviewed = self.w / "gallery-reviewed.db"
+        _copy_sqlite(enrolled, reviewed)
+        folder = self.w / "review"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        gallery, rule, tracking = gallery_rule_tracking(reviewed, det, emb, pipeline)
+        store = Store(reviewed)
+        try:
+            ensure_schema(store)
+            truth: dict = {}
+            for clip in tuning_clips:
+                print(f"\n[demo] tracks of {clip.name} kept for review, judged by their ground truth", flush=True)
+                samples = TrackSamples(folder, clip.stem, embedder=model_identity(emb))
+                truth |= keep_tracks(clip, run_chain(clip, clip.with_suffix(".json"), pipeline), gallery, tracking,
+                                     rule.margin, store, samples)
+            tally = judge_queue(store, truth)
+        finally:
+            store.close()
+        print(f"[demo] review: {tally.sentence()}", flush=True)
+        tuned_json = self.w / "open_set_reviewed.json"
+        tuned_json.unlink(missing_ok=True)
+        out: dict = {"review": dataclasses.asdict(tally)}
+        if self._finprint("tune-open-set", "--gallery", str(reviewed), "--embedder", str(emb), "--from-reviews",
+                          "--json", str(tuned_json), ok_codes=(0, 2)) != 0:
+            return out | {"tuned": False}
+        out["open_set"] = json.loads(tuned_json.read_text())
+        found, rule, tracking = gallery_rule_tracking(reviewed, det, emb, pipeline)
+        farm = score_recorded(scored, found, tracking, rule.threshold, rule.margin)
+        print(f"[demo] scored with the gallery tuned from reviews:\n{farm.report()}", flush=True)
+        same = score_recorded(scored, *truth_tuned, rule.threshold, rule.margin)
+        return out | {"tuned": True, "farm": _score_totals(farm), "rule_only": _score_totals(same)}
+
+
+def _score_totals(result: Any) -> dict:
+    """A ScoreResult as daemon_score.json keeps it."""
+    totals = {key: getattr(result, key) for key in (
+        "known_tracks", "known_correct", "unknown_tracks", "unknown_flagged", "unmatched_tracks", "mixed_wrong",
+        "known_frames", "known_frames_right", "unknown_frames", "unknown_frames_flagged")}
+    totals["covered"] = list(result.covered)
+    totals["mistakes"] = dict(result.mistakes.most_common())  # "truth -> named": tracks, over every scored video
+    totals["known_accuracy"] = result.known_accuracy
+    totals["unknown_flag_rate"] = result.unknown_flag_rate
+    return totals
+
+
+def _copy_sqlite(src: Path, dst: Path) -> None:
+    """A consistent copy of a gallery database (SQLite's backup, so a pending write-ahead log comes along)."""
+    dst.unlink(missing_ok=True)
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+    a.close()
+    b.close()
 
 
 def _pick(folder: Path, precision: str) -> Path:

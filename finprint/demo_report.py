@@ -101,6 +101,36 @@ def daemon_score_lines(daemon: dict) -> list[str]:
     ]
 
 
+def reviewed_sentence(daemon: dict) -> str:
+    """Tuning from reviewed tracks beside tuning from the ground-truth files, on the same scored videos."""
+    rev = daemon.get("reviewed")
+    if not rev:
+        return ""
+    tally = rev["review"]
+    judged = (f"the daemon's chain kept {tally['kept']} tracks of the tuning videos for review; a reviewer who knows "
+              f"their ground truth (tune/reviewer.py) judged the {tally['kept'] - tally['not_shown']} the review queue "
+              f"showed: {tally['confirmed']} \"this is <fish>\", {tally['new']} \"new fish\", {tally['ignored']} ignored")
+    if not rev.get("tuned"):
+        return f"Tuning from reviews instead: {judged}; too few for `finprint tune-open-set --from-reviews`, which kept the defaults."
+    tuned, farm, same = rev["open_set"], rev["farm"], rev["rule_only"]
+
+    def pts(a: float, b: float) -> str:
+        return f"{100 * (a - b):+.1f} points"
+
+    return (
+        f"Tuning from reviews instead of the ground-truth files: {judged}. `finprint tune-open-set --from-reviews` rests "
+        f"on {tuned['known_tracks']} genuine and {tuned['unknown_tracks']} stranger tracks (reviews plus leave-one-fish-out "
+        f"on the enrolment) and sets threshold {tuned['threshold']:.2f}, margin {tuned['margin']:.2f}. On the same scored "
+        f"videos, with the gallery as the farm then runs it (the reviews' enrolments in it, the default tracker): known "
+        f"tracks named right {100 * farm['known_accuracy']:.1f}% ({pts(farm['known_accuracy'], daemon['known_accuracy'])} "
+        f"against tuning from ground truth), unknown tracks flagged {100 * farm['unknown_flag_rate']:.1f}% "
+        f"({pts(farm['unknown_flag_rate'], daemon['unknown_flag_rate'])}); its threshold and margin alone, on the gallery "
+        f"and tracker tuned from ground truth: {100 * same['known_accuracy']:.1f}% "
+        f"({pts(same['known_accuracy'], daemon['known_accuracy'])}) and {100 * same['unknown_flag_rate']:.1f}% "
+        f"({pts(same['unknown_flag_rate'], daemon['unknown_flag_rate'])})."
+    )
+
+
 def open_set_sentence(daemon: dict) -> str:
     """How the daemon's open-set threshold and margin (and its tracker) were set, from daemon_score.json."""
     tuned = daemon.get("open_set", {})
@@ -237,6 +267,7 @@ def write_report(results: dict, workdir: Path) -> Path:
             f"- gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}",
             f"- {open_set_sentence(daemon)}",
             *daemon_score_lines(daemon),
+            *([f"- {line}"] if (line := reviewed_sentence(daemon)) else []),
         ]
     lines += ["", "![report](report.png)", ""]
     md = workdir / "REPORT.md"

@@ -29,12 +29,16 @@ from finprint.demo_report import (
     manifest_rows,
     model_rows,
     open_set_sentence,
+    reviewed_sentence,
     write_report,
 )
 from finprint.distill.report import markdown_table
 from finprint.errors import FinprintError
 from finprint.real_data import REAL_PRESETS, RealData, RealRun
 from finprint.real_data import collect as collect_real
+from finprint.real_report import BEGIN as REAL_BEGIN
+from finprint.real_report import END as REAL_END
+from finprint.real_report import splice as splice_real
 from finprint.real_report import write as write_real
 
 # DeepFish on 2 CPU cores: the teacher is the expensive part (about 0.2 s per 256 px image forward).
@@ -194,6 +198,43 @@ def _gpu_check(log: Path) -> list[str]:
     ]
 
 
+DAEMON_HEADING = "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)"
+
+
+def daemon_section(daemon: dict, farm_dir: Path, measured: str = "") -> list[str]:
+    """The farm's daemon subsection (`measured`: a line saying when and how, where it was run on its own)."""
+    scored_on = _scored_videos(farm_dir)
+    reviewed = reviewed_sentence(daemon)
+    return [
+        DAEMON_HEADING,
+        "",
+        *([measured, ""] if measured else []),
+        f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}. {open_set_sentence(daemon)}",
+        "",
+        *([scored_on, ""] if scored_on else []),
+        *daemon_score_lines(daemon),
+        "",
+        *([reviewed, ""] if reviewed else []),
+    ]
+
+
+def splice_daemon(document: str, section: list[str]) -> str:
+    """`document` with its daemon subsection replaced by `section` (added at the end where it had none)."""
+    lines = document.rstrip("\n").splitlines()
+    if DAEMON_HEADING not in lines:
+        return "\n".join([*lines, "", *section]) + "\n"
+    start = lines.index(DAEMON_HEADING)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "### "))), len(lines))
+    return "\n".join([*lines[:start], *section, *lines[end:]]) + "\n"
+
+
+def keep_real_section(document: str, before: str) -> str:
+    """`document` with the real-data section that `before` held (as `--only real` wrote it), if it held one."""
+    if REAL_BEGIN not in before or REAL_END not in before:
+        return document
+    return splice_real(document, REAL_BEGIN + before.split(REAL_BEGIN, 1)[1].split(REAL_END, 1)[0] + REAL_END)
+
+
 def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path | None, command: str) -> str:
     lines = [
         "# finprint results",
@@ -244,16 +285,7 @@ def render(farm: dict, farm_dir: Path, deepfish: dict | None, deepfish_dir: Path
     ]
     daemon = farm.get("daemon")
     if daemon:
-        scored_on = _scored_videos(farm_dir)
-        lines += [
-            "### The daemon's chain on the farm videos (INT8 detector + INT8 embedder, ONNX Runtime CPU)",
-            "",
-            f"Gallery enrolled from: {daemon.get('enrolment', 'still re-ID crops')}. {open_set_sentence(daemon)}",
-            "",
-            *([scored_on, ""] if scored_on else []),
-            *daemon_score_lines(daemon),
-            "",
-        ]
+        lines += daemon_section(daemon, farm_dir)
     lines += _gpu_check(GPU_CHECK_LOG)
     if deepfish is not None and deepfish_dir is not None:
         rows = model_rows(deepfish, deepfish_dir, "det", ("box_map", "box_map50"))
@@ -310,8 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-scratch", action="store_true", help="real data: skip the teachers trained from scratch")
     parser.add_argument("--real-seeds", type=int, nargs="*", help="real data: student seeds (default: the preset's, 0 1; "
                         "none given: teachers only)")
-    parser.add_argument("--only", choices=["detector", "embedder", "daemon", "real", "real-detector", "real-embedder", "real-report"],
-                        help="only the farm's detector runs (teacher, students, QAT) or embedder runs (teacher, students), "
+    parser.add_argument("--only", choices=["farm", "detector", "embedder", "daemon", "real", "real-detector", "real-embedder",
+                                           "real-report"],
+                        help="farm: the synthetic farm's whole pipeline and its part of --out, leaving the real-data section "
+                             "as it is (and without the superseded boxes-only DeepFish run); "
+                             "detector / embedder: only the farm's detector runs (teacher, students, QAT) or embedder runs (teacher, students), "
                              "for a GPU machine; no evaluation, no document: copy the det-* / emb-* run folders into the "
                              "workdir that finishes the rest. daemon: only the daemon's chain (both teachers and KD students, "
                              "export, the daemon step on the farm videos) and its score, no document; a later full run "
@@ -343,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         farm_dir = args.workdir / "farm"
         demo = Demo(farm_dir, farm_preset, 0, args.device, extra_seeds=tuple(args.extra_seeds), jobs=args.jobs,
-                    only=args.only)
+                    only=None if args.only == "farm" else args.only)
         if args.farm_preset == "results" and args.only != "detector" and not (farm_dir / "emb-teacher" / "COMPLETE").is_file() \
                 and _gpu_name() is None:
             print("finprint.results: the results preset's embedder runs (500 auxiliary fish) are meant for a GPU: "
@@ -353,18 +388,22 @@ def main(argv: list[str] | None = None) -> int:
         farm = demo.run()
         if args.only == "daemon":
             daemon = farm["daemon"]
+            measured = (f"This subsection alone was rerun on {time.strftime('%Y-%m-%d')} by `{command.strip()}` ({_machine()}): "
+                        "it retrains both teachers and KD students from the same seeds, exports them and runs the daemon step.")
+            document = args.out.read_text() if args.out.is_file() else "# finprint results\n"
+            args.out.write_text(splice_daemon(document, daemon_section(daemon, farm_dir, measured)))
             print(f"finprint.results: the daemon's chain on {farm_dir}: known-individual tracks identified correctly "
                   f"{100 * daemon['known_accuracy']:.1f}% ({daemon['known_correct']}/{daemon['known_tracks']}), unknown "
                   f"tracks flagged {100 * daemon['unknown_flag_rate']:.1f}% ({daemon['unknown_flagged']}/{daemon['unknown_tracks']}); "
                   f"{open_set_sentence(daemon)}")
             return 0
-        if args.only:
+        if args.only and args.only != "farm":
             (farm_dir / f"only-{args.only}.json").write_text(json.dumps(farm | {"machine": _machine(), "command": command},
                                                                          indent=2, default=str) + "\n")
             print(f"finprint.results: {args.only} runs done in {farm_dir} on {_machine()}")
             return 0
         deepfish = deepfish_dir = None
-        if args.deepfish:
+        if args.deepfish and args.only != "farm":
             deepfish_dir = args.workdir / "deepfish"
             deepfish = DeepFishRun(deepfish_dir, Path(args.deepfish), DEEPFISH_PRESETS[args.deepfish_preset], 0, args.device,
                                    args.val_groups).run()
@@ -375,8 +414,12 @@ def main(argv: list[str] | None = None) -> int:
         write_report(farm, farm_dir)  # also draws farm_dir/report.png
         (args.out.parent / "img").mkdir(exist_ok=True)
         shutil.copy2(farm_dir / "report.png", args.out.parent / "img" / "results_farm.png")
+        before = args.out.read_text() if args.out.is_file() else ""
         args.out.write_text(render(farm, farm_dir, deepfish, deepfish_dir, command.strip()))
-        write_real(real_run.run(), _machine(), args.out, args.out.parent / "results.json")
+        if args.only == "farm":
+            args.out.write_text(keep_real_section(args.out.read_text(), before))
+        else:
+            write_real(real_run.run(), _machine(), args.out, args.out.parent / "results.json")
     except FinprintError as exc:
         print(f"finprint.results: error: {exc}", file=sys.stderr)
         return exc.exit_code

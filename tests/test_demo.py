@@ -15,6 +15,8 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
                  "export detector student", "bench", "daemon on a farm video"):
         assert step in results["steps"], step
     assert "tuned" in results["daemon"]["open_set"]  # tuned on tuning/ videos, or said why not
+    assert "tuned" in results["daemon"]["reviewed"]  # ... and from their tracks judged in the review queue
+    assert results["daemon"]["reviewed"]["review"]["kept"] > 0
     daemon = results["daemon"]
     wrong = daemon["known_tracks"] - daemon["known_correct"] + daemon["unknown_tracks"] - daemon["unknown_flagged"]
     assert sum(daemon["mistakes"].values()) == wrong  # every wrongly named track, as "truth -> named"
@@ -156,9 +158,15 @@ def test_results_only_daemon_runs_the_daemons_chain_and_a_full_run_keeps_its_ste
     from finprint.results import main as results_main
 
     work = tmp_path / "results"
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# finprint results\n\n## Synthetic farm\n\nthe farm's models\n\n## GPU check\n")
     assert results_main(["--workdir", str(work), "--farm-preset", "smoke", "--device", "cpu", "--only", "daemon",
-                         "--deepfish", ""]) == 0
+                         "--deepfish", "", "--out", str(doc)]) == 0
     assert "the daemon's chain on" in capsys.readouterr().out
+    # Its own subsection of the document is written, the rest kept.
+    text = doc.read_text()
+    assert "the farm's models" in text and "## GPU check" in text and "This subsection alone was rerun on" in text
+    assert "known-individual tracks identified correctly" in text
     farm_dir = work / "farm"
     assert (farm_dir / "daemon_score.json").is_file() and list((farm_dir / "models" / "embedder").glob("*.int8.onnx"))
     assert not (farm_dir / "det-student-nokd").exists() and not (farm_dir / "emb-student-nokd").exists()
@@ -166,3 +174,50 @@ def test_results_only_daemon_runs_the_daemons_chain_and_a_full_run_keeps_its_ste
     # The full run in the same workdir starts from there: what the daemon's chain trained is kept.
     full = Demo(farm_dir, PRESETS["smoke"], 0, "cpu", only="detector").run()
     assert full["steps"]["detector teacher"] == {"skipped": True} and "seconds" in full["steps"]["detector student (no KD)"]
+
+
+def _daemon_score(known: float, flagged: float) -> dict:
+    return {"known_accuracy": known, "known_correct": int(100 * known), "known_tracks": 100, "unknown_flag_rate": flagged,
+            "unknown_flagged": int(20 * flagged), "unknown_tracks": 20, "unmatched_tracks": 3, "mistakes": {}}
+
+
+def test_tuning_from_reviews_is_reported_beside_tuning_from_ground_truth():
+    from finprint.demo_report import reviewed_sentence
+
+    daemon = _daemon_score(0.95, 0.90)
+    assert reviewed_sentence(daemon) == ""  # a run from before reviews were compared
+    review = {"kept": 60, "not_shown": 40, "confirmed": 12, "new": 3, "ignored": 5}
+    daemon["reviewed"] = {"review": review, "tuned": False}
+    assert "judged the 20 the review queue showed: 12" in reviewed_sentence(daemon)
+    assert "kept the defaults" in reviewed_sentence(daemon)
+    daemon["reviewed"] = {"review": review, "tuned": True,
+                          "open_set": {"known_tracks": 30, "unknown_tracks": 9, "threshold": 0.61, "margin": 0.03},
+                          "farm": _daemon_score(0.93, 0.95), "rule_only": _daemon_score(0.94, 0.85)}
+    text = reviewed_sentence(daemon)
+    assert "rests on 30 genuine and 9 stranger tracks" in text and "threshold 0.61, margin 0.03" in text
+    assert "known tracks named right 93.0% (-2.0 points against tuning from ground truth)" in text
+    assert "unknown tracks flagged 95.0% (+5.0 points)" in text and "94.0% (-1.0 points) and 85.0% (-5.0 points)" in text
+
+
+def test_the_daemon_subsection_alone_is_rewritten(tmp_path):
+    from finprint.results import DAEMON_HEADING, daemon_section, splice_daemon
+
+    doc = "\n".join(["# finprint results", "## Synthetic farm", "### Bench", "old bench", DAEMON_HEADING, "", "old daemon",
+                     "- old line", "## GPU check", "gpu text"]) + "\n"
+    section = daemon_section(_daemon_score(0.9, 0.8), tmp_path, "rerun today")
+    new = splice_daemon(doc, section)
+    assert "old daemon" not in new and "old line" not in new and "rerun today" in new
+    assert new.index("old bench") < new.index(DAEMON_HEADING) < new.index("known-individual tracks identified correctly: 90.0%")
+    assert new.index("90.0%") < new.index("## GPU check") and new.endswith("gpu text\n")
+    assert splice_daemon(new, section) == new  # idempotent
+    assert splice_daemon("# finprint results\n", section).startswith("# finprint results\n\n" + DAEMON_HEADING)
+
+
+def test_the_farm_alone_keeps_the_real_data_section():
+    from finprint.results import REAL_BEGIN, REAL_END, keep_real_section
+
+    before = f"# finprint results\n\nold header\n\n{REAL_BEGIN}\n## Real fish\nteacher 0.295\n{REAL_END}\n\n## Synthetic farm\nold\n"
+    new = keep_real_section("# finprint results\n\nnew header\n\n## Synthetic farm\nnew farm\n", before)
+    assert "## Real fish\nteacher 0.295" in new and "new farm" in new and "old" not in new
+    assert new.index("Real fish") < new.index("Synthetic farm")  # first, as `--only real` puts it
+    assert keep_real_section("# doc\n", "# no real section\n") == "# doc\n"

@@ -442,6 +442,23 @@ def replay(
     yield len(video.frames), [], chain.close(len(video.frames) / video.fps)
 
 
+def truth_votes(frame: ChainFrame, tracks: list[Track], instances: list[dict], match_iou: float = 0.5,
+                with_index: bool = False) -> list[tuple]:
+    """The ground-truth fish each tracked box of a frame lies on: (track id, fish id, is a stranger) per box whose
+    best IoU with a fish reaches `match_iou` (with_index: and the fish's row in `instances`)."""
+    if not tracks or not instances:
+        return []
+    ious = iou_matrix(frame.boxes_xyxy[[t.det_index for t in tracks]],
+                      np.array([inst["box_xyxy"] for inst in instances], np.float32))
+    votes = []
+    for row, t in enumerate(tracks):
+        j = int(ious[row].argmax())
+        if ious[row, j] >= match_iou:
+            vote = (t.track_id, str(instances[j]["individual_id"]), bool(instances[j]["unknown"]))
+            votes.append((*vote, j) if with_index else vote)
+    return votes
+
+
 def replay_outcomes(
     video: LabelledVideo, gallery: Gallery, tracking: TrackingConfig | None = None, match_iou: float = 0.5,
     covered: Counter | None = None,
@@ -456,20 +473,12 @@ def replay_outcomes(
         ended.update((ev["track_id"], ev) for ev in events if ev["type"] == "track_end")
         if index == len(video.frames):
             break
-        frame = video.frames[index]
-        idx = [t.det_index for t in tracks]
         instances = video.truth.get(index, [])
         on_fish = np.zeros(len(instances), int)
-        if tracks and instances:
-            gt_boxes = np.array([inst["box_xyxy"] for inst in instances], np.float32)
-            ious = iou_matrix(frame.boxes_xyxy[idx], gt_boxes)
-            for row, t in enumerate(tracks):
-                j = int(ious[row].argmax())
-                if ious[row, j] >= match_iou:
-                    gid = str(instances[j]["individual_id"])
-                    gt_votes[t.track_id][gid] += 1
-                    gt_unknown[gid] = bool(instances[j]["unknown"])
-                    on_fish[j] += 1
+        for track_id, gid, unknown, j in truth_votes(video.frames[index], tracks, instances, match_iou, with_index=True):
+            gt_votes[track_id][gid] += 1
+            gt_unknown[gid] = unknown
+            on_fish[j] += 1
         if covered is not None:
             covered.update(np.minimum(on_fish, 2).tolist())
     outcomes, unmatched = [], 0
@@ -524,6 +533,37 @@ def open_pipeline_and_gallery(
         raise
     log.info("tracker: %s", source)
     return pipeline, gallery, rule, resolved
+
+
+def gallery_rule_tracking(gallery_db: Path, detector: Path, embedder: Path, pipeline: Pipeline,
+                          tracking: TrackingConfig | None = None) -> tuple[Gallery, OpenSetRule, TrackingConfig]:
+    """A gallery database as the daemon opens it beside these models: its gallery, open-set rule and tracker."""
+    from finprint.runtime.store import Store
+    from finprint.runtime.tuned import open_gallery, resolve_tracking
+
+    if not Path(gallery_db).is_file():
+        raise FinprintError(f"{gallery_db}: no such gallery")
+    store = Store(gallery_db)
+    try:
+        gallery, rule = open_gallery(store, embedder, pipeline.open_set_threshold, pipeline.embedding_dim)
+        resolved, _ = resolve_tracking(tracking or TrackingConfig(), store.tracking(), detector, embedder)
+    finally:
+        store.close()
+    return gallery, rule, resolved
+
+
+def score_recorded(videos: list[LabelledVideo], gallery: Gallery, tracking: TrackingConfig, threshold: float,
+                   margin: float, match_iou: float = 0.5) -> ScoreResult:
+    """Several recorded videos (`run_chain`) replayed through the chain and scored as one: the models run once,
+    however many galleries or rules are compared on them."""
+    covered: Counter = Counter()
+    outcomes: list[TrackOutcome] = []
+    unmatched = 0
+    for video in videos:
+        found, missed = replay_outcomes(video, gallery, tracking, match_iou, covered)
+        outcomes += found
+        unmatched += missed
+    return score_outcomes(outcomes, threshold, margin, unmatched, covered)
 
 
 def score_video(
