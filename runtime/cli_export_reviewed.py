@@ -1,8 +1,10 @@
 """`finprint export-reviewed --gallery DB --out DIR`: what people confirmed on the daemon's page, as training data.
 
 DIR/reid/     the crops of every track confirmed as a fish ("this is", "new fish"), Market-1501 names
-              `<pid>_c<camera>s1_<track>_<n>.jpg` (pid 0001.. per fish, camera per source, see DIR/reid.json),
-              ready for `finprint distill` / `finprint data check`
+              `<pid>_c<camera>s1_<track>_<n>.jpg` (pid 0001.. per fish, camera per source, see DIR/reid.json), laid
+              out as `finprint distill` / `finprint data check` read a farm: train/ every track but each fish's
+              newest when it has two or more, which goes to query/; gallery/ the training crops (the farm's
+              gallery holds the fish the embedder learnt), so validation asks "is the newest sighting that fish"
 DIR/frames/   a sample of the reviewed tracks' whole frames: a calibration set's input (`finprint calib build --data`)
 
 The farm's next student then learns from this farm's own fish. Nothing in the gallery or the review folder is
@@ -15,6 +17,7 @@ import argparse
 import json
 import random
 import shutil
+from collections import Counter
 from pathlib import Path
 
 from finprint.errors import FinprintError
@@ -54,15 +57,26 @@ def run(args: argparse.Namespace) -> int:
     reid, frames_dir = args.out / "reid", args.out / "frames"
     reid.mkdir(parents=True)
     frames_dir.mkdir()
-    crops, frames, missing = 0, [], 0
+    for subset in ("train", "gallery", "query"):
+        (reid / subset).mkdir()
+    newest = {}  # each fish's newest track, held out as queries where the fish has older ones
     for n, (track, fish) in enumerate(confirmed):
+        if fish not in newest or track.first_ts >= confirmed[newest[fish]][0].first_ts:
+            newest[fish] = n
+    tracks_of = Counter(fish for _, fish in confirmed)
+    crops, frames, missing, queries = 0, [], 0, 0
+    for n, (track, fish) in enumerate(confirmed):
+        held = newest[fish] == n and tracks_of[fish] > 1
         for k, name in enumerate(track.crops):
             src = safe_file(folder, name)
             if src is None:
                 missing += 1
                 continue
-            shutil.copyfile(src, reid / f"{pids[fish]}_{cams[track.camera]}s1_{n:06d}_{k:02d}.jpg")
+            file = f"{pids[fish]}_{cams[track.camera]}s1_{n:06d}_{k:02d}.jpg"
+            for subset in ("query",) if held else ("train", "gallery"):
+                shutil.copyfile(src, reid / subset / file)
             crops += 1
+            queries += held
         frame = safe_file(folder, track.frame) if track.frame else None
         if frame is not None:
             frames.append(frame)
@@ -73,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(frame, frames_dir / frame.name)
     (args.out / "reid.json").write_text(json.dumps({"identities": {pid: fish for fish, pid in pids.items()},
                                                     "cameras": {c: cam for cam, c in cams.items()}}, indent=2) + "\n")
-    print(f"{args.out}: {crops} crops of {len(pids)} fish from {len(confirmed)} confirmed tracks in reid/, "
-          f"{min(args.frames, len(frames))} frames in frames/" + (f"; {missing} crops missing from {folder}" if missing else ""))
+    print(f"{args.out}: {crops} crops of {len(pids)} fish from {len(confirmed)} confirmed tracks in reid/ ({queries} of "
+          f"them queries), {min(args.frames, len(frames))} frames in frames/"
+          + (f"; {missing} crops missing from {folder}" if missing else ""))
+    if not queries:
+        print("  no fish was confirmed on two tracks yet: reid/query/ is empty, and `finprint distill` needs queries to "
+              "validate on; review more tracks and export again")
     return 0
