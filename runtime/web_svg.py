@@ -28,6 +28,7 @@ def line(xs: list[float], ys: list[float], title: str, unit: str = "") -> str:
         return _empty(title)
     x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
     y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+    note = f"{y0:.3g}–{y1:.3g} {unit}" if y1 - y0 >= 1e-9 else f"{y0:.3g} {unit}"  # a flat line: its one value
     if y1 - y0 < 1e-9:
         y0, y1 = y0 - 1, y1 + 1
     sx = (W - 2 * PAD) / (x1 - x0) if x1 > x0 else 0.0
@@ -39,7 +40,7 @@ def line(xs: list[float], ys: list[float], title: str, unit: str = "") -> str:
     coords = [xy(p) for p in pts]
     poly = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
     dots = "".join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" class="dot"/>' for x, y in coords[-60:])
-    return _svg(title, f'<polyline points="{poly}" class="line"/>{dots}', f"{y0:.3g}–{y1:.3g} {unit}".strip())
+    return _svg(title, f'<polyline points="{poly}" class="line"/>{dots}', note.strip())
 
 
 def _svg(title: str, body: str, note: str) -> str:

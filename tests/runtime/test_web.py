@@ -210,3 +210,12 @@ def test_an_action_on_a_forgotten_fish_is_refused_with_a_message(server):
     code, body = _post(base + "/api/review", {"uid": "t1", "action": "confirm", "fish": "fish-a"}, {CSRF_HEADER: _csrf(page)})
     assert code == 409 and "forgotten" in body["error"]
     assert store.query("SELECT COUNT(*) FROM reviews") == [(0,)]
+
+
+def test_a_plot_says_the_range_of_its_values_or_its_one_value():
+    from finprint.runtime.web_svg import line
+
+    assert "38.8–40.8 cm" in line([0, 1, 2], [38.8, 40.0, 40.8], "length", "cm")
+    flat = line([0, 1], [0.0, 0.0], "activity (speed)", "cm/s")
+    assert "<small>0 cm/s</small>" in flat and "–" not in flat.split("<svg")[0]
+    assert "no data yet" in line([0], [None], "length", "cm")
