@@ -469,8 +469,9 @@ class Demo:
         """Tune from reviews instead of ground-truth files: the daemon's chain keeps the tuning videos' tracks for
         review, a reviewer who knows their truth judges the queue (tune/reviewer.py), `finprint tune-open-set
         --from-reviews` sets the threshold and margin, and the scored videos are scored again with (a) that
-        gallery as the farm would run it (the reviews' enrolments in it, default tracker) and (b) its threshold
-        and margin on the gallery and tracker tuned from the ground truth (the open-set rule alone)."""
+        gallery as the farm would run it (the reviews' enrolments in it, default tracker), (b) its threshold
+        and margin on the gallery and tracker tuned from the ground truth (the open-set rule alone) and (c) that
+        gallery on the tracker tuned from the ground truth (what reviews cannot tune set aside)."""
         from finprint.runtime.review import ensure_schema
         from finprint.runtime.store import Store, model_identity
         from finprint.runtime.track_samples import TrackSamples
@@ -506,8 +507,11 @@ class Demo:
         found, rule, tracking = gallery_rule_tracking(reviewed, det, emb, pipeline)
         farm = score_recorded(scored, found, tracking, rule.threshold, rule.margin)
         print(f"[demo] scored with the gallery tuned from reviews:\n{farm.report()}", flush=True)
-        same = score_recorded(scored, *truth_tuned, rule.threshold, rule.margin)
-        return out | {"tuned": True, "farm": _score_totals(farm), "rule_only": _score_totals(same)}
+        truth_gallery, truth_tracking = truth_tuned
+        same = score_recorded(scored, truth_gallery, truth_tracking, rule.threshold, rule.margin)
+        tracked = score_recorded(scored, found, truth_tracking, rule.threshold, rule.margin)
+        return out | {"tuned": True, "farm": _score_totals(farm), "rule_only": _score_totals(same),
+                      "truth_tracker": _score_totals(tracked)}
 
 
 def _score_totals(result: Any) -> dict:

@@ -127,7 +127,13 @@ def reviewed_sentence(daemon: dict) -> str:
         f"({pts(farm['unknown_flag_rate'], daemon['unknown_flag_rate'])}); its threshold and margin alone, on the gallery "
         f"and tracker tuned from ground truth: {100 * same['known_accuracy']:.1f}% "
         f"({pts(same['known_accuracy'], daemon['known_accuracy'])}) and {100 * same['unknown_flag_rate']:.1f}% "
-        f"({pts(same['unknown_flag_rate'], daemon['unknown_flag_rate'])})."
+        f"({pts(same['unknown_flag_rate'], daemon['unknown_flag_rate'])})"
+        + (f"; the reviewed gallery and its rule on the tracker tuned from ground truth (reviews cannot tune a tracker): "
+           f"{100 * tracked['known_accuracy']:.1f}% ({pts(tracked['known_accuracy'], daemon['known_accuracy'])}) and "
+           f"{100 * tracked['unknown_flag_rate']:.1f}% ({pts(tracked['unknown_flag_rate'], daemon['unknown_flag_rate'])}), "
+           f"of {tracked['known_tracks']} and {tracked['unknown_tracks']} tracks (default tracker: {farm['known_tracks']} "
+           f"and {farm['unknown_tracks']})" if (tracked := rev.get("truth_tracker")) else "")
+        + "."
     )
 
 

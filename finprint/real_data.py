@@ -29,7 +29,8 @@ class RealPreset:
     det_student: str = "fishseg-student-lite"
     det_imgsz: int = 320
     det_batch: int = 8
-    det_teacher_epochs: int = 4
+    # Six epochs fit in about half an hour alone on 2 cores (experiments/2026-12-07-deepfish-teacher-epochs).
+    det_teacher_epochs: int = 6
     det_student_epochs: int = 4
     # DeepFish's consecutive frames are near-duplicates: an evenly spread subset of the 3,149 training frames keeps
     # every habitat and fits the hour. The trunk's stem and first three stages (to stride 8) stay frozen. Each
@@ -49,8 +50,8 @@ class RealPreset:
     emb_student_sets: tuple[str, ...] = ("repeats=2",)
     emb_lr: float = 1e-3
     seeds: tuple[int, ...] = (0, 1)
-    # Runs trained at once, single-threaded each (the teachers pretrained and from scratch side by side too): on
-    # these 2 cores three 1-thread trainings each ran at 2.2 images/s where one 2-thread run made 3.6.
+    # Student runs trained at once, single-threaded each (teachers run one after another with both cores): on
+    # these 2 cores three 1-thread trainings each ran at 2.2 images/s, about what one 2-thread run makes alone.
     student_lanes: int = 4
     scratch: bool = True  # also train each teacher from scratch (same recipe) for the pretrained-vs-scratch line
     calib_size: int = 128
@@ -105,7 +106,9 @@ class RealRun:
         self.steps._step(name, done or Demo._complete(out), lambda: self.steps._finprint(*argv, ok_codes=ok_codes))
 
     def _teachers(self, prefix: str, kind: str, task: str, model: str, args: list[str], sets: tuple[str, ...], epochs: int) -> dict[str, Path]:
-        """The pretrained teacher, and (preset `scratch`) the same recipe from scratch with nothing frozen, side by side."""
+        """The pretrained teacher, and (preset `scratch`) the same recipe from scratch with nothing frozen, one after the
+        other with both cores: side by side single-threaded, the pretrained detector teacher took 47 min for 4 epochs,
+        alone 27 min for 6 (experiments/2026-12-07-deepfish-teacher-epochs)."""
         teacher = self.w / f"{prefix}-teacher"
         flags = [a for s in sets for a in ("--set", s)]
         common = ["--epochs", str(epochs), "--seed", "0", "--device", self.device]
@@ -117,9 +120,7 @@ class RealRun:
             unfrozen = [a for s in sets if not s.startswith("freeze_stages=") for a in ("--set", s)]
             steps.append((f"{kind} teacher (from scratch)", scratch, ["train", "--task", task, "--model", model, "--pretrained", "none",
                                                                       *args, *unfrozen, "--out", str(scratch), *common]))
-        if len(steps) > 1 and self.preset.student_lanes > 1:
-            steps = [(name, run, [*argv, "--set", "threads=1"]) for name, run, argv in steps]
-        self.steps.jobs = self.preset.student_lanes
+        self.steps.jobs = 1
         self.steps._steps(steps)
         return runs
 

@@ -196,7 +196,10 @@ def test_tuning_from_reviews_is_reported_beside_tuning_from_ground_truth():
     text = reviewed_sentence(daemon)
     assert "rests on 30 genuine and 9 stranger tracks" in text and "threshold 0.61, margin 0.03" in text
     assert "known tracks named right 93.0% (-2.0 points against tuning from ground truth)" in text
-    assert "unknown tracks flagged 95.0% (+5.0 points)" in text and "94.0% (-1.0 points) and 85.0% (-5.0 points)" in text
+    assert "unknown tracks flagged 95.0% (+5.0 points)" in text and "94.0% (-1.0 points) and 85.0% (-5.0 points)." in text
+    daemon["reviewed"]["truth_tracker"] = _daemon_score(0.96, 0.90)
+    assert "on the tracker tuned from ground truth (reviews cannot tune a tracker): 96.0% (+1.0 points) and 90.0% " \
+           "(+0.0 points), of 100 and 20 tracks" in reviewed_sentence(daemon)
 
 
 def test_the_daemon_subsection_alone_is_rewritten(tmp_path):

@@ -4,7 +4,7 @@
 set -euo pipefail
 out=${1:?usage: run.sh OUTDIR [EPOCHS]}
 epochs=${2:-6}
-data=${FINPRINT_SHARED:-../shared/data}/deepfish-masks
+data=${FINPRINT_SHARED:-../shared/data}/deepfish-masks/instances.json
 here=$(dirname "$0")
 mkdir -p "$out"
 start=$(date +%s)
