@@ -16,7 +16,12 @@ def test_demo_runs_every_step_and_writes_its_report(tmp_path):
         assert step in results["steps"], step
     assert "tuned" in results["daemon"]["open_set"]  # tuned on tuning/ videos, or said why not
     assert "tuned" in results["daemon"]["reviewed"]  # ... and from their tracks judged in the review queue
-    assert results["daemon"]["reviewed"]["review"]["kept"] > 0
+    # What the reviewer judged is what the reviewed gallery holds: each kept track, each decision.
+    review = results["daemon"]["reviewed"]["review"]
+    reviewed = Store(work / "gallery-reviewed.db")
+    assert reviewed.query("SELECT COUNT(*) FROM review_tracks")[0][0] == review["kept"]
+    assert reviewed.query("SELECT COUNT(*) FROM reviews")[0][0] == review["confirmed"] + review["new"] + review["ignored"]
+    reviewed.close()
     daemon = results["daemon"]
     wrong = daemon["known_tracks"] - daemon["known_correct"] + daemon["unknown_tracks"] - daemon["unknown_flagged"]
     assert sum(daemon["mistakes"].values()) == wrong  # every wrongly named track, as "truth -> named"
