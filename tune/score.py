@@ -515,28 +515,20 @@ def open_pipeline_and_gallery(
     """The daemon's models, its gallery, and the open-set rule and tracker settings it would use (config
     values = the arguments; a TrackingConfig's explicitly set fields count as config)."""
     from finprint.runtime.pipeline import Pipeline
-    from finprint.runtime.store import Store
-    from finprint.runtime.tuned import open_gallery, resolve_tracking
 
     if not Path(gallery_db).is_file():
         raise FinprintError(f"{gallery_db}: no such gallery")
     pipeline = Pipeline(detector, embedder, backend, max_batch=1)
     try:
-        store = Store(gallery_db)
-        try:
-            gallery, rule = open_gallery(store, embedder, pipeline.open_set_threshold, pipeline.embedding_dim, threshold, margin)
-            resolved, source = resolve_tracking(tracking or TrackingConfig(), store.tracking(), detector, embedder)
-        finally:
-            store.close()
+        return pipeline, *gallery_rule_tracking(gallery_db, detector, embedder, pipeline, tracking, threshold, margin)
     except BaseException:
         pipeline.close()
         raise
-    log.info("tracker: %s", source)
-    return pipeline, gallery, rule, resolved
 
 
 def gallery_rule_tracking(gallery_db: Path, detector: Path, embedder: Path, pipeline: Pipeline,
-                          tracking: TrackingConfig | None = None) -> tuple[Gallery, OpenSetRule, TrackingConfig]:
+                          tracking: TrackingConfig | None = None, threshold: float | None = None,
+                          margin: float | None = None) -> tuple[Gallery, OpenSetRule, TrackingConfig]:
     """A gallery database as the daemon opens it beside these models: its gallery, open-set rule and tracker."""
     from finprint.runtime.store import Store
     from finprint.runtime.tuned import open_gallery, resolve_tracking
@@ -545,10 +537,11 @@ def gallery_rule_tracking(gallery_db: Path, detector: Path, embedder: Path, pipe
         raise FinprintError(f"{gallery_db}: no such gallery")
     store = Store(gallery_db)
     try:
-        gallery, rule = open_gallery(store, embedder, pipeline.open_set_threshold, pipeline.embedding_dim)
-        resolved, _ = resolve_tracking(tracking or TrackingConfig(), store.tracking(), detector, embedder)
+        gallery, rule = open_gallery(store, embedder, pipeline.open_set_threshold, pipeline.embedding_dim, threshold, margin)
+        resolved, source = resolve_tracking(tracking or TrackingConfig(), store.tracking(), detector, embedder)
     finally:
         store.close()
+    log.info("tracker: %s", source)
     return gallery, rule, resolved
 
 
