@@ -81,6 +81,14 @@ def unquantized_ends(graph: onnx.GraphProto) -> list[str]:
     ]
 
 
+def softmax_feeders(graph: onnx.GraphProto) -> list[str]:
+    """Compute ops whose output goes straight into a Softmax, kept in fp32: the embedder's colour bag turns a
+    1x1 conv's logits (a range of hundreds) into soft bin assignments, and an 8-bit grid over that range moves
+    each logit by about a unit, which reshuffles the histogram."""
+    softmax_inputs = {n.input[0] for n in graph.node if n.op_type == "Softmax"}
+    return [n.name for n in graph.node if n.op_type in COMPUTE_OPS and set(n.output) & softmax_inputs]
+
+
 class _TensorReader:
     """CalibrationDataReader over the calibration tensors, one image per call."""
 
@@ -185,7 +193,7 @@ def _quantize_prepared(
 
     graph = onnx.load(str(prepared)).graph
     model_ops = {n.op_type for n in graph.node}
-    tail = unquantized_ends(graph)
+    tail = unquantized_ends(graph) + softmax_feeders(graph)
     log.debug("kept fp32 (before the first / after the last compute op): %s", tail)
     root = logging.getLogger()
     level = root.level

@@ -54,7 +54,7 @@ def _device_of(model: nn.Module) -> torch.device:
 
 def embed_augment(options: EmbedOptions) -> Augment:
     """The training augmentation with the run's aug_* options (its largest turn, zoom, shift and squash)."""
-    return Augment(max_rotate_deg=options.aug_rotate_deg, max_scale=options.aug_scale, max_shift=options.aug_shift,
+    return Augment(p_cast=options.aug_cast, max_rotate_deg=options.aug_rotate_deg, max_scale=options.aug_scale, max_shift=options.aug_shift,
                    max_aspect=options.aug_aspect)
 
 

@@ -47,6 +47,41 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
+class ColourBag(nn.Module):
+    """A colour histogram of the crop, projected to `dim`: each pixel (of the crop at half size) soft-assigned to
+    colour centres on an even RGB grid (a fixed 1x1 conv and a softmax over channels), averaged over the crop,
+    square-rooted (Hellinger), then a learnt linear projection and a BatchNorm. The model adds it to its deep
+    vector, batch-normalised too: unnormalised, the deep vector's norm was 100x the colour one's and drowned it. The assignment is fixed: no gradient flows through
+    the per-pixel softmax, which on 2 cores made a training step several times slower.
+
+    On f4k-tracklets a plain HSV histogram re-identifies better than ImageNet features, frozen or fine-tuned
+    (experiments/2026-12-07-f4k-features): a trajectory keeps its fish's and its water's colours, which the
+    trunk, taught colour constancy by ImageNet and by colour-cast augmentation, mostly discards.
+    ONNX: AveragePool, Conv, Softmax, ReduceMean, Sqrt, MatMul.
+    """
+
+    def __init__(self, bins_per_channel: int, dim: int, temperature: float = 0.05) -> None:
+        super().__init__()
+        from finprint.runtime.crops import embedder_preprocess
+
+        pre = embedder_preprocess()
+        levels = (torch.arange(bins_per_channel, dtype=torch.float32) + 0.5) / bins_per_channel
+        grid = torch.cartesian_prod(levels, levels, levels)  # [K, 3] in 0..1, RGB
+        centres = (grid - torch.tensor(pre.mean)) / torch.tensor(pre.std)
+        # -|x - c|^2 / T up to a per-pixel constant, which the softmax ignores.
+        self.assign = nn.Conv2d(3, len(centres), 1)
+        with torch.no_grad():
+            self.assign.weight.copy_((2 * centres / temperature)[:, :, None, None])
+            self.assign.bias.copy_(-(centres**2).sum(1) / temperature)
+        self.assign.requires_grad_(False)
+        self.project = nn.Linear(len(centres), dim, bias=False)
+        self.norm = nn.BatchNorm1d(dim)
+
+    def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        histogram = torch.softmax(self.assign(F.avg_pool2d(crops, 2)), dim=1).mean((2, 3))
+        return self.norm(self.project(torch.sqrt(histogram + 1e-6)))
+
+
 @dataclass(frozen=True)
 class EmbedderSpec:
     stem: int
@@ -59,6 +94,7 @@ class EmbedderSpec:
     # Embed the crop and its mirror image and add them: the same fish swimming the other way then
     # gives exactly the same vector (it costs a second pass through the backbone).
     flip_sum: bool = False
+    colour_bins: int = 0  # > 0: a ColourBag (this many bins per RGB channel) added to the vector before the neck
 
 
 class FishEmbedder(nn.Module):
@@ -77,6 +113,8 @@ class FishEmbedder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d((1, spec.parts))
         self.project = nn.Linear(c_in * spec.parts, spec.dim, bias=False)
+        self.colour = ColourBag(spec.colour_bins, spec.dim) if spec.colour_bins else None
+        self.deep_norm = nn.BatchNorm1d(spec.dim) if spec.colour_bins else None
         # BN neck (Luo et al., "Bag of Tricks for ReID"): metric and margin losses agree better after it.
         self.neck = nn.BatchNorm1d(spec.dim)
         self.out_dim = spec.dim
@@ -85,7 +123,10 @@ class FishEmbedder(nn.Module):
         n = crops.shape[0]
         x = torch.cat([crops, torch.flip(crops, dims=[3])]) if self.spec.flip_sum else crops
         vectors = self.project(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
-        feature = self.neck(vectors[:n] + vectors[n:] if self.spec.flip_sum else vectors)
+        vector = vectors[:n] + vectors[n:] if self.spec.flip_sum else vectors
+        if self.colour is not None and self.deep_norm is not None:
+            vector = self.deep_norm(vector) + self.colour(crops)
+        feature = self.neck(vector)
         embedding = F.normalize(feature, dim=1, eps=1e-6)
         if self.training:
             return {"embedding": embedding, "feature": feature}
@@ -98,6 +139,7 @@ TEACHER_S = EmbedderSpec(stem=24, widths=(48, 96, 192), blocks=(2, 2, 2), parts=
 STUDENT_S = EmbedderSpec(stem=16, widths=(24, 48, 72), blocks=(1, 1, 1), parts=4, flip_sum=True)
 TEACHER_M = EmbedderSpec(stem=32, widths=(64, 128, 256), blocks=(2, 2, 2), parts=4, flip_sum=True)
 STUDENT_M = EmbedderSpec(stem=16, widths=(32, 64, 100), blocks=(1, 1, 1), parts=4, flip_sum=True)
+STUDENT_M_COLOUR = EmbedderSpec(stem=16, widths=(32, 64, 100), blocks=(1, 1, 1), parts=4, flip_sum=True, colour_bins=8)
 
 
 @register("embed-teacher-s", task="embed", role="teacher")
@@ -120,12 +162,18 @@ def embed_student_m() -> FishEmbedder:
     return FishEmbedder(STUDENT_M)
 
 
+@register("embed-student-m-colour", task="embed", role="student")
+def embed_student_m_colour() -> FishEmbedder:
+    return FishEmbedder(STUDENT_M_COLOUR)
+
+
 class LiteEmbedder(nn.Module):
     """An ImageNet EfficientNet-Lite trunk under the farm embedder's head: stripes along the body, mirror sum,
     1x1 projection, BN neck. The trunk's last stage keeps stride 16 (re-ID's "last stride 1"): a 64x128 crop
-    leaves a 4x8 map instead of 2x4, enough for four stripes."""
+    leaves a 4x8 map instead of 2x4, enough for four stripes. `colour_bins` > 0 adds a ColourBag to the vector
+    before the neck (bins per RGB channel)."""
 
-    def __init__(self, variant: str, parts: int = 4, dim: int = EMBED_DIM) -> None:
+    def __init__(self, variant: str, parts: int = 4, dim: int = EMBED_DIM, colour_bins: int = 0) -> None:
         super().__init__()
         from finprint.distill.backbones import EfficientNetLite
         from finprint.runtime.crops import embedder_preprocess
@@ -137,6 +185,8 @@ class LiteEmbedder(nn.Module):
         # the trunk's Pad ops, and the crop size is fixed by the preprocessing anyway.
         self.pool = nn.AvgPool2d((pre.height // 16, pre.width // 16 // parts))
         self.project = nn.Linear(self.trunk.channels[0] * parts, dim, bias=False)
+        self.colour = ColourBag(colour_bins, dim) if colour_bins else None
+        self.deep_norm = nn.BatchNorm1d(dim) if colour_bins else None
         self.neck = nn.BatchNorm1d(dim)
         self.out_dim = dim
 
@@ -144,7 +194,10 @@ class LiteEmbedder(nn.Module):
         n = crops.shape[0]
         x = torch.cat([crops, torch.flip(crops, dims=[3])])
         vectors = self.project(torch.flatten(self.pool(self.trunk(x)[0]), 1))
-        feature = self.neck(vectors[:n] + vectors[n:])
+        vector = vectors[:n] + vectors[n:]
+        if self.colour is not None and self.deep_norm is not None:  # a histogram is its mirror image's: once is enough
+            vector = self.deep_norm(vector) + self.colour(crops)
+        feature = self.neck(vector)
         embedding = F.normalize(feature, dim=1, eps=1e-6)
         if self.training:
             return {"embedding": embedding, "feature": feature}
@@ -154,6 +207,11 @@ class LiteEmbedder(nn.Module):
 @register("embed-teacher-lite0", task="embed", role="teacher", pretrained="lite0")
 def embed_teacher_lite0() -> LiteEmbedder:
     return LiteEmbedder("lite0")
+
+
+@register("embed-teacher-lite0-colour", task="embed", role="teacher", pretrained="lite0")
+def embed_teacher_lite0_colour() -> LiteEmbedder:
+    return LiteEmbedder("lite0", colour_bins=8)
 
 
 @torch.no_grad()

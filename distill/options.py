@@ -58,6 +58,8 @@ class EmbedOptions(LoopOptions):
     repeats: int = _opt(16, "passes over the identities per epoch", low=1)
     augment: bool = _opt(True, "augment the crops")
     no_augment: bool = _opt(False, "train on the crops as they are (the same as augment=0)")
+    aug_cast: float = _opt(0.8, "probability of a colour cast (water tint, brightness, contrast); lower it where colour "
+                                "tells fish apart", low=0.0)
     aug_rotate_deg: float = _opt(8.0, "the augmentation's largest turn, degrees")
     aug_scale: float = _opt(0.1, "the augmentation's largest zoom, as a fraction")
     aug_shift: float = _opt(0.06, "the augmentation's largest shift, as a fraction")

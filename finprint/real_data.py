@@ -190,27 +190,29 @@ class RealRun:
                   "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
         return {"eval": evals, "gate": _gate(models)}
 
-    def bench(self) -> dict:
-        """Teacher fp32 and student fp32/fp16/INT8 of both models in one interleaved run, then the INT8 chain
+    def bench(self, kinds: tuple[str, ...] = ("detector", "embedder")) -> dict:
+        """Teacher fp32 and student fp32/fp16/INT8 of `kinds` in one interleaved run; with both, then the INT8 chain
         (detector -> embedder per fish) on the crowded ras-frames."""
-        staging = self.w / "bench-models"
-        out = self.w / "bench.json"
+        both = set(kinds) == {"detector", "embedder"}
+        staging = self.w / ("bench-models" if both else f"bench-models-{kinds[0]}")
+        out = self.w / ("bench.json" if both else f"bench-{kinds[0]}.json")
 
         def run() -> None:
             if staging.exists():
                 shutil.rmtree(staging)
             staging.mkdir()
-            for folder in sorted((self.w / "models").iterdir()):
+            for folder in sorted(self.w / "models" / kind for kind in kinds):
                 for f in sorted(folder.iterdir()):
                     if f.suffix == ".onnx" or f.name.endswith(".manifest.json"):
                         shutil.copy2(f, staging / f"{folder.name}-{f.name}")
-            self.steps._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out), "--pipeline",
-                                 "--frames", str(self.data.ras))
+            pipeline = ["--pipeline", "--frames", str(self.data.ras)] if both else []
+            self.steps._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out), *pipeline)
 
-        self.steps._step("bench (models, then the INT8 chain on ras-frames)", out.is_file, run)
+        name = "bench (models, then the INT8 chain on ras-frames)" if both else f"bench ({kinds[0]} models)"
+        self.steps._step(name, out.is_file, run)
         return json.loads(out.read_text())
 
-    def pictures(self) -> dict[str, str]:
+    def pictures(self, kinds: tuple[str, ...] = ("detector", "embedder")) -> dict[str, str]:
         """Contact sheets: the INT8 detector on DeepFish validation frames and on ras-frames (no labels there:
         what it finds), and the INT8 embedder's nearest gallery crops for 8 f4k queries."""
         img = self.w / "img"
@@ -218,7 +220,7 @@ class RealRun:
         folder = self.w / "models" / "detector"
         # The INT8 student (what a farm runs) and the fp32 teacher (what it was taught from), on the same frames.
         for who, pattern in (("", "*.int8.onnx"), ("teacher_", "teacher-*.fp32.onnx")):
-            det = next(iter(sorted(folder.glob(pattern))), None) if folder.is_dir() else None
+            det = next(iter(sorted(folder.glob(pattern))), None) if folder.is_dir() and "detector" in kinds else None
             if det is None:
                 continue
             for name, args in (("deepfish_val", [str(self.data.masks), "--groups", DEEPFISH_VAL]), ("ras_frames", [str(self.data.ras)])):
@@ -226,7 +228,7 @@ class RealRun:
                 self._run(f"picture {who}{name}", out, "data", "show", *args, "--model", str(det), "--out", str(out), "--n", "12",
                           done=out.is_file)
                 sheets[f"{who}{name}"] = str(out)
-        emb = next(iter(sorted((self.w / "models" / "embedder").glob("*.int8.onnx"))), None)
+        emb = next(iter(sorted((self.w / "models" / "embedder").glob("*.int8.onnx"))), None) if "embedder" in kinds else None
         if emb is not None:
             out = img / "f4k_matches.png"
             self._run("picture f4k_matches", out, "eval", "--model", str(emb), "--data", str(self.data.tracklets), "--matches", str(out),
@@ -244,6 +246,9 @@ class RealRun:
         if self.only is None and (self.w / "models").is_dir():
             self.results["bench"] = self.bench()
             self.results["pictures"] = self.pictures()
+        elif self.only and self.results[self.only]["gate"]:  # one half: its models benched alone, its pictures
+            self.results[self.only]["bench"] = self.bench((self.only,))
+            self.results["pictures"] = self.pictures((self.only,))
         previous = json.loads((self.w / "real.json").read_text()) if (self.w / "real.json").is_file() else {}
         steps = {**previous.get("steps", {}), **{k: v for k, v in self.results["steps"].items() if not v.get("skipped")}}
         (self.w / "real.json").write_text(json.dumps({**previous, **self.results, "steps": steps}, indent=1) + "\n")
@@ -268,6 +273,9 @@ def collect(workdir: Path) -> dict:
             results.setdefault("run_seconds", {})[name] = (run / "COMPLETE").stat().st_mtime - (run / "config.json").stat().st_mtime
     if (w / "bench.json").is_file():
         results["bench"] = json.loads((w / "bench.json").read_text())
+    for kind in ("detector", "embedder"):
+        if (w / f"bench-{kind}.json").is_file() and kind in results:
+            results[kind]["bench"] = json.loads((w / f"bench-{kind}.json").read_text())
     pictures = {p.stem: str(p) for p in sorted((w / "img").glob("*.png"))} if (w / "img").is_dir() else {}
     if pictures:
         results["pictures"] = pictures

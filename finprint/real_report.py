@@ -79,47 +79,65 @@ def _speed_line(bench: dict, kind: str) -> str:
             f"(p50 {student['p50_ms']:.1f} ms vs {teacher['p50_ms']:.1f} ms)")
 
 
+DETECTOR_HEADING = "### Detector on DeepFish"
+EMBEDDER_HEADING = "### Embedder on f4k-tracklets"
+
+
+def _detector_lines(det: dict, real: dict) -> list[str]:
+    return [
+        f"{DETECTOR_HEADING} (validation habitats 7398 + 9866: 727 frames, 831 fish in deepfish-masks; never trained or calibrated on)",
+        "",
+        "Boxes as published; masks are SAM's (deepfish-masks, non-commercial), so mask mAP measures agreement with SAM.",
+        "",
+        markdown_table(_rows(det["eval"], DETECT_KEYS)),
+        "",
+        f"Reference: {YOLO_BASELINE}. Teacher training time: {_seconds(real, 'detector teacher (ImageNet', 'det-teacher')}.",
+        "",
+        *_kd_lines(det["eval"], ("box_map50", "box_map")),
+        "",
+        "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the validation habitats):",
+        "",
+        markdown_table(_gate_rows(det.get("gate", []), DETECT_KEYS)),
+        "",
+    ]
+
+
+def _embedder_lines(emb: dict, real: dict) -> list[str]:
+    return [
+        f"{EMBEDDER_HEADING} (603 test trajectories: s2 queries vs s1 gallery; open set = half the "
+        "trajectories enrolled, the other half's queries as strangers)",
+        "",
+        markdown_table(_rows(emb["eval"], EMBED_KEYS)),
+        "",
+        f"Teacher training time: {_seconds(real, 'embedder teacher (ImageNet', 'emb-teacher')}.",
+        "",
+        *_kd_lines(emb["eval"], ("rank1", "map")),
+        "",
+        "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the test gallery/query):",
+        "",
+        markdown_table(_gate_rows(emb.get("gate", []), EMBED_KEYS)),
+        "",
+    ]
+
+
+def _run_time_lines(real: dict, prefix: str = "") -> list[str]:
+    runs = {k: v for k, v in real.get("run_seconds", {}).items() if k.startswith(prefix)}
+    if not runs:
+        return []
+    return ["Training wall time of each run (config.json to COMPLETE; runs side by side share the 2 cores):", "",
+            markdown_table([{"run": k, "minutes": round(v / 60, 1)} for k, v in sorted(runs.items())]), ""]
+
+
 def render_real(real: dict, machine: str) -> str:
     """Markdown for the real-data sections (between markers, so a partial rerun can replace just them)."""
     lines = [BEGIN, "## Real fish", "",
              f"Runs: `python -m finprint.results --only real` on {machine} (each step an ordinary `finprint` command, "
              f"skipped once done; `--only real-report` renders this section from what they left). Preset "
              f"`{json.dumps(real.get('preset', {}))}`.", ""]
-    det = real.get("detector")
-    if det:
-        lines += [
-            "### Detector on DeepFish (validation habitats 7398 + 9866: 727 frames, 831 fish in deepfish-masks; never trained or calibrated on)",
-            "",
-            "Boxes as published; masks are SAM's (deepfish-masks, non-commercial), so mask mAP measures agreement with SAM.",
-            "",
-            markdown_table(_rows(det["eval"], DETECT_KEYS)),
-            "",
-            f"Reference: {YOLO_BASELINE}. Teacher training time: {_seconds(real, 'detector teacher (ImageNet', 'det-teacher')}.",
-            "",
-            *_kd_lines(det["eval"], ("box_map50", "box_map")),
-            "",
-            "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the validation habitats):",
-            "",
-            markdown_table(_gate_rows(det.get("gate", []), DETECT_KEYS)),
-            "",
-        ]
-    emb = real.get("embedder")
-    if emb:
-        lines += [
-            "### Embedder on f4k-tracklets (603 test trajectories: s2 queries vs s1 gallery; open set = half the "
-            "trajectories enrolled, the other half's queries as strangers)",
-            "",
-            markdown_table(_rows(emb["eval"], EMBED_KEYS)),
-            "",
-            f"Teacher training time: {_seconds(real, 'embedder teacher (ImageNet', 'emb-teacher')}.",
-            "",
-            *_kd_lines(emb["eval"], ("rank1", "map")),
-            "",
-            "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the test gallery/query):",
-            "",
-            markdown_table(_gate_rows(emb.get("gate", []), EMBED_KEYS)),
-            "",
-        ]
+    if real.get("detector"):
+        lines += _detector_lines(real["detector"], real)
+    if real.get("embedder"):
+        lines += _embedder_lines(real["embedder"], real)
     bench = real.get("bench")
     if bench:
         lines += ["### Bench (ONNX Runtime CPU, 2 threads, all models interleaved in one run)", "",
@@ -132,16 +150,45 @@ def render_real(real: dict, machine: str) -> str:
         lines.append("")
     for name in real.get("pictures") or {}:
         lines += [f"![{name}](img/real_{name}.png)", ""]
-    runs = real.get("run_seconds", {})
-    if runs:
-        lines += ["Training wall time of each run (config.json to COMPLETE; runs side by side share the 2 cores):", "",
-                  markdown_table([{"run": k, "minutes": round(v / 60, 1)} for k, v in sorted(runs.items())]), ""]
+    lines += _run_time_lines(real)
     steps = real.get("steps", {})
     if steps:
         lines += ["Wall time of each step (this machine):", "",
                   markdown_table([{"step": k, "minutes": None if v.get("skipped") else round(v["seconds"] / 60, 1)} for k, v in steps.items()]), ""]
     lines.append(END)
     return "\n".join(lines)
+
+
+def render_half(real: dict, kind: str, machine: str, command: str) -> list[str]:
+    """One half's subsection as `--only real-detector|real-embedder` leaves it: the half's own command, preset
+    keys, run times and bench (its models alone), so it stands beside the other half's older numbers."""
+    part = real[kind]
+    prefix = "det" if kind == "detector" else "emb"
+    preset = {k: v for k, v in real.get("preset", {}).items() if k.startswith(prefix) or k in ("seeds", "scratch", "calib_size")}
+    lines = (_detector_lines if kind == "detector" else _embedder_lines)(part, real)
+    lines[1:1] = ["", f"Rerun on its own: `{command}` on {machine}; preset `{json.dumps(preset)}`. The bench below times this "
+                      f"half's models alone; the interleaved bench further down is the last full run's."]
+    bench = part.get("bench")
+    if bench:
+        lines += [markdown_table(_bench_rows(bench)), "", _speed_line(bench, kind), ""]
+    return lines + _run_time_lines(real, f"{prefix}-")
+
+
+def splice_half(document: str, kind: str, lines: list[str]) -> str:
+    """Replace one half's subsection inside the real-data section (up to the next `### ` heading or the section's
+    end), or put it first in the section when the document has none."""
+    heading = DETECTOR_HEADING if kind == "detector" else EMBEDDER_HEADING
+    if BEGIN not in document or END not in document:
+        return splice(document, "\n".join([BEGIN, "## Real fish", "", *lines, END]))
+    head, rest = document.split(BEGIN, 1)
+    body, tail = rest.split(END, 1)
+    rows = body.split("\n")
+    start = next((i for i, row in enumerate(rows) if row.startswith(heading)), None)
+    if start is None:
+        start = end = next((i for i, row in enumerate(rows) if row.startswith("### ")), len(rows))
+    else:
+        end = next((i for i in range(start + 1, len(rows)) if rows[i].startswith("### ")), len(rows))
+    return head + BEGIN + "\n".join([*rows[:start], *lines, *rows[end:]]) + END + tail
 
 
 def results_json(real: dict) -> dict[str, float]:
@@ -179,13 +226,18 @@ def splice(document: str, section: str) -> str:
     return "\n".join([*lines[:cut], section, "", *lines[cut:]]) + "\n"
 
 
-def write(real: dict, machine: str, results_md: Path, results_js: Path) -> None:
+def write(real: dict, machine: str, results_md: Path, results_js: Path, only: str | None = None, command: str = "") -> None:
+    """The real-data section (or, with `only`, that half's subsection) into RESULTS.md, its keys into results.json."""
     img = results_md.parent / "img"
     for name, path in (real.get("pictures") or {}).items():
         img.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, img / f"real_{name}.png")
     document = results_md.read_text() if results_md.is_file() else "# finprint results\n"
-    results_md.write_text(splice(document, render_real(real, machine)))
+    if only:
+        real = {k: v for k, v in real.items() if k not in ({"detector", "embedder"} - {only}) and k != "bench"}
+        results_md.write_text(splice_half(document, only, render_half(real, only, machine, command)))
+    else:
+        results_md.write_text(splice(document, render_real(real, machine)))
     merged = json.loads(results_js.read_text()) if results_js.is_file() else {}
     merged.update(results_json(real))
     results_js.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")

@@ -373,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("real", "real-detector", "real-embedder"):
             real_run.only = {"real": None, "real-detector": "detector", "real-embedder": "embedder"}[args.only]
             real = real_run.run()
-            write_real(real, _machine(), args.out, args.out.parent / "results.json")
+            if real_run.only:  # one half: its subsection alone, rendered from everything its runs left
+                write_real(collect_real(args.workdir), _machine(), args.out, args.out.parent / "results.json", only=real_run.only,
+                           command=command)
+            else:
+                write_real(real, _machine(), args.out, args.out.parent / "results.json")
             print(f"wrote the real-data section of {args.out} and {args.out.parent / 'results.json'}")
             return 0
         farm_dir = args.workdir / "farm"

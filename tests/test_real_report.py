@@ -119,3 +119,26 @@ def test_every_finished_run_gets_its_wall_time_and_a_chain_that_found_no_fish_sa
     text = render_real(real, "test machine")
     assert "| det-student-kd-seed1 | 10.000 |" in text and "| emb-teacher | 50.000 |" in text
     assert "no fish found, so no time per fish" in text and "0.3 ms per fish" not in text
+
+
+def test_one_half_replaces_only_its_subsection(tmp_path):
+    md, js = tmp_path / "RESULTS.md", tmp_path / "results.json"
+    md.write_text("# finprint results\n\n## Synthetic farm\n\nfarm numbers\n")
+    full = {**REAL, "embedder": {"eval": {"teacher": {"rank1": 0.69}}, "gate": []},
+            "bench": {"models": [{"file": "embedder-teacher-x.fp32.onnx", "precision": "fp32", "p50_ms": 4.0}]}}
+    write(full, "x86_64, 2 CPU cores", md, js)
+    again = {"preset": {"emb_teacher": "new-teacher", "det_teacher": "old"}, "steps": {},
+             "embedder": {"eval": {"teacher": {"rank1": 0.81}}, "gate": [],
+                          "bench": {"models": [{"file": "embedder-teacher-y.fp32.onnx", "precision": "fp32", "p50_ms": 5.0}]}},
+             "run_seconds": {"emb-teacher": 1500.0, "det-teacher": 99.0}}
+    write(again, "x86_64, 2 CPU cores", md, js, only="embedder", command="python -m finprint.results --only real-embedder")
+    text = md.read_text()
+    assert text.count(BEGIN) == 1 and "farm numbers" in text
+    assert "| teacher, ImageNet Lite0 (fine-tuned) | 0.410 | 0.150 |" in text  # the detector half is kept
+    assert "0.690" not in text and "| teacher, ImageNet Lite0 (fine-tuned) | 0.810 |" in text
+    assert '`python -m finprint.results --only real-embedder`' in text and '"emb_teacher": "new-teacher"' in text
+    assert '"det_teacher"' not in text.split("### Embedder")[1].split("### Bench")[0]
+    assert "embedder-teacher-y.fp32.onnx" in text and "embedder-teacher-x.fp32.onnx" in text  # its own bench, and the full run's
+    assert "| emb-teacher | 25.000 |" in text and "| det-teacher |" not in text
+    keys = json.loads(js.read_text())
+    assert keys["f4k-tracklets/embedder/teacher/rank1"] == 0.81 and keys["deepfish/detector/teacher/box_map50"] == 0.41

@@ -310,3 +310,32 @@ def test_validation_holds_out_training_identities_when_the_test_ones_are_disjoin
     assert not any(val.query_unknown)
     _, _, names, val = load_reid_splits(tmp_path / "market", val_identities=0)
     assert len(names) == 30 and set(val.gallery_ids) == {"t030", "t031", "t032"}
+
+
+def test_colour_bag_puts_a_plain_crop_in_the_bin_of_its_colour() -> None:
+    from finprint.distill.embedder import ColourBag
+    from finprint.runtime.crops import embedder_preprocess
+    from finprint.runtime.preprocess import to_tensor
+
+    bag = ColourBag(bins_per_channel=4, dim=8)
+    pre = embedder_preprocess()
+
+    def histogram(bgr: tuple[int, int, int]) -> torch.Tensor:
+        crop = np.full((pre.height, pre.width, 3), bgr, np.uint8)
+        x = torch.from_numpy(to_tensor(crop, pre))[None]
+        return torch.softmax(bag.assign(x), dim=1).mean((2, 3))[0]
+
+    # RGB (223, 32, 159), the centres of bins 3, 0, 2 of 4 per channel: index 3*16 + 0*4 + 2 on the R-major grid.
+    h = histogram((159, 32, 223))
+    assert int(h.argmax()) == 3 * 16 + 2 and float(h.max()) > 0.9
+    assert int(histogram((32, 223, 32)).argmax()) == 0 * 16 + 3 * 4 + 0  # green
+
+
+def test_the_colour_teacher_sees_colour_and_ignores_the_mirror() -> None:
+    model = registry.build("embed-teacher-lite0-colour").eval()
+    x = torch.rand(2, 3, 64, 128)
+    with torch.no_grad():
+        plain, mirrored = model(x)["embedding"], model(torch.flip(x, dims=[3]))["embedding"]
+        tinted = model(x + torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1))["embedding"]
+    torch.testing.assert_close(plain, mirrored, atol=1e-5, rtol=1e-4)
+    assert float((plain - tinted).norm(dim=1).min()) > 1e-3

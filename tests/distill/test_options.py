@@ -38,8 +38,8 @@ def test_the_defaults_are_the_ones_the_tasks_used():
         kd_detect.W_SCORE, kd_detect.W_FEAT, kd_detect.W_MASK, kd_detect.W_BOX, kd_detect.WARMUP_FRACTION)
     assert d.mask_weight == kd_detect.W_MASK and d.aug_scale == detect_data.Augment.scale
     e, aug = EmbedOptions(), embed_data.Augment()
-    assert (e.aug_rotate_deg, e.aug_scale, e.aug_shift, e.aug_aspect) == (
-        aug.max_rotate_deg, aug.max_scale, aug.max_shift, aug.max_aspect)
+    assert (e.aug_cast, e.aug_rotate_deg, e.aug_scale, e.aug_shift, e.aug_aspect) == (
+        aug.p_cast, aug.max_rotate_deg, aug.max_scale, aug.max_shift, aug.max_aspect)
 
 
 def test_help_lists_every_option(capsys):
