@@ -41,13 +41,16 @@ class RealPreset:
     # Two cached teacher views per frame (aug_variants): the teacher's forward pass is most of a CPU KD step.
     det_student_sets: tuple[str, ...] = ("train_max=800", "val_max=200", "aug_variants=2", "freeze_stages=3", *DET_COLOUR)
     det_lr: float = 1e-3
-    emb_teacher: str = "embed-teacher-lite0"
-    emb_student: str = "embed-student-m"
+    # f4k trajectories keep their fish's and water's colours: a colour histogram branch beside the trunk and no colour
+    # casts in the augmentation (experiments/2026-12-07-f4k-features: a plain HSV histogram out-ranked the
+    # fine-tuned ImageNet teacher).
+    emb_teacher: str = "embed-teacher-lite0-colour"
+    emb_student: str = "embed-student-m-colour"
     emb_batch: int = 32  # identities per step (x 2 views)
     emb_teacher_epochs: int = 8
     emb_student_epochs: int = 8
-    emb_teacher_sets: tuple[str, ...] = ("repeats=2", "freeze_stages=3")
-    emb_student_sets: tuple[str, ...] = ("repeats=2",)
+    emb_teacher_sets: tuple[str, ...] = ("repeats=2", "freeze_stages=3", "aug_cast=0")
+    emb_student_sets: tuple[str, ...] = ("repeats=2", "aug_cast=0")
     emb_lr: float = 1e-3
     seeds: tuple[int, ...] = (0, 1)
     # Student runs trained at once, single-threaded each (teachers run one after another with both cores): on
@@ -65,8 +68,8 @@ REAL_PRESETS = {
         det_batch=32, det_teacher_epochs=12, det_student_epochs=80,
         det_teacher_sets=("train_max=0", "val_max=727", "freeze_stages=3", "workers=4", *DET_COLOUR),
         det_student_sets=("train_max=0", "val_max=727", "aug_variants=8", "workers=4", *DET_COLOUR),
-        emb_teacher_epochs=30, emb_student_epochs=60, emb_teacher_sets=("repeats=4", "freeze_stages=2", "workers=4"),
-        emb_student_sets=("repeats=4", "workers=4"), student_lanes=1,
+        emb_teacher_epochs=30, emb_student_epochs=60, emb_teacher_sets=("repeats=4", "freeze_stages=2", "aug_cast=0", "workers=4"),
+        emb_student_sets=("repeats=4", "aug_cast=0", "workers=4"), student_lanes=1,
     ),
 }
 
