@@ -2,6 +2,7 @@
 # The f4k embedder teacher, trained alone on 2 cores, then scored on the test split (s2 queries vs s1 gallery).
 # Usage: teacher.sh OUT MODEL EPOCHS [--set KEY=VALUE ...]
 set -euo pipefail
+cd "$(dirname "$0")/../.."  # paths below are relative to the repository root
 out=$1 model=$2 epochs=$3; shift 3
 data=${DATA:-../shared/data/f4k-tracklets}
 start=$(date +%s)
