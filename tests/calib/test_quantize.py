@@ -102,6 +102,7 @@ def test_the_colour_bags_assignment_conv_stays_fp32_and_int8_keeps_its_histogram
     from finprint.distill.registry import build
     from finprint.runtime.crops import embedder_preprocess
 
+    torch.manual_seed(0)
     model = build("embed-student-m-colour").eval()
     pre = embedder_preprocess()
     fp32 = export_onnx(model, "embedder", tmp_path / "emb.fp32.onnx", pre)
@@ -120,4 +121,5 @@ def test_the_colour_bags_assignment_conv_stays_fp32_and_int8_keeps_its_histogram
     assert all(producer.get(i) != "DequantizeLinear" for i in assign.input)  # float input and weights
     assert any(n.op_type == "Conv" and producer.get(n.input[1]) == "DequantizeLinear" for n in qgraph.node)  # the rest is INT8
     ref, out = OrtEngine(fp32).infer({"crops": crops})["embedding"], OrtEngine(int8).infer({"crops": crops})["embedding"]
-    assert float((ref * out).sum(1).min()) > 0.95
+    # Seeds 0-2: the worst crop's cosine is 0.94-0.97 with the conv kept float, 0.27-0.51 with it quantised.
+    assert float((ref * out).sum(1).min()) > 0.9
