@@ -116,6 +116,7 @@ class IdentityViews(Dataset):
         augment: Augment | None = None,
         seed: int = 0,
         pairs: bool = False,
+        aug_variants: int = 0,
     ) -> None:
         if views < 2:
             raise ValueError(f"need >= 2 views per identity, got {views}")
@@ -132,6 +133,9 @@ class IdentityViews(Dataset):
         # Row = an identity's label, columns = labels of its nearest identities (the caller's measure).
         self.partners: np.ndarray | None = None
         self._calls = 0
+        # > 0: crop i is only ever seen as one of `aug_variants` fixed augmentations, so a teacher's embedding of
+        # (i, variant) can be computed once and cached (EmbedTask.teacher_targets).
+        self.aug_variants = aug_variants
 
     @property
     def num_classes(self) -> int:
@@ -150,14 +154,18 @@ class IdentityViews(Dataset):
     def __len__(self) -> int:
         return len(self.identities) * self.repeats
 
-    def _views_of(self, label: int, rng: random.Random) -> list[torch.Tensor]:
+    def _views_of(self, label: int, rng: random.Random, keys: list[tuple[int, int]]) -> list[torch.Tensor]:
         members = self.by_label[label]
         chosen = rng.sample(members, self.views) if len(members) >= self.views else rng.choices(members, k=self.views)
         tensors = []
         for i in chosen:
-            img = self.images[i]
-            if self.augment is not None:
+            img, variant = self.images[i], 0
+            if self.augment is not None and self.aug_variants:
+                variant = rng.randrange(self.aug_variants)
+                img = self.augment(img, random.Random(hash((self.seed, i, variant))))
+            elif self.augment is not None:
                 img = self.augment(img, rng)
+            keys.append((i, variant))
             tensors.append(torch.from_numpy(to_tensor(img, self.pre)))
         return tensors
 
@@ -168,23 +176,24 @@ class IdentityViews(Dataset):
                 return rng.choice(candidates)
         return rng.choice([i for i in self.identities if i != label])
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(views [K, 3, H, W], labels [K], keys [K, 2]: each view's crop index and augmentation variant)."""
         label = self.identities[index % len(self.identities)]
         # Fresh randomness per call (and per worker) but reproducible for a given seed and order.
         self._calls += 1
         rng = random.Random(hash((self.seed, index, self._calls, torch.initial_seed())))
         labels = [label] * self.views
-        tensors = self._views_of(label, rng)
+        keys: list[tuple[int, int]] = []
+        tensors = self._views_of(label, rng, keys)
         if self.pairs:
             partner = self._partner_of(label, rng)
-            tensors += self._views_of(partner, rng)
+            tensors += self._views_of(partner, rng, keys)
             labels += [partner] * self.views
-        return torch.stack(tensors), torch.tensor(labels, dtype=torch.long)
+        return torch.stack(tensors), torch.tensor(labels, dtype=torch.long), torch.tensor(keys, dtype=torch.long)
 
 
-def collate_views(items: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    crops, labels = zip(*items, strict=True)
-    return torch.cat(crops), torch.cat(labels)
+def collate_views(items: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.cat(parts) for parts in zip(*items, strict=True))
 
 
 @dataclass

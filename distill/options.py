@@ -73,6 +73,8 @@ class EmbedOptions(LoopOptions):
     kd_kind: str = _opt("cos", "KD: imitate the teacher's embedding (cos), its relations (rkd) or its similarity "
                                "distribution (sim)", choices=("cos", "rkd", "sim"))
     kd_temperature: float = _opt(0.1, "KD: temperature of kd_kind=sim")
+    kd_views: int = _opt(0, "KD: each training crop comes in this many fixed augmentations, whose teacher embeddings are "
+                            "computed once and cached (0 = a fresh augmentation each time, the teacher run on every batch)")
     vos: bool = _opt(False, "virtual outlier synthesis")
     vos_weight: float = _opt(0.1, "VOS: weight of its uncertainty loss")
     vos_start: int = _opt(50, "VOS: steps before it starts")

@@ -191,6 +191,27 @@ def test_distillation_adds_the_relational_kd_term(tmp_path: Path) -> None:
     assert "kd" not in task.loss(student, batch, target, cfg)[1]
 
 
+def test_kd_views_run_the_teacher_once_per_crop_and_variant(tmp_path: Path) -> None:
+    from finprint.distill.embed_task import EmbedTask
+
+    data = _fake_reid(tmp_path / "reid", known=3, unknown=1, views=3)
+    cfg = TrainConfig(task="embed", model="embed-student-s", data=str(data), out=str(tmp_path / "run"),
+                      batch=3, extra={"views": 2, "kd_views": 2})
+    task = EmbedTask()
+    dataset, _ = task.build_data(cfg)
+    teacher = registry.build("embed-teacher-s").eval()
+    seen: list[int] = []
+    teacher.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    for _ in range(6):  # far more views than the 9 crops x 2 variants: most must come from the cache
+        batch = task.collate([dataset[i] for i in range(3)])
+        assert set(batch[2][:, 1].tolist()) <= {0, 1}
+        target = task.teacher_targets(teacher, batch)
+        with torch.no_grad():
+            torch.testing.assert_close(target, teacher(batch[0])["embedding"])  # the very views the student sees
+        seen.pop()  # the check's own forward pass
+    assert sum(seen) == len(task._teacher_cache) <= 9 * 2 < 6 * 6
+
+
 def test_identity_pairs_put_each_identity_beside_one_of_its_nearest(tmp_path: Path) -> None:
     from finprint.distill.embed_task import EmbedTask
 
@@ -199,7 +220,7 @@ def test_identity_pairs_put_each_identity_beside_one_of_its_nearest(tmp_path: Pa
                       batch=3, extra={"views": 2, "augment": False, "neighbours": 1})
     task = EmbedTask()
     dataset, _ = task.build_data(cfg)
-    crops, labels = dataset[0]
+    crops, labels, _ = dataset[0]
     assert crops.shape[0] == 4 and labels[:2].tolist() == [0, 0]
     assert labels[2] == labels[3] and labels[2] != 0  # before any table: a random other identity
     # The classifier says identity 4 looks like 0 (and 1 like 2): items of 0 now always bring 4 along.
