@@ -85,8 +85,15 @@ def softmax_feeders(graph: onnx.GraphProto) -> list[str]:
     """Compute ops whose output goes straight into a Softmax, kept in fp32: the embedder's colour bag turns a
     1x1 conv's logits (a range of hundreds) into soft bin assignments, and an 8-bit grid over that range moves
     each logit by about a unit, which reshuffles the histogram."""
-    softmax_inputs = {n.input[0] for n in graph.node if n.op_type == "Softmax"}
-    return [n.name for n in graph.node if n.op_type in COMPUTE_OPS and set(n.output) & softmax_inputs]
+    producer = {out: node for node in graph.node for out in node.output}
+    feeders = []
+    for softmax in (n for n in graph.node if n.op_type == "Softmax"):
+        node = producer.get(softmax.input[0])
+        while node is not None and node.op_type in ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"):
+            node = producer.get(node.input[0])  # layout only: the values are the compute op's
+        if node is not None and node.op_type in COMPUTE_OPS:
+            feeders.append(node.name)
+    return feeders
 
 
 class _TensorReader:

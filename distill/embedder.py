@@ -78,7 +78,9 @@ class ColourBag(nn.Module):
         self.norm = nn.BatchNorm1d(dim)
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        histogram = torch.softmax(self.assign(F.avg_pool2d(crops, 2)), dim=1).mean((2, 3))
+        # Softmax over the last axis: over axis 1 of NCHW, ONNX Runtime's CPU kernel took 23 ms a crop against 4.
+        logits = self.assign(F.avg_pool2d(crops, 2)).flatten(2).transpose(1, 2)  # [B, pixels, bins]
+        histogram = torch.softmax(logits, dim=-1).mean(1)
         return self.norm(self.project(torch.sqrt(histogram + 1e-6)))
 
 
