@@ -6,10 +6,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from testsplit import TestSplit
 
-from finprint.data.reid import load_reid
 from finprint.distill.embed_data import read_crop
-from finprint.distill.metrics import reid_metrics
 from finprint.distill.registry import build
 from finprint.runtime.crops import embedder_preprocess
 from finprint.runtime.preprocess import to_tensor
@@ -17,18 +16,12 @@ from finprint.runtime.preprocess import to_tensor
 run = Path(sys.argv[1])
 data = Path(sys.argv[2] if len(sys.argv) > 2 else "../shared/data/f4k-tracklets")
 torch.set_num_threads(2)
-rs, _ = load_reid(data)
 pre = embedder_preprocess()
-test = [c for c in rs.crops if c.subset in ("gallery", "query")]
+split = TestSplit(data)
+test, score = split.crops, split.score
 x = torch.from_numpy(np.stack([to_tensor(read_crop(c.path, pre), pre) for c in test]))
-g = [i for i, c in enumerate(test) if c.subset == "gallery"]
-q = [i for i, c in enumerate(test) if c.subset == "query"]
 
 
-def score(feat: np.ndarray, name: str) -> None:
-    m = reid_metrics(feat[q], [test[i].identity for i in q], [test[i].camera for i in q],
-                     feat[g], [test[i].identity for i in g], [test[i].camera for i in g])
-    print(f"{name:50s} rank1 {m['rank1']:.3f} rank5 {m['rank5']:.3f} mAP {m['map']:.3f}", flush=True)
 
 
 model = build("embed-teacher-lite0-colour")

@@ -8,15 +8,14 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from testsplit import TestSplit
 
-from finprint.data.reid import load_reid
 from finprint.distill.backbones import EfficientNetLite, load_weights
-from finprint.distill.metrics import reid_metrics
 from finprint.runtime.crops import embedder_preprocess
 
 data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/f4k-tracklets")
-rs, _ = load_reid(data)
-test = [c for c in rs.crops if c.subset in ("gallery", "query")]
+split = TestSplit(data)
+test, score = split.crops, split.score
 imgs = [cv2.cvtColor(cv2.imread(str(c.path)), cv2.COLOR_BGR2RGB) for c in test]
 pre = embedder_preprocess()
 mean, std = np.array(pre.mean, np.float32), np.array(pre.std, np.float32)
@@ -39,12 +38,6 @@ def tensor(h: int, w: int, mode: str) -> torch.Tensor:
     return torch.from_numpy(np.stack(out))
 
 
-def score(feat: np.ndarray, name: str) -> None:
-    g = [i for i, c in enumerate(test) if c.subset == "gallery"]
-    q = [i for i, c in enumerate(test) if c.subset == "query"]
-    m = reid_metrics(feat[q], [test[i].identity for i in q], [test[i].camera for i in q],
-                     feat[g], [test[i].identity for i in g], [test[i].camera for i in g])
-    print(f"{name:50s} rank1 {m['rank1']:.3f} rank5 {m['rank5']:.3f} mAP {m['map']:.3f}", flush=True)
 
 
 for strides, last in (((16,), 1), ((8, 16, 32), 2)):

@@ -7,28 +7,21 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from testsplit import TestSplit
 
-from finprint.data.reid import load_reid
 from finprint.distill.backbones import EfficientNetLite, load_weights
 from finprint.distill.embed_data import read_crop
-from finprint.distill.metrics import reid_metrics
 from finprint.runtime.crops import embedder_preprocess
 from finprint.runtime.preprocess import to_tensor
 
 data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/f4k-tracklets")
-rs, _ = load_reid(data)
-test = [c for c in rs.crops if c.subset in ("gallery", "query")]
+split = TestSplit(data)
+test, score = split.crops, split.score
 imgs = [cv2.imread(str(c.path)) for c in test]
 pre = embedder_preprocess()
 torch.set_num_threads(2)
-g = [i for i, c in enumerate(test) if c.subset == "gallery"]
-q = [i for i, c in enumerate(test) if c.subset == "query"]
 
 
-def score(feat: np.ndarray, name: str) -> None:
-    m = reid_metrics(feat[q], [test[i].identity for i in q], [test[i].camera for i in q],
-                     feat[g], [test[i].identity for i in g], [test[i].camera for i in g])
-    print(f"{name:50s} rank1 {m['rank1']:.3f} rank5 {m['rank5']:.3f} mAP {m['map']:.3f}", flush=True)
 
 
 hsv = np.stack([cv2.calcHist([cv2.cvtColor(cv2.resize(im, (64, 64)), cv2.COLOR_BGR2HSV)], [0, 1, 2], None, [8, 4, 4],

@@ -5,22 +5,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from finprint.data.reid import load_reid
-from finprint.distill.metrics import reid_metrics
+from testsplit import TestSplit
 
 data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/f4k-tracklets")
-rs, _ = load_reid(data)
-test = [c for c in rs.crops if c.subset in ("gallery", "query")]
+split = TestSplit(data)
+test, score = split.crops, split.score
 imgs = [cv2.resize(cv2.imread(str(c.path)), (128, 64), interpolation=cv2.INTER_AREA) for c in test]
-g = [i for i, c in enumerate(test) if c.subset == "gallery"]
-q = [i for i, c in enumerate(test) if c.subset == "query"]
 
 
-def score(feat: np.ndarray, name: str) -> None:
-    m = reid_metrics(feat[q], [test[i].identity for i in q], [test[i].camera for i in q],
-                     feat[g], [test[i].identity for i in g], [test[i].camera for i in g])
-    print(f"{name:50s} rank1 {m['rank1']:.3f} rank5 {m['rank5']:.3f} mAP {m['map']:.3f}", flush=True)
 
 
 def hist(space: int | None, bins: list[int], ranges: list[int], grid: tuple[int, int] = (1, 1)) -> np.ndarray:

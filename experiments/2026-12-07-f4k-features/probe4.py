@@ -7,31 +7,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from testsplit import TestSplit
 
 from finprint.data.reid import load_reid
 from finprint.distill.backbones import EfficientNetLite, load_weights
 from finprint.distill.embed_data import read_crop
-from finprint.distill.metrics import reid_metrics
 from finprint.runtime.crops import embedder_preprocess
 from finprint.runtime.preprocess import to_tensor
 
 data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/f4k-tracklets")
 torch.manual_seed(0)
 torch.set_num_threads(2)
-rs, _ = load_reid(data)
 pre = embedder_preprocess()
-test = [c for c in rs.crops if c.subset in ("gallery", "query")]
-train = [c for c in rs.crops if c.subset == "train"][::10]
+split = TestSplit(data)
+test, score = split.crops, split.score
+train = [c for c in load_reid(data)[0].crops if c.subset == "train"][::10]
 x = torch.from_numpy(np.stack([to_tensor(read_crop(c.path, pre), pre) for c in test]))
 xt = torch.from_numpy(np.stack([to_tensor(read_crop(c.path, pre), pre) for c in train]))
-g = [i for i, c in enumerate(test) if c.subset == "gallery"]
-q = [i for i, c in enumerate(test) if c.subset == "query"]
 
 
-def score(feat: np.ndarray, name: str) -> None:
-    m = reid_metrics(feat[q], [test[i].identity for i in q], [test[i].camera for i in q],
-                     feat[g], [test[i].identity for i in g], [test[i].camera for i in g])
-    print(f"{name:50s} rank1 {m['rank1']:.3f} rank5 {m['rank5']:.3f} mAP {m['map']:.3f}", flush=True)
 
 
 def kmeans(pixels: torch.Tensor, k: int, iters: int = 25) -> torch.Tensor:

@@ -7,26 +7,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from testsplit import TestSplit
 
-from finprint.data.reid import load_reid
 from finprint.distill.embed_data import read_crop
-from finprint.distill.metrics import reid_metrics
 from finprint.runtime.crops import embedder_preprocess
 
 data = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/f4k-tracklets")
 torch.set_num_threads(1)
-rs, _ = load_reid(data)
 pre = embedder_preprocess()
-test = [c for c in rs.crops if c.subset in ("gallery", "query")]
+split = TestSplit(data)
+test, score = split.crops, split.score
 rgb = torch.from_numpy(np.stack([read_crop(c.path, pre)[::2, ::2, ::-1].astype(np.float32) / 255 for c in test]))  # N,32,64,3
-g = [i for i, c in enumerate(test) if c.subset == "gallery"]
-q = [i for i, c in enumerate(test) if c.subset == "query"]
 
 
-def score(feat: np.ndarray, name: str) -> None:
-    m = reid_metrics(feat[q], [test[i].identity for i in q], [test[i].camera for i in q],
-                     feat[g], [test[i].identity for i in g], [test[i].camera for i in g])
-    print(f"{name:50s} rank1 {m['rank1']:.3f} rank5 {m['rank5']:.3f} mAP {m['map']:.3f}", flush=True)
 
 
 def soft_hist(points: torch.Tensor, centres: torch.Tensor, t: float) -> np.ndarray:
