@@ -10,12 +10,15 @@ close the run. Everything lands in WORKDIR/real/ and WORKDIR/real/real.json.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from finprint.demo import GATE_CODES, Demo, Preset
 from finprint.errors import FinprintError
+
+log = logging.getLogger(__name__)
 
 DEEPFISH_VAL = "7398,9866"  # the validation habitats (never trained or calibrated on)
 DET_COLOUR = ("aug_colour=0.3", "aug_gray=0.1", "aug_hue=0.05")
@@ -58,7 +61,8 @@ class RealPreset:
     # Student runs trained at once, single-threaded each (teachers run one after another with both cores): on
     # these 2 cores three 1-thread trainings each ran at 2.2 images/s, about what one 2-thread run makes alone.
     student_lanes: int = 4
-    scratch: bool = True  # also train each teacher from scratch (same recipe) for the pretrained-vs-scratch line
+    # The kinds whose teacher is also trained from scratch (same recipe, nothing frozen): the pretrained-vs-scratch line.
+    scratch: tuple[str, ...] = ("detector", "embedder")
     calib_size: int = 128
 
 
@@ -100,6 +104,8 @@ class RealRun:
     preset: RealPreset = field(default_factory=RealPreset)
     device: str = "auto"
     only: str | None = None  # "detector" | "embedder": just that half
+    # The synthetic farm's results workdir (its farm/ folder and emb-student-nokd/ run): for the joint embedder.
+    farm: Path | None = None
 
     def __post_init__(self) -> None:
         self.w = self.workdir / "real"
@@ -120,7 +126,7 @@ class RealRun:
         steps = [(f"{kind} teacher (ImageNet Lite0)", teacher, ["train", "--task", task, "--model", model, *args, *flags,
                                                                  "--out", str(teacher), *common])]
         runs = {"teacher": teacher}
-        if self.preset.scratch:
+        if kind in self.preset.scratch:
             runs["teacher-scratch"] = scratch = self.w / f"{prefix}-teacher-scratch"
             unfrozen = [a for s in sets if not s.startswith("freeze_stages=") for a in ("--set", s)]
             steps.append((f"{kind} teacher (from scratch)", scratch, ["train", "--task", task, "--model", model, "--pretrained", "none",
@@ -146,10 +152,10 @@ class RealRun:
         self.steps._steps(steps)
         return runs
 
-    def _eval(self, run: Path, *data: str) -> dict:
-        out = self.w / "eval" / f"{run.name}.json"
+    def _eval(self, run: Path, *data: str, out: Path | None = None) -> dict:
+        out = out or self.w / "eval" / f"{run.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        self._run(f"eval {run.name}", out, "eval", "--model", str(run), "--data", *data, "--json", str(out), "--device", self.device,
+        self._run(f"eval {run.name}" if out.parent.name == "eval" else f"eval {out.parent.name} {out.stem}", out, "eval", "--model", str(run), "--data", *data, "--json", str(out), "--device", self.device,
                   done=out.is_file)
         return json.loads(out.read_text())["metrics"]
 
@@ -184,6 +190,7 @@ class RealRun:
         teacher = runs["teacher"]
         runs.update(self._students("emb", "embedder", teacher, p.emb_student, [*data, *student_sets], p.emb_student_epochs))
         evals = {name: self._eval(run, str(self.data.tracklets)) for name, run in runs.items()}
+        joint = self.joint(teacher) if "student-nokd-seed0" in runs else {}
         if not p.seeds:
             return {"eval": evals, "gate": []}
         calib = w / "calib-embedder"
@@ -193,7 +200,31 @@ class RealRun:
         self._run("export embedder student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
                   "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.tracklets),
                   "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
-        return {"eval": evals, "gate": _gate(models)}
+        return {"eval": evals, "gate": _gate(models), **({"joint": joint} if joint else {})}
+
+    def joint(self, teacher: Path) -> dict:
+        """One edge embedder trained on f4k-tracklets and the synthetic farm together (the no-KD student's recipe,
+        seed 0), and the two one-data-set students, each scored on both test sets: can one model serve real and
+        synthetic fish? The merged folder validates on the farm's gallery/query only, so f4k's test split stays out of
+        checkpoint selection."""
+        farm = self.farm
+        if farm is None or not (farm / "farm" / "reid").is_dir() or not (farm / "emb-student-nokd" / "COMPLETE").is_file():
+            log.warning("joint embedder skipped: no synthetic farm run with its no-KD embedder student under %s "
+                        "(python -m finprint.results --only farm makes one)", farm)
+            return {}
+        p = self.preset
+        merged = self.w / "joint-reid"
+        self._run("joint crops (f4k-tracklets + synthetic farm)", merged, "data", "merge-reid", f"f4k={self.data.tracklets}",
+                  f"farm={farm / 'farm'}", "--out", str(merged), "--eval-from", "farm", done=merged.is_dir)
+        run = self.w / "emb-joint-nokd-seed0"
+        sets = [a for s in p.emb_student_sets for a in ("--set", s)]
+        self._run("embedder student on f4k + farm (no KD, seed 0)", run, "distill", "--teacher", str(teacher), "--student",
+                  p.emb_student, "--no-kd", "--data", str(merged), "--batch", str(p.emb_batch), "--lr", str(p.emb_lr), *sets,
+                  "--out", str(run), "--epochs", str(p.emb_student_epochs), "--seed", "0", "--device", self.device)
+        models = {"f4k": self.w / "emb-student-nokd-seed0", "farm": farm / "emb-student-nokd", "both": run}
+        tests = {"f4k": str(self.data.tracklets), "farm": str(farm / "farm")}
+        return {trained: {test: self._eval(model, data, out=self.w / "eval" / "joint" / f"{trained}-on-{test}.json")
+                          for test, data in tests.items()} for trained, model in models.items()}
 
     def bench(self, kinds: tuple[str, ...] = ("detector", "embedder")) -> dict:
         """Teacher fp32 and student fp32/fp16/INT8 of `kinds` in one interleaved run; with both, then the INT8 chain
@@ -271,6 +302,12 @@ def collect(workdir: Path) -> dict:
         if evals:
             results[kind] = {"eval": dict(sorted(evals.items(), key=lambda kv: (not kv[0].startswith("teacher"), kv[0]))),
                              "gate": _gate(w / "models" / kind)}
+    joint: dict = {}
+    for path in sorted((w / "eval" / "joint").glob("*-on-*.json")):
+        trained, test = path.stem.split("-on-")
+        joint.setdefault(trained, {})[test] = json.loads(path.read_text())["metrics"]
+    if joint and "embedder" in results:
+        results["embedder"]["joint"] = joint
     for run in sorted(p for p in w.glob("*-*") if p.is_dir() and p.name.startswith(("det-", "emb-"))):
         name = run.name
         if (run / "COMPLETE").is_file() and (run / "config.json").is_file():

@@ -117,7 +117,33 @@ def _embedder_lines(emb: dict, real: dict) -> list[str]:
         "",
         markdown_table(_gate_rows(emb.get("gate", []), EMBED_KEYS)),
         "",
+        *_joint_lines(emb.get("joint", {})),
     ]
+
+
+JOINT_LABELS = {"f4k": "f4k-tracklets only", "farm": "synthetic farm only", "both": "f4k-tracklets + synthetic farm"}
+JOINT_KEYS = ("rank1", "map", "auroc")
+
+
+def _joint_lines(joint: dict) -> list[str]:
+    """One embedder for real and synthetic fish: each no-KD student on both test sets, and the verdict in points."""
+    if not joint:
+        return []
+    rows = [{"trained on": JOINT_LABELS.get(name, name),
+             **{f"{test} {k}": joint[name].get(test, {}).get(k) for test in ("f4k", "farm") for k in JOINT_KEYS}}
+            for name in ("f4k", "farm", "both") if name in joint]
+    lines = ["One embedder for real and synthetic fish: the no-KD edge student (seed 0) trained on each data set alone and on "
+             "both together (`finprint data merge-reid`; validation on the farm's gallery only), each scored on both test "
+             "sets (f4k-tracklets' s2-vs-s1 split; the farm's gallery/query). The farm-only student is the farm pipeline's "
+             "own.", "", markdown_table(rows), ""]
+    both = joint.get("both", {})
+    for test in ("f4k", "farm"):
+        alone = joint.get(test, {}).get(test, {})
+        if both.get(test) and alone:
+            parts = ", ".join(f"{k} {100 * (both[test][k] - alone[k]):+.1f}" for k in JOINT_KEYS
+                              if both[test].get(k) is not None and alone.get(k) is not None)
+            lines.append(f"- on the {test} test set, trained on both minus trained on {test} alone, points: {parts}")
+    return [*lines, ""]
 
 
 def _run_time_lines(real: dict, prefix: str = "") -> list[str]:
@@ -200,6 +226,11 @@ def results_json(real: dict) -> dict[str, float]:
             for k in keys:
                 if metrics.get(k) is not None:
                     out[f"{dataset}/{kind}/{run}/{k}"] = metrics[k]
+        for trained, tests in part.get("joint", {}).items():
+            for test, metrics in tests.items():
+                for k in keys:
+                    if metrics.get(k) is not None:
+                        out[f"joint/embedder/trained-on-{trained}/{test}/{k}"] = metrics[k]
         for g in part.get("gate", []):
             stage = g["stage"].replace(" ", "-")
             for k in keys:

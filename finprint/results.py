@@ -340,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding deepfish/, deepfish-masks/, f4k-tracklets/, ras-frames/ (the real-data runs)")
     parser.add_argument("--real-preset", choices=sorted(REAL_PRESETS), default="cpu")
     parser.add_argument("--no-scratch", action="store_true", help="real data: skip the teachers trained from scratch")
+    parser.add_argument("--scratch", nargs="+", choices=["detector", "embedder"],
+                        help="real data: train only these kinds' teachers from scratch too (default: both)")
     parser.add_argument("--real-seeds", type=int, nargs="*", help="real data: student seeds (default: the preset's, 0 1; "
                         "none given: teachers only)")
     parser.add_argument("--only", choices=["farm", "detector", "embedder", "daemon", "real", "real-detector", "real-embedder",
@@ -362,10 +364,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         real_preset = REAL_PRESETS[args.real_preset]
         if args.no_scratch:
-            real_preset = dataclasses.replace(real_preset, scratch=False)
+            real_preset = dataclasses.replace(real_preset, scratch=())
+        elif args.scratch:
+            real_preset = dataclasses.replace(real_preset, scratch=tuple(args.scratch))
         if args.real_seeds is not None:
             real_preset = dataclasses.replace(real_preset, seeds=tuple(args.real_seeds))
-        real_run = RealRun(args.workdir, RealData.under(args.shared), real_preset, args.device)
+        real_run = RealRun(args.workdir, RealData.under(args.shared), real_preset, args.device, farm=args.workdir / "farm")
         if args.only == "real-report":
             write_real(collect_real(args.workdir), _machine(), args.out, args.out.parent / "results.json")
             print(f"wrote the real-data section of {args.out} and {args.out.parent / 'results.json'}")

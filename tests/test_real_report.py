@@ -58,10 +58,7 @@ def test_the_real_data_runner_issues_commands_the_cli_accepts(tmp_path, monkeypa
     # parser (and its --set options with the typed options), and fake its output so the next step runs.
     import dataclasses
 
-    from finprint.cli import build_parser
     from finprint.demo import Demo
-    from finprint.distill.cli_train import parse_extra
-    from finprint.distill.options import parse_options
     from finprint.real_data import RealData, RealPreset, RealRun
 
     shared = tmp_path / "shared"
@@ -69,27 +66,7 @@ def test_the_real_data_runner_issues_commands_the_cli_accepts(tmp_path, monkeypa
         (shared / folder).mkdir(parents=True)
     (shared / "deepfish-masks" / "instances.json").write_text("{}")
     issued: list[list[str]] = []
-
-    def fake_finprint(self, *argv, ok_codes=(0,)):
-        args = build_parser(list(argv)).parse_args(list(argv))
-        issued.append(list(argv))
-        if argv[0] in ("train", "distill"):
-            task = args.task if argv[0] == "train" else ("detect" if "det-" in args.out else "embed")
-            parse_options(task, parse_extra(args.set))
-            out = Path(args.out)
-            out.mkdir(parents=True)
-            (out / "COMPLETE").write_text("{}")
-        elif argv[0] == "eval":
-            Path(args.json_out).write_text(json.dumps({"metrics": {"box_map50": 0.1, "rank1": 0.5}}))
-        elif argv[0] == "calib":
-            Path(args.out).mkdir(parents=True)
-            (Path(args.out) / "calib.json").write_text("{}")
-        elif argv[0] == "export":
-            Path(args.out).mkdir(parents=True)
-            (Path(args.out) / "student.int8.onnx").write_text("")
-        return 0
-
-    monkeypatch.setattr(Demo, "_finprint", fake_finprint)
+    monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued))
     preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1)
     real = RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="detector").run()
     commands = [a[0] for a in issued]
@@ -142,3 +119,81 @@ def test_one_half_replaces_only_its_subsection(tmp_path):
     assert "| emb-teacher | 25.000 |" in text and "| det-teacher |" not in text
     keys = json.loads(js.read_text())
     assert keys["f4k-tracklets/embedder/teacher/rank1"] == 0.81 and keys["deepfish/detector/teacher/box_map50"] == 0.41
+
+
+def _fake_cli(issued: list[list[str]], rank1=lambda out: 0.5):
+    """A stand-in for `finprint ARGV` that parses ARGV with the real parser (and --set with the typed options) and
+    writes the output the next step looks for."""
+    from finprint.cli import build_parser
+    from finprint.distill.cli_train import parse_extra
+    from finprint.distill.options import parse_options
+
+    def fake_finprint(self, *argv, ok_codes=(0,)):
+        args = build_parser(list(argv)).parse_args(list(argv))
+        issued.append(list(argv))
+        if argv[0] in ("train", "distill"):
+            task = args.task if argv[0] == "train" else ("detect" if "det-" in args.out else "embed")
+            parse_options(task, parse_extra(args.set))
+            out = Path(args.out)
+            out.mkdir(parents=True)
+            (out / "COMPLETE").write_text("{}")
+        elif argv[0] == "eval":
+            Path(args.json_out).write_text(json.dumps({"metrics": {"box_map50": 0.1, "rank1": rank1(args.json_out), "map": 0.4}}))
+        elif argv[0] == "calib":
+            Path(args.out).mkdir(parents=True)
+            (Path(args.out) / "calib.json").write_text("{}")
+        elif argv[0] == "export":
+            Path(args.out).mkdir(parents=True)
+            (Path(args.out) / "student.int8.onnx").write_text("")
+        elif argv[0] == "data":
+            Path(args.out).mkdir(parents=True)
+        return 0
+
+    return fake_finprint
+
+
+def test_the_joint_embedder_is_trained_on_both_and_scored_on_both(tmp_path, monkeypatch):
+    import dataclasses
+
+    from finprint.demo import Demo
+    from finprint.real_data import RealData, RealPreset, RealRun, collect
+    from finprint.real_report import render_real
+
+    shared = tmp_path / "shared"
+    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
+        (shared / folder).mkdir(parents=True)
+    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    farm = tmp_path / "work" / "farm"
+    (farm / "farm" / "reid").mkdir(parents=True)
+    (farm / "emb-student-nokd").mkdir()
+    (farm / "emb-student-nokd" / "COMPLETE").write_text("")
+    issued: list[list[str]] = []
+    scores = {"f4k-on-f4k": 0.7, "farm-on-farm": 0.9, "both-on-f4k": 0.68, "both-on-farm": 0.93}
+    monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued, lambda out: scores.get(Path(out).stem, 0.1)))
+    preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1, scratch=())
+    RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="embedder", farm=farm).run()
+    merge = next(a for a in issued if a[0] == "data")
+    assert merge[1] == "merge-reid" and merge[merge.index("--eval-from") + 1] == "farm"
+    joint = next(a for a in issued if a[0] == "distill" and "emb-joint-nokd-seed0" in a[a.index("--out") + 1])
+    assert "--no-kd" in joint and joint[joint.index("--data") + 1] == merge[merge.index("--out") + 1]
+    text = render_real(collect(tmp_path / "work"), "test machine")
+    assert "| f4k-tracklets + synthetic farm | 0.680 |" in text
+    assert "on the f4k test set, trained on both minus trained on f4k alone, points: rank1 -2.0" in text
+    assert "on the farm test set, trained on both minus trained on farm alone, points: rank1 +3.0" in text
+
+
+def test_without_a_farm_run_the_joint_embedder_is_skipped(tmp_path, monkeypatch):
+    import dataclasses
+
+    from finprint.demo import Demo
+    from finprint.real_data import RealData, RealPreset, RealRun
+
+    shared = tmp_path / "shared"
+    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
+        (shared / folder).mkdir(parents=True)
+    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    issued: list[list[str]] = []
+    monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued))
+    preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1, scratch=())
+    real = RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="embedder", farm=tmp_path / "nofarm").run()
+    assert "joint" not in real["embedder"] and not any(a[0] == "data" for a in issued)

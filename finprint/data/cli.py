@@ -1,4 +1,4 @@
-"""`finprint data synth|tuning-videos|check|show` (`calib-videos`: the old name of `tuning-videos`).
+"""`finprint data synth|tuning-videos|check|show|merge-reid` (`calib-videos`: the old name of `tuning-videos`).
 
 `synth` is parsed by finprint.data.cli_synth, imported only when `synth` is chosen: its words are
 collected verbatim here (the sub-parser treats nothing as an option) and handed to a parser that
@@ -18,7 +18,7 @@ _VERBATIM_PREFIX = "\x00"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="data_command", metavar="{synth,tuning-videos,check,show}", required=True)
+    sub = parser.add_subparsers(dest="data_command", metavar="{synth,tuning-videos,check,show,merge-reid}", required=True)
 
     synth = sub.add_parser(
         "synth",
@@ -70,6 +70,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("--groups", metavar="G1,G2", help="only frames of these groups (e.g. DeepFish validation habitats)")
 
 
+    merge = sub.add_parser(
+        "merge-reid",
+        help="link several re-ID crop folders into one (identities prefixed by source) to train one embedder on all",
+        description="Link several re-ID crop folders (train/ gallery/ query/, Market-1501 names; a farm folder's reid/) "
+        "into one: every source's training crops, identities prefixed NAME-, and the gallery/query of the --eval-from "
+        "sources only (what checkpoint selection validates on). Crops are symlinked, not copied.",
+    )
+    merge.add_argument("sources", nargs="+", metavar="NAME=FOLDER", help="e.g. f4k=../shared/data/f4k-tracklets farm=runs/farm")
+    merge.add_argument("--out", required=True, type=Path, help="new folder to write (must not exist)")
+    merge.add_argument("--eval-from", nargs="+", metavar="NAME", help="sources whose gallery/ and query/ are kept (default: all)")
+
+
 def _run_synth(synth_argv: list[str]) -> int:
     from finprint.data import cli_synth
 
@@ -86,6 +98,14 @@ def run(args: argparse.Namespace) -> int:
 
         for video in write_tuning_videos(args.farm, args.out, args.seconds):
             print(f"wrote {Path(args.out) / video['video']}: {video['frames']} frames, {video['instances']} fish instances")
+        return 0
+    if args.data_command == "merge-reid":
+        from finprint.data.reid_merge import merge_reid, parse_source
+
+        sources = dict(parse_source(s) for s in args.sources)
+        for name, counts in merge_reid(sources, args.out, args.eval_from).items():
+            print(f"{name}: " + ", ".join(f"{counts[k]} {k}" for k in ("train", "gallery", "query")))
+        print(f"wrote {args.out}")
         return 0
     if args.data_command == "check":
         from finprint.data.check import check_dataset
