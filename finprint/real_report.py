@@ -48,6 +48,12 @@ def _rows(evals: dict, keys: tuple[str, ...]) -> list[dict]:
     return [{"model": _label(name), **{k: m.get(k) for k in keys}} for name, m in evals.items()]
 
 
+def _scratch_line(evals: dict, kind: str) -> list[str]:
+    if "teacher-scratch" in evals:
+        return []
+    return [f"The same teacher recipe from scratch was not trained in this run (`--scratch` leaves the {kind} out).", ""]
+
+
 def _kd_lines(evals: dict, keys: tuple[str, ...]) -> list[str]:
     lines = []
     for name in sorted(evals):
@@ -93,6 +99,7 @@ def _detector_lines(det: dict, real: dict) -> list[str]:
         "",
         f"Reference: {YOLO_BASELINE}. Teacher training time: {_seconds(real, 'detector teacher (ImageNet', 'det-teacher')}.",
         "",
+        *_scratch_line(det["eval"], "detector"),
         *_kd_lines(det["eval"], ("box_map50", "box_map")),
         "",
         "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the validation habitats):",
@@ -111,6 +118,7 @@ def _embedder_lines(emb: dict, real: dict) -> list[str]:
         "",
         f"Teacher training time: {_seconds(real, 'embedder teacher (ImageNet', 'emb-teacher')}.",
         "",
+        *_scratch_line(emb["eval"], "embedder"),
         *_kd_lines(emb["eval"], ("rank1", "map")),
         "",
         "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the test gallery/query):",

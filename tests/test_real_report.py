@@ -27,6 +27,7 @@ def test_render_splices_after_the_title_then_in_place(tmp_path):
     assert text.index(BEGIN) < text.index("## Synthetic farm") and "farm numbers" in text
     assert "| teacher, ImageNet Lite0 (fine-tuned) | 0.410 | 0.150 |" in text and "seed 0: KD minus no-KD, points: box_map50 +5.0" in text
     assert "Teacher training time: 50 min" in text
+    assert "recipe from scratch was not trained in this run (`--scratch` leaves the detector out)" in text
     again = splice(text, f"{BEGIN}\nnew\n{END}")
     assert again.count(BEGIN) == 1 and "new" in again and "0.41" not in again and "farm numbers" in again
     keys = json.loads(js.read_text())
