@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from finprint.data.types import Crop, Frame, ReidSet
 from finprint.distill.metrics import (
+    PackedMasks,
     coco_metrics,
     cross_camera_applicable,
     mask_crop_quality,
@@ -88,8 +89,10 @@ def detect_frames(
     score_threshold: float = 0.001,
     iou_threshold: float = 0.6,
     max_det: int = 100,
+    pack_masks: bool = False,
 ) -> list[Detections]:
-    """One Detections (original pixels, masks when the model has a mask head) per frame, in order."""
+    """One Detections (original pixels, masks when the model has a mask head) per frame, in order; `pack_masks`
+    keeps the masks run-length encoded (`PackedMasks`), for a whole data set's detections."""
     name, size, fixed = _input_name_and_batch(engine, DETECTOR_INPUT, batch)
     results: list[Detections] = []
     progress = tqdm(total=len(frames), desc="detect", unit="img", disable=None, leave=False)
@@ -105,18 +108,19 @@ def detect_frames(
             raise FinprintError(f"the model's outputs {sorted(out)} lack {sorted(missing)}: is it a detector?")
         has_masks = "mask_coefs" in out and "protos" in out
         for j, info in enumerate(infos):
-            results.append(
-                decode(
-                    out["boxes"][j],
-                    out["scores"][j],
-                    out["mask_coefs"][j] if has_masks else None,
-                    out["protos"][j] if has_masks else None,
-                    info,
-                    score_threshold=score_threshold,
-                    iou_threshold=iou_threshold,
-                    max_det=max_det,
-                )
+            det = decode(
+                out["boxes"][j],
+                out["scores"][j],
+                out["mask_coefs"][j] if has_masks else None,
+                out["protos"][j] if has_masks else None,
+                info,
+                score_threshold=score_threshold,
+                iou_threshold=iou_threshold,
+                max_det=max_det,
             )
+            if pack_masks and det.masks is not None:
+                det = Detections(det.boxes_xyxy, det.scores, PackedMasks(det.masks))
+            results.append(det)
         progress.update(len(chunk))
     progress.close()
     return results
@@ -138,7 +142,7 @@ def evaluate_detector(
     if not frames:
         raise FinprintError("no frames to evaluate")
     start = time.perf_counter()
-    predictions = detect_frames(engine, pre, frames, batch, score_threshold, iou_threshold, max_det)
+    predictions = detect_frames(engine, pre, frames, batch, score_threshold, iou_threshold, max_det, pack_masks=True)
     seconds = time.perf_counter() - start
     result = coco_metrics(frames, predictions)
     if result["mask_map"] is not None:

@@ -10,6 +10,7 @@ from pycocotools import mask as mask_utils
 
 from finprint.data.types import Frame, Instance
 from finprint.distill.metrics import (
+    PackedMasks,
     coco_metrics,
     cross_camera_applicable,
     mask_crop_quality,
@@ -85,6 +86,17 @@ def test_known_shift_gives_known_map():
     expected = np.sum(COCO_IOU_THRESHOLDS <= mask_iou) / 10
     assert m["mask_map"] == pytest.approx(expected)
     assert m["mask_map50"] == pytest.approx(1.0)
+
+
+def test_run_length_packed_masks_score_and_read_like_dense_ones():
+    dense = _predictions(shift_x=24)
+    packed = [Detections(d.boxes_xyxy, d.scores, PackedMasks(d.masks)) for d in dense]
+    assert coco_metrics(_frames(), packed) == coco_metrics(_frames(), dense)
+    assert mask_crop_quality(_frames(), packed) == mask_crop_quality(_frames(), dense)
+    masks = packed[0].masks
+    assert masks.shape == dense[0].masks.shape and np.array_equal(masks[1], dense[0].masks[1])
+    assert np.array_equal(np.asarray(masks), dense[0].masks)
+    assert PackedMasks(np.zeros((0, H, W), bool)).shape == (0, H, W)
 
 
 def test_confident_false_positive_halves_ap():
