@@ -305,7 +305,12 @@ def collect(workdir: Path) -> dict:
     joint: dict = {}
     for path in sorted((w / "eval" / "joint").glob("*-on-*.json")):
         trained, test = path.stem.split("-on-")
-        joint.setdefault(trained, {})[test] = json.loads(path.read_text())["metrics"]
+        scored = json.loads(path.read_text())
+        joint.setdefault(trained, {})[test] = scored["metrics"]
+        config = Path(scored.get("model", "")) / "config.json"
+        if config.is_file():  # which model and how long: the one-data-set students follow their own data set's recipe
+            c = json.loads(config.read_text())
+            joint[trained]["recipe"] = f"{c['model']}, {c['epochs']} epochs"
     if joint and "embedder" in results:
         results["embedder"]["joint"] = joint
     for run in sorted(p for p in w.glob("*-*") if p.is_dir() and p.name.startswith(("det-", "emb-"))):

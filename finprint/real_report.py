@@ -137,13 +137,13 @@ def _joint_lines(joint: dict) -> list[str]:
     """One embedder for real and synthetic fish: each no-KD student on both test sets, and the verdict in points."""
     if not joint:
         return []
-    rows = [{"trained on": JOINT_LABELS.get(name, name),
+    rows = [{"trained on": JOINT_LABELS.get(name, name), "model": joint[name].get("recipe"),
              **{f"{test} {k}": joint[name].get(test, {}).get(k) for test in ("f4k", "farm") for k in JOINT_KEYS}}
             for name in ("f4k", "farm", "both") if name in joint]
     lines = ["One embedder for real and synthetic fish: the no-KD edge student (seed 0) trained on each data set alone and on "
              "both together (`finprint data merge-reid`; validation on the farm's gallery only), each scored on both test "
              "sets (f4k-tracklets' s2-vs-s1 split; the farm's gallery/query). The farm-only student is the farm pipeline's "
-             "own.", "", markdown_table(rows), ""]
+             "own; the joint one follows the f4k recipe.", "", markdown_table(rows), ""]
     both = joint.get("both", {})
     for test in ("f4k", "farm"):
         alone = joint.get(test, {}).get(test, {})
@@ -236,6 +236,8 @@ def results_json(real: dict) -> dict[str, float]:
                     out[f"{dataset}/{kind}/{run}/{k}"] = metrics[k]
         for trained, tests in part.get("joint", {}).items():
             for test, metrics in tests.items():
+                if not isinstance(metrics, dict):
+                    continue
                 for k in keys:
                     if metrics.get(k) is not None:
                         out[f"joint/embedder/trained-on-{trained}/{test}/{k}"] = metrics[k]
