@@ -137,9 +137,12 @@ def _fake_cli(issued: list[list[str]], rank1=lambda out: 0.5):
             parse_options(task, parse_extra(args.set))
             out = Path(args.out)
             out.mkdir(parents=True)
+            (out / "config.json").write_text(json.dumps({"model": args.model if argv[0] == "train" else args.student,
+                                                         "epochs": args.epochs}))
             (out / "COMPLETE").write_text("{}")
         elif argv[0] == "eval":
-            Path(args.json_out).write_text(json.dumps({"metrics": {"box_map50": 0.1, "rank1": rank1(args.json_out), "map": 0.4}}))
+            Path(args.json_out).write_text(json.dumps({"model": args.model, "metrics": {"box_map50": 0.1, "rank1": rank1(args.json_out),
+                                                                                       "map": 0.4}}))
         elif argv[0] == "calib":
             Path(args.out).mkdir(parents=True)
             (Path(args.out) / "calib.json").write_text("{}")
@@ -168,6 +171,7 @@ def test_the_joint_embedder_is_trained_on_both_and_scored_on_both(tmp_path, monk
     (farm / "farm" / "reid").mkdir(parents=True)
     (farm / "emb-student-nokd").mkdir()
     (farm / "emb-student-nokd" / "COMPLETE").write_text("")
+    (farm / "emb-student-nokd" / "config.json").write_text(json.dumps({"model": "embed-student-s", "epochs": 40}))
     issued: list[list[str]] = []
     scores = {"f4k-on-f4k": 0.7, "farm-on-farm": 0.9, "both-on-f4k": 0.68, "both-on-farm": 0.93}
     monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued, lambda out: scores.get(Path(out).stem, 0.1)))
@@ -178,7 +182,8 @@ def test_the_joint_embedder_is_trained_on_both_and_scored_on_both(tmp_path, monk
     joint = next(a for a in issued if a[0] == "distill" and "emb-joint-nokd-seed0" in a[a.index("--out") + 1])
     assert "--no-kd" in joint and joint[joint.index("--data") + 1] == merge[merge.index("--out") + 1]
     text = render_real(collect(tmp_path / "work"), "test machine")
-    assert "| f4k-tracklets + synthetic farm | 0.680 |" in text
+    assert "| f4k-tracklets + synthetic farm | embed-student-m-colour, 8 epochs | 0.680 |" in text
+    assert "| synthetic farm only | embed-student-s, 40 epochs |" in text
     assert "on the f4k test set, trained on both minus trained on f4k alone, points: rank1 -2.0" in text
     assert "on the farm test set, trained on both minus trained on farm alone, points: rank1 +3.0" in text
 
