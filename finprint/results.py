@@ -376,12 +376,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.only in ("real", "real-detector", "real-embedder"):
             real_run.only = {"real": None, "real-detector": "detector", "real-embedder": "embedder"}[args.only]
-            real = real_run.run()
-            if real_run.only:  # one half: its subsection alone, rendered from everything its runs left
-                write_real(collect_real(args.workdir), _machine(), args.out, args.out.parent / "results.json", only=real_run.only,
-                           command=command)
-            else:
-                write_real(real, _machine(), args.out, args.out.parent / "results.json")
+            real_run.run()
+            # Rendered from everything the runs left: real.json's step times include earlier invocations' steps.
+            write_real(collect_real(args.workdir), _machine(), args.out, args.out.parent / "results.json", only=real_run.only,
+                       command=command if real_run.only else "")
             print(f"wrote the real-data section of {args.out} and {args.out.parent / 'results.json'}")
             return 0
         farm_dir = args.workdir / "farm"

@@ -203,3 +203,27 @@ def test_without_a_farm_run_the_joint_embedder_is_skipped(tmp_path, monkeypatch)
     preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1, scratch=())
     real = RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="embedder", farm=tmp_path / "nofarm").run()
     assert "joint" not in real["embedder"] and not any(a[0] == "data" for a in issued)
+
+
+def test_a_second_full_run_keeps_the_first_runs_step_times(tmp_path, monkeypatch):
+    # Every step of the second run is skipped (done): the section still shows what the first one measured.
+    import dataclasses
+
+    from finprint import results
+    from finprint.demo import Demo
+    from finprint.real_data import RealPreset
+
+    shared = tmp_path / "shared"
+    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
+        (shared / folder).mkdir(parents=True)
+    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    monkeypatch.setattr(Demo, "_finprint", _fake_cli([]))
+    monkeypatch.setitem(results.REAL_PRESETS, "cpu", dataclasses.replace(RealPreset(), student_lanes=1))  # in-process
+    monkeypatch.setattr(results.RealRun, "bench", lambda self, kinds=(): {"models": [], "pipeline": []})
+    monkeypatch.setattr(results.RealRun, "pictures", lambda self, kinds=(): {})
+    argv = ["--only", "real", "--workdir", str(tmp_path / "work"), "--shared", str(shared), "--out", str(tmp_path / "R.md"),
+            "--real-seeds", "0", "--no-scratch"]
+    assert results.main(argv) == 0
+    assert results.main(argv) == 0
+    text = (tmp_path / "R.md").read_text()
+    assert "| eval det-teacher |" in text and "| eval emb-teacher |" in text and "| eval det-teacher | - |" not in text
