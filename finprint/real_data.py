@@ -155,8 +155,8 @@ class RealRun:
     def _eval(self, run: Path, *data: str, out: Path | None = None) -> dict:
         out = out or self.w / "eval" / f"{run.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        self._run(f"eval {run.name}" if out.parent.name == "eval" else f"eval {out.parent.name} {out.stem}", out, "eval", "--model", str(run), "--data", *data, "--json", str(out), "--device", self.device,
-                  done=out.is_file)
+        name = f"eval {run.name}" if out.parent.name == "eval" else f"eval {out.parent.name} {out.stem}"
+        self._run(name, out, "eval", "--model", str(run), "--data", *data, "--json", str(out), "--device", self.device, done=out.is_file)
         return json.loads(out.read_text())["metrics"]
 
     # ----------------------------------------------------------------- detector on DeepFish

@@ -131,6 +131,7 @@ def _embedder_lines(emb: dict, real: dict) -> list[str]:
 
 JOINT_LABELS = {"f4k": "f4k-tracklets only", "farm": "synthetic farm only", "both": "f4k-tracklets + synthetic farm"}
 JOINT_KEYS = ("rank1", "map", "auroc")
+JOINT_TESTS = ("f4k", "farm")  # beside each test's metrics, a joint entry carries its run's "recipe"
 
 
 def _joint_lines(joint: dict) -> list[str]:
@@ -138,14 +139,14 @@ def _joint_lines(joint: dict) -> list[str]:
     if not joint:
         return []
     rows = [{"trained on": JOINT_LABELS.get(name, name), "model": joint[name].get("recipe"),
-             **{f"{test} {k}": joint[name].get(test, {}).get(k) for test in ("f4k", "farm") for k in JOINT_KEYS}}
+             **{f"{test} {k}": joint[name].get(test, {}).get(k) for test in JOINT_TESTS for k in JOINT_KEYS}}
             for name in ("f4k", "farm", "both") if name in joint]
     lines = ["One embedder for real and synthetic fish: the no-KD edge student (seed 0) trained on each data set alone and on "
              "both together (`finprint data merge-reid`; validation on the farm's gallery only), each scored on both test "
              "sets (f4k-tracklets' s2-vs-s1 split; the farm's gallery/query). The farm-only student is the farm pipeline's "
              "own; the joint one follows the f4k recipe.", "", markdown_table(rows), ""]
     both = joint.get("both", {})
-    for test in ("f4k", "farm"):
+    for test in JOINT_TESTS:
         alone = joint.get(test, {}).get(test, {})
         if both.get(test) and alone:
             parts = ", ".join(f"{k} {100 * (both[test][k] - alone[k]):+.1f}" for k in JOINT_KEYS
@@ -235,9 +236,8 @@ def results_json(real: dict) -> dict[str, float]:
                 if metrics.get(k) is not None:
                     out[f"{dataset}/{kind}/{run}/{k}"] = metrics[k]
         for trained, tests in part.get("joint", {}).items():
-            for test, metrics in tests.items():
-                if not isinstance(metrics, dict):
-                    continue
+            for test in JOINT_TESTS:
+                metrics = tests.get(test, {})
                 for k in keys:
                     if metrics.get(k) is not None:
                         out[f"joint/embedder/trained-on-{trained}/{test}/{k}"] = metrics[k]

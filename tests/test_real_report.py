@@ -62,10 +62,7 @@ def test_the_real_data_runner_issues_commands_the_cli_accepts(tmp_path, monkeypa
     from finprint.demo import Demo
     from finprint.real_data import RealData, RealPreset, RealRun
 
-    shared = tmp_path / "shared"
-    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
-        (shared / folder).mkdir(parents=True)
-    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    shared = _shared(tmp_path)
     issued: list[list[str]] = []
     monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued))
     preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1)
@@ -122,6 +119,15 @@ def test_one_half_replaces_only_its_subsection(tmp_path):
     assert keys["f4k-tracklets/embedder/teacher/rank1"] == 0.81 and keys["deepfish/detector/teacher/box_map50"] == 0.41
 
 
+def _shared(tmp_path: Path) -> Path:
+    """Empty stand-ins for ../shared/data's four folders (the runner only checks they exist)."""
+    shared = tmp_path / "shared"
+    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
+        (shared / folder).mkdir(parents=True)
+    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    return shared
+
+
 def _fake_cli(issued: list[list[str]], rank1=lambda out: 0.5):
     """A stand-in for `finprint ARGV` that parses ARGV with the real parser (and --set with the typed options) and
     writes the output the next step looks for."""
@@ -163,10 +169,7 @@ def test_the_joint_embedder_is_trained_on_both_and_scored_on_both(tmp_path, monk
     from finprint.real_data import RealData, RealPreset, RealRun, collect
     from finprint.real_report import render_real
 
-    shared = tmp_path / "shared"
-    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
-        (shared / folder).mkdir(parents=True)
-    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    shared = _shared(tmp_path)
     farm = tmp_path / "work" / "farm"
     (farm / "farm" / "reid").mkdir(parents=True)
     (farm / "emb-student-nokd").mkdir()
@@ -194,10 +197,7 @@ def test_without_a_farm_run_the_joint_embedder_is_skipped(tmp_path, monkeypatch)
     from finprint.demo import Demo
     from finprint.real_data import RealData, RealPreset, RealRun
 
-    shared = tmp_path / "shared"
-    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
-        (shared / folder).mkdir(parents=True)
-    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    shared = _shared(tmp_path)
     issued: list[list[str]] = []
     monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued))
     preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1, scratch=())
@@ -213,10 +213,7 @@ def test_a_second_full_run_keeps_the_first_runs_step_times(tmp_path, monkeypatch
     from finprint.demo import Demo
     from finprint.real_data import RealPreset
 
-    shared = tmp_path / "shared"
-    for folder in ("deepfish", "f4k-tracklets", "ras-frames", "deepfish-masks"):
-        (shared / folder).mkdir(parents=True)
-    (shared / "deepfish-masks" / "instances.json").write_text("{}")
+    shared = _shared(tmp_path)
     monkeypatch.setattr(Demo, "_finprint", _fake_cli([]))
     monkeypatch.setitem(results.REAL_PRESETS, "cpu", dataclasses.replace(RealPreset(), student_lanes=1))  # in-process
     monkeypatch.setattr(results.RealRun, "bench", lambda self, kinds=(): {"models": [], "pipeline": []})
