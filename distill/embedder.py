@@ -47,12 +47,36 @@ class BasicBlock(nn.Module):
         return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
 
 
+# Opponent colour: brightness, red-green, yellow-blue (RGB in 0..1). A histogram over it can give chroma more bins
+# than brightness, as HSV's does; unlike HSV it is linear, so the bag's 1x1 conv still holds it.
+OPPONENT = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1.0, -1.0, 0.0], [0.5, 0.5, -1.0]])
+
+
+@dataclass(frozen=True)
+class ColourGrid:
+    """Where a ColourBag's bin centres sit. "rgb": an even grid of `levels[0]` per channel in the normalised input
+    (temperature in those units); "opponent": `levels` (brightness, red-green, yellow-blue) bins, chroma centres over
+    -chroma_span..chroma_span (water scenes are not saturated), temperature in 0..1 units."""
+
+    space: str = "rgb"
+    levels: tuple[int, int, int] = (8, 8, 8)
+    temperature: float = 0.05
+    chroma_span: float = 0.5
+
+    def bins(self) -> int:
+        return self.levels[0] * self.levels[1] * self.levels[2]
+
+
+OPPONENT_GRID = ColourGrid("opponent", (4, 16, 16), 0.002)
+
+
 class ColourBag(nn.Module):
     """A colour histogram of the crop, projected to `dim`: each pixel (of the crop at half size) soft-assigned to
-    colour centres on an even RGB grid (a fixed 1x1 conv and a softmax over channels), averaged over the crop,
+    colour centres (`ColourGrid`; a fixed 1x1 conv and a softmax over channels), averaged over the crop,
     square-rooted (Hellinger), then a learnt linear projection and a BatchNorm. The model adds it to its deep
-    vector, batch-normalised too: unnormalised, the deep vector's norm was 100x the colour one's and drowned it. The assignment is fixed: no gradient flows through
-    the per-pixel softmax, which on 2 cores made a training step several times slower.
+    vector, batch-normalised too: unnormalised, the deep vector's norm was 100x the colour one's and drowned it.
+    The assignment is fixed: no gradient flows through the per-pixel softmax, which on 2 cores made a training
+    step several times slower.
 
     On f4k-tracklets a plain HSV histogram re-identifies better than ImageNet features, frozen or fine-tuned
     (experiments/2026-12-07-f4k-features): a trajectory keeps its fish's and its water's colours, which the
@@ -60,19 +84,31 @@ class ColourBag(nn.Module):
     ONNX: AveragePool, Conv, Softmax, ReduceMean, Sqrt, MatMul.
     """
 
-    def __init__(self, bins_per_channel: int, dim: int, temperature: float = 0.05) -> None:
+    def __init__(self, grid: ColourGrid | int, dim: int) -> None:
         super().__init__()
         from finprint.runtime.crops import embedder_preprocess
 
+        grid = ColourGrid(levels=(grid, grid, grid)) if isinstance(grid, int) else grid
         pre = embedder_preprocess()
-        levels = (torch.arange(bins_per_channel, dtype=torch.float32) + 0.5) / bins_per_channel
-        grid = torch.cartesian_prod(levels, levels, levels)  # [K, 3] in 0..1, RGB
-        centres = (grid - torch.tensor(pre.mean)) / torch.tensor(pre.std)
-        # -|x - c|^2 / T up to a per-pixel constant, which the softmax ignores.
+        mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
+        axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid.levels]
+        centres = torch.cartesian_prod(*axes)  # [K, 3] in 0..1
+        # The space z = A x + b of RGB x in 0..1, and the centres in it.
+        if grid.space == "rgb":  # the normalised input itself
+            a, b = torch.diag(1 / std), -mean / std
+            centres = (centres - mean) / std
+        elif grid.space == "opponent":
+            a, b = OPPONENT, torch.zeros(3)
+            centres[:, 1:] = (centres[:, 1:] - 0.5) * 2 * grid.chroma_span
+        else:
+            raise ValueError(f"unknown colour space {grid.space!r} (rgb | opponent)")
+        # -|z - c|^2 / T up to |z|^2, the same for every centre (the softmax ignores it), on the normalised input
+        # x_n (x = std * x_n + mean): weight 2 diag(std) A^T c / T, bias (2 c.(A mean + b) - |c|^2) / T.
+        t = grid.temperature
         self.assign = nn.Conv2d(3, len(centres), 1)
         with torch.no_grad():
-            self.assign.weight.copy_((2 * centres / temperature)[:, :, None, None])
-            self.assign.bias.copy_(-(centres**2).sum(1) / temperature)
+            self.assign.weight.copy_((2 * centres @ a * std / t)[:, :, None, None])
+            self.assign.bias.copy_((2 * centres @ (a @ mean + b) - (centres**2).sum(1)) / t)
         self.assign.requires_grad_(False)
         self.project = nn.Linear(len(centres), dim, bias=False)
         self.norm = nn.BatchNorm1d(dim)
@@ -96,7 +132,7 @@ class EmbedderSpec:
     # Embed the crop and its mirror image and add them: the same fish swimming the other way then
     # gives exactly the same vector (it costs a second pass through the backbone).
     flip_sum: bool = False
-    colour_bins: int = 0  # > 0: a ColourBag (this many bins per RGB channel) added to the vector before the neck
+    colour: ColourGrid | None = None  # a ColourBag on this grid added to the vector before the neck
 
 
 class FishEmbedder(nn.Module):
@@ -115,8 +151,8 @@ class FishEmbedder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d((1, spec.parts))
         self.project = nn.Linear(c_in * spec.parts, spec.dim, bias=False)
-        self.colour = ColourBag(spec.colour_bins, spec.dim) if spec.colour_bins else None
-        self.deep_norm = nn.BatchNorm1d(spec.dim) if spec.colour_bins else None
+        self.colour = ColourBag(spec.colour, spec.dim) if spec.colour else None
+        self.deep_norm = nn.BatchNorm1d(spec.dim) if spec.colour else None
         # BN neck (Luo et al., "Bag of Tricks for ReID"): metric and margin losses agree better after it.
         self.neck = nn.BatchNorm1d(spec.dim)
         self.out_dim = spec.dim
@@ -141,7 +177,8 @@ TEACHER_S = EmbedderSpec(stem=24, widths=(48, 96, 192), blocks=(2, 2, 2), parts=
 STUDENT_S = EmbedderSpec(stem=16, widths=(24, 48, 72), blocks=(1, 1, 1), parts=4, flip_sum=True)
 TEACHER_M = EmbedderSpec(stem=32, widths=(64, 128, 256), blocks=(2, 2, 2), parts=4, flip_sum=True)
 STUDENT_M = EmbedderSpec(stem=16, widths=(32, 64, 100), blocks=(1, 1, 1), parts=4, flip_sum=True)
-STUDENT_M_COLOUR = EmbedderSpec(stem=16, widths=(32, 64, 100), blocks=(1, 1, 1), parts=4, flip_sum=True, colour_bins=8)
+STUDENT_M_COLOUR = EmbedderSpec(stem=16, widths=(32, 64, 100), blocks=(1, 1, 1), parts=4, flip_sum=True, colour=ColourGrid())
+STUDENT_M_OPPONENT = EmbedderSpec(stem=16, widths=(32, 64, 100), blocks=(1, 1, 1), parts=4, flip_sum=True, colour=OPPONENT_GRID)
 
 
 @register("embed-teacher-s", task="embed", role="teacher")
@@ -169,13 +206,18 @@ def embed_student_m_colour() -> FishEmbedder:
     return FishEmbedder(STUDENT_M_COLOUR)
 
 
+@register("embed-student-m-opponent", task="embed", role="student")
+def embed_student_m_opponent() -> FishEmbedder:
+    return FishEmbedder(STUDENT_M_OPPONENT)
+
+
 class LiteEmbedder(nn.Module):
     """An ImageNet EfficientNet-Lite trunk under the farm embedder's head: stripes along the body, mirror sum,
     1x1 projection, BN neck. The trunk's last stage keeps stride 16 (re-ID's "last stride 1"): a 64x128 crop
-    leaves a 4x8 map instead of 2x4, enough for four stripes. `colour_bins` > 0 adds a ColourBag to the vector
-    before the neck (bins per RGB channel)."""
+    leaves a 4x8 map instead of 2x4, enough for four stripes. `colour` adds a ColourBag on that grid to the vector
+    before the neck."""
 
-    def __init__(self, variant: str, parts: int = 4, dim: int = EMBED_DIM, colour_bins: int = 0) -> None:
+    def __init__(self, variant: str, parts: int = 4, dim: int = EMBED_DIM, colour: ColourGrid | None = None) -> None:
         super().__init__()
         from finprint.distill.backbones import EfficientNetLite
         from finprint.runtime.crops import embedder_preprocess
@@ -187,8 +229,8 @@ class LiteEmbedder(nn.Module):
         # the trunk's Pad ops, and the crop size is fixed by the preprocessing anyway.
         self.pool = nn.AvgPool2d((pre.height // 16, pre.width // 16 // parts))
         self.project = nn.Linear(self.trunk.channels[0] * parts, dim, bias=False)
-        self.colour = ColourBag(colour_bins, dim) if colour_bins else None
-        self.deep_norm = nn.BatchNorm1d(dim) if colour_bins else None
+        self.colour = ColourBag(colour, dim) if colour else None
+        self.deep_norm = nn.BatchNorm1d(dim) if colour else None
         self.neck = nn.BatchNorm1d(dim)
         self.out_dim = dim
 
@@ -213,7 +255,12 @@ def embed_teacher_lite0() -> LiteEmbedder:
 
 @register("embed-teacher-lite0-colour", task="embed", role="teacher", pretrained="lite0")
 def embed_teacher_lite0_colour() -> LiteEmbedder:
-    return LiteEmbedder("lite0", colour_bins=8)
+    return LiteEmbedder("lite0", colour=ColourGrid())
+
+
+@register("embed-teacher-lite0-opponent", task="embed", role="teacher", pretrained="lite0")
+def embed_teacher_lite0_opponent() -> LiteEmbedder:
+    return LiteEmbedder("lite0", colour=OPPONENT_GRID)
 
 
 @torch.no_grad()

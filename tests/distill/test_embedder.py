@@ -338,7 +338,7 @@ def test_colour_bag_puts_a_plain_crop_in_the_bin_of_its_colour() -> None:
     from finprint.runtime.crops import embedder_preprocess
     from finprint.runtime.preprocess import to_tensor
 
-    bag = ColourBag(bins_per_channel=4, dim=8)
+    bag = ColourBag(4, dim=8)
     pre = embedder_preprocess()
 
     def histogram(bgr: tuple[int, int, int]) -> torch.Tensor:
@@ -350,6 +350,37 @@ def test_colour_bag_puts_a_plain_crop_in_the_bin_of_its_colour() -> None:
     h = histogram((159, 32, 223))
     assert int(h.argmax()) == 3 * 16 + 2 and float(h.max()) > 0.9
     assert int(histogram((32, 223, 32)).argmax()) == 0 * 16 + 3 * 4 + 0  # green
+
+
+@pytest.mark.parametrize("space", ["rgb", "opponent"])
+def test_the_colour_bags_conv_is_a_soft_assignment_to_its_grid(space: str) -> None:
+    """The 1x1 conv on the normalised input gives softmax(-|z - c|^2 / T) in the grid's own colour space."""
+    from finprint.distill.embedder import OPPONENT, OPPONENT_GRID, ColourBag, ColourGrid
+    from finprint.runtime.crops import embedder_preprocess
+
+    grid = OPPONENT_GRID if space == "opponent" else ColourGrid(levels=(4, 4, 4))
+    pre = embedder_preprocess()
+    mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
+    rgb = torch.rand(16, 3, generator=torch.Generator().manual_seed(0))
+    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid.levels]
+    centres = torch.cartesian_prod(*axes)
+    if space == "opponent":
+        centres[:, 1:] = (centres[:, 1:] - 0.5) * 2 * grid.chroma_span
+        z = rgb @ OPPONENT.T
+    else:
+        centres, z = (centres - mean) / std, (rgb - mean) / std
+    expected = torch.softmax(-torch.cdist(z, centres) ** 2 / grid.temperature, dim=1)
+    bag = ColourBag(grid, dim=8)
+    got = torch.softmax(bag.assign(((rgb - mean) / std)[:, :, None, None])[:, :, 0, 0], dim=1)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
+    assert float(got.max(1).values.mean()) > 0.3  # a soft assignment, not a uniform one
+
+
+def test_an_unknown_colour_space_is_refused() -> None:
+    from finprint.distill.embedder import ColourBag, ColourGrid
+
+    with pytest.raises(ValueError, match="hsv"):
+        ColourBag(ColourGrid(space="hsv"), dim=8)
 
 
 def test_the_colour_teacher_sees_colour_and_ignores_the_mirror() -> None:
