@@ -226,6 +226,10 @@ def splice_half(document: str, kind: str, lines: list[str]) -> str:
     return head + BEGIN + "\n".join([*rows[:start], *lines, *rows[end:]]) + END + tail
 
 
+# The results.json keys that belong to each half (results_json below).
+HALF_KEYS = {"detector": ("deepfish/",), "embedder": ("f4k-tracklets/", "joint/")}
+
+
 def results_json(real: dict) -> dict[str, float]:
     """Flat `dataset/model/run/metric` keys for docs/results.json."""
     out: dict[str, float] = {}
@@ -280,5 +284,7 @@ def write(real: dict, machine: str, results_md: Path, results_js: Path, only: st
     else:
         results_md.write_text(splice(document, render_real(real, machine)))
     merged = json.loads(results_js.read_text()) if results_js.is_file() else {}
+    if only:  # the half's earlier keys go: a run this rerun skipped (a scratch teacher, the joint one) is not its
+        merged = {k: v for k, v in merged.items() if not k.startswith(HALF_KEYS[only])}
     merged.update(results_json(real))
     results_js.write_text(json.dumps(dict(sorted(merged.items())), indent=1) + "\n")

@@ -102,6 +102,8 @@ def test_one_half_replaces_only_its_subsection(tmp_path):
     full = {**REAL, "embedder": {"eval": {"teacher": {"rank1": 0.69}}, "gate": []},
             "bench": {"models": [{"file": "embedder-teacher-x.fp32.onnx", "precision": "fp32", "p50_ms": 4.0}]}}
     write(full, "x86_64, 2 CPU cores", md, js)
+    stale = json.loads(js.read_text()) | {"f4k-tracklets/embedder/teacher-scratch/rank1": 0.5, "joint/embedder/x/f4k/rank1": 0.4}
+    js.write_text(json.dumps(stale))
     again = {"preset": {"emb_teacher": "new-teacher", "det_teacher": "old"}, "steps": {},
              "embedder": {"eval": {"teacher": {"rank1": 0.81}}, "gate": [],
                           "bench": {"models": [{"file": "embedder-teacher-y.fp32.onnx", "precision": "fp32", "p50_ms": 5.0}]}},
@@ -117,6 +119,7 @@ def test_one_half_replaces_only_its_subsection(tmp_path):
     assert "| emb-teacher | 25.000 |" in text and "| det-teacher |" not in text
     keys = json.loads(js.read_text())
     assert keys["f4k-tracklets/embedder/teacher/rank1"] == 0.81 and keys["deepfish/detector/teacher/box_map50"] == 0.41
+    assert not any(k.startswith(("f4k-tracklets/embedder/teacher-scratch", "joint/")) for k in keys)  # not rerun: gone
 
 
 def _shared(tmp_path: Path) -> Path:
