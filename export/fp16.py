@@ -24,8 +24,13 @@ def convert_to_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
     except ImportError as exc:
         raise FinprintError("fp16 export needs onnxruntime's transformers tools: pip install 'finprint[runtime]'") from exc
     out_path = Path(out_path)
+    from finprint.calib.quantize import softmax_feeders
+
     model = onnx.load(str(fp32_path))
-    fp16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    # The colour bag's soft assignment (a 1x1 conv into a Softmax) stays fp32, as in INT8: its logits run to
+    # thousands, where fp16's step is a few units and a softmax that sharp turns that into a different histogram.
+    keep = softmax_feeders(model.graph) + [n.name for n in model.graph.node if n.op_type == "Softmax"]
+    fp16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False, node_block_list=keep or None)
     _topological_sort(fp16.graph)  # the converter appends its boundary Casts at the end
     onnx.checker.check_model(fp16)
     onnx.save(fp16, str(out_path))

@@ -131,3 +131,24 @@ def test_family_detector_bakes_its_anchor_grid_and_keeps_a_dynamic_batch(tmp_pat
         x = np.random.default_rng(batch).random((batch, 3, 64, 64), dtype=np.float32)
         report = check_parity(_Torch(model), engine, {"images": x}, "fp32")
         assert report.passed, report.summary()
+
+
+def test_fp16_keeps_the_colour_bags_assignment_in_fp32(tmp_path):
+    """The opponent bag's logits run to thousands: in fp16 its sharp softmax would sort pixels into other bins."""
+    from finprint.distill import registry
+
+    model = registry.build("embed-student-m-opponent").eval()
+    pre = default_preprocess("embedder")
+    path = export_onnx(model, "embedder", tmp_path / "emb.fp32.onnx", pre)
+    fp16 = onnx.load(str(convert_to_fp16(path, tmp_path / "emb.fp16.onnx")))
+    weights = {i.name: i.data_type for i in fp16.graph.initializer}
+    assign = next(n for n in fp16.graph.node if n.op_type == "Conv" and "colour" in n.name)
+    assert weights[assign.input[1]] == onnx.TensorProto.FLOAT
+    assert any(t == onnx.TensorProto.FLOAT16 for t in weights.values())  # the rest is fp16
+    rng = np.random.default_rng(0)
+    # Crops of a few flat water colours plus noise: histograms peaked in a handful of bins, as real crops are.
+    base = rng.random((4, 3, 1, 1), dtype=np.float32) * 0.5
+    crops = ((base + 0.05 * rng.standard_normal((4, 3, 64, 128), dtype=np.float32) - 0.45) / 0.225).astype(np.float32)
+    want = OrtEngine(path).infer({"crops": crops})["embedding"]
+    got = OrtEngine(tmp_path / "emb.fp16.onnx").infer({"crops": crops})["embedding"]
+    assert float(np.min(np.sum(want * got, axis=1))) > 0.999
