@@ -96,6 +96,30 @@ def softmax_feeders(graph: onnx.GraphProto) -> list[str]:
     return feeders
 
 
+def softmax_consumers(graph: onnx.GraphProto) -> list[str]:
+    """Compute ops fed by a Softmax through layout ops and products, kept in fp32: the colour bag's histogram MatMul
+    multiplies soft assignments whose useful values run from 1e-4 to 1, below an 8-bit grid's first step."""
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    found: list[str] = []
+    todo = [n for n in graph.node if n.op_type == "Softmax"]
+    seen: set[str] = set()
+    while todo:
+        node = todo.pop()
+        for out in node.output:
+            for user in users.get(out, []):
+                if user.name in seen:
+                    continue
+                seen.add(user.name)
+                if user.op_type in COMPUTE_OPS:
+                    found.append(user.name)
+                elif user.op_type in ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Mul"):
+                    todo.append(user)
+    return found
+
+
 class _TensorReader:
     """CalibrationDataReader over the calibration tensors, one image per call."""
 
@@ -200,7 +224,7 @@ def _quantize_prepared(
 
     graph = onnx.load(str(prepared)).graph
     model_ops = {n.op_type for n in graph.node}
-    tail = unquantized_ends(graph) + softmax_feeders(graph)
+    tail = unquantized_ends(graph) + softmax_feeders(graph) + softmax_consumers(graph)
     log.debug("kept fp32 (before the first / after the last compute op): %s", tail)
     root = logging.getLogger()
     level = root.level

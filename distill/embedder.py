@@ -74,16 +74,16 @@ OPPONENT_GRID = ColourGrid("opponent", (4, 16, 16), 0.0005)
 
 class ColourBag(nn.Module):
     """A colour histogram of the crop, projected to `dim`: each pixel (of the crop at half size) soft-assigned to
-    colour centres (`ColourGrid`; a fixed 1x1 conv and a softmax over channels), averaged over the crop,
-    square-rooted (Hellinger), then a learnt linear projection and a BatchNorm. The model adds it to its deep
-    vector, batch-normalised too: unnormalised, the deep vector's norm was 100x the colour one's and drowned it.
-    The assignment is fixed: no gradient flows through the per-pixel softmax, which on 2 cores made a training
-    step several times slower.
+    colour centres (`ColourGrid`), averaged over the crop, square-rooted (Hellinger), then a learnt linear projection
+    and a BatchNorm. The model adds it to its deep vector, batch-normalised too: unnormalised, the deep vector's norm
+    was 100x the colour one's and drowned it. The assignment is fixed (no gradient through it: on 2 cores a learnt one
+    made a training step several times slower).
 
-    On f4k-tracklets a plain HSV histogram re-identifies better than ImageNet features, frozen or fine-tuned
-    (experiments/2026-12-07-f4k-features): a trajectory keeps its fish's and its water's colours, which the
-    trunk, taught colour constancy by ImageNet and by colour-cast augmentation, mostly discards.
-    ONNX: AveragePool, Conv, Softmax, ReduceMean, Sqrt, MatMul.
+    The grid is a product of three axes and the squared distance a sum over them, so softmax(-|z - c|^2 / T) over the
+    grid is exactly the outer product of one softmax per axis: a 1x1 conv per axis (36 logits a pixel for 4 x 16 x 16
+    bins, not 1,024), and the histogram is one MatMul of two axes' outer product with the third. On f4k-tracklets a
+    plain colour histogram re-identifies better than ImageNet features (experiments/2026-12-07-f4k-features).
+    ONNX: AveragePool, Conv, Softmax, Mul, MatMul, Sqrt.
     """
 
     def __init__(self, grid: ColourGrid | int, dim: int) -> None:
@@ -93,33 +93,46 @@ class ColourBag(nn.Module):
         grid = ColourGrid(levels=(grid, grid, grid)) if isinstance(grid, int) else grid
         pre = embedder_preprocess()
         mean, std = torch.tensor(pre.mean), torch.tensor(pre.std)
-        axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid.levels]
-        centres = torch.cartesian_prod(*axes)  # [K, 3] in 0..1
-        # The space z = A x + b of RGB x in 0..1, and the centres in it.
+        centres = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid.levels]  # per axis, in 0..1
+        # The space z = A x + b of RGB x in 0..1, and each axis' centres in it.
         if grid.space == "rgb":  # the normalised input itself
             a, b = torch.diag(1 / std), -mean / std
-            centres = (centres - mean) / std
+            centres = [(c - mean[i]) / std[i] for i, c in enumerate(centres)]
         elif grid.space == "opponent":
             a, b = OPPONENT, torch.zeros(3)
-            centres[:, 1:] = (centres[:, 1:] - 0.5) * 2 * grid.chroma_span
+            centres = [centres[0], *((c - 0.5) * 2 * grid.chroma_span for c in centres[1:])]
         else:
             raise ValueError(f"unknown colour space {grid.space!r} (rgb | opponent)")
-        # -|z - c|^2 / T up to |z|^2, the same for every centre (the softmax ignores it), on the normalised input
-        # x_n (x = std * x_n + mean): weight 2 diag(std) A^T c / T, bias (2 c.(A mean + b) - |c|^2) / T.
+        self.levels = tuple(grid.levels)
+        # Axis i: -(z_i - c)^2 / T up to z_i^2 / T, the same for all of the axis' centres (its softmax ignores it), on
+        # the normalised input x_n (x = std * x_n + mean): weight 2 c (A_i * std) / T, bias (2 c (A_i . mean + b_i) - c^2) / T.
+        # Fixed buffers (saved, so the ONNX exporter writes them as initializers that fp16/INT8 can keep fp32).
         t = grid.temperature
-        self.assign = nn.Conv2d(3, len(centres), 1)
-        with torch.no_grad():
-            self.assign.weight.copy_((2 * centres @ a * std / t)[:, :, None, None])
-            self.assign.bias.copy_((2 * centres @ (a @ mean + b) - (centres**2).sum(1)) / t)
-        self.assign.requires_grad_(False)
-        self.project = nn.Linear(len(centres), dim, bias=False)
+        for i, c in enumerate(centres):
+            self.register_buffer(f"weight{i}", (2 * c[:, None] * (a[i] * std)[None, :] / t)[:, :, None, None])
+            self.register_buffer(f"bias{i}", (2 * c * (a[i] @ mean + b[i]) - c**2) / t)
+        self.project = nn.Linear(grid.bins(), dim, bias=False)
         self.norm = nn.BatchNorm1d(dim)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints from before the per-axis assignment saved the whole grid's fixed 1x1 conv instead: both follow
+        # from the grid, so the old one is dropped and the per-axis ones are this bag's own.
+        if state_dict.pop(prefix + "assign.weight", None) is not None:
+            state_dict.pop(prefix + "assign.bias", None)
+            state_dict.update({prefix + name: buffer for name, buffer in self.named_buffers(recurse=False)})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def histogram(self, crops: torch.Tensor) -> torch.Tensor:
+        """[B, bins]: the crop's soft histogram, bins in the grid's order (first axis slowest)."""
+        x = F.avg_pool2d(crops, 2)
+        # Softmax over the last axis: over axis 1 of NCHW, ONNX Runtime's CPU kernel was several times slower.
+        u, v, w = (torch.softmax(F.conv2d(x, getattr(self, f"weight{i}"), getattr(self, f"bias{i}")).flatten(2).transpose(1, 2), dim=-1)
+                   for i in range(3))  # [B, pixels, levels_i]
+        pairs = (u.unsqueeze(-1) * v.unsqueeze(-2)).flatten(2)  # [B, pixels, levels_0 * levels_1]
+        return (torch.matmul(pairs.transpose(1, 2), w) / u.shape[1]).flatten(1)
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
-        # Softmax over the last axis: over axis 1 of NCHW, ONNX Runtime's CPU kernel took 23 ms a crop against 4.
-        logits = self.assign(F.avg_pool2d(crops, 2)).flatten(2).transpose(1, 2)  # [B, pixels, bins]
-        histogram = torch.softmax(logits, dim=-1).mean(1)
-        return self.norm(self.project(torch.sqrt(histogram + 1e-6)))
+        return self.norm(self.project(torch.sqrt(self.histogram(crops) + 1e-6)))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 import torch
 
 from finprint.calib.calibset import save_tensors_as_calibset
@@ -97,18 +98,21 @@ def test_relu_after_a_conv_folds_into_the_quantised_conv(tmp_path):
     assert np.abs(out["scores"] - ref["scores"].numpy()).max() < 0.05
 
 
-def test_the_colour_bags_assignment_conv_stays_fp32_and_int8_keeps_its_histogram(tmp_path):
-    from finprint.calib.quantize import softmax_feeders
+@pytest.mark.parametrize("name", ["embed-student-m-colour", "embed-student-m-opponent"])
+def test_the_colour_bags_assignment_stays_fp32_and_int8_keeps_its_histogram(tmp_path, name):
+    from finprint.calib.quantize import softmax_consumers, softmax_feeders
     from finprint.distill.registry import build
     from finprint.runtime.crops import embedder_preprocess
 
     torch.manual_seed(0)
-    model = build("embed-student-m-colour").eval()
+    model = build(name).eval()
     pre = embedder_preprocess()
     fp32 = export_onnx(model, "embedder", tmp_path / "emb.fp32.onnx", pre)
     graph = onnx.load(str(fp32)).graph
     feeders = softmax_feeders(graph)
-    assert len(feeders) == 1 and next(n for n in graph.node if n.name == feeders[0]).op_type == "Conv"
+    assert len(feeders) == 3 and all(n.op_type == "Conv" for n in graph.node if n.name in feeders)  # one per colour axis
+    consumers = softmax_consumers(graph)
+    assert [n.op_type for n in graph.node if n.name in consumers] == ["MatMul"]  # the histogram, not the projection
     # Plain-coloured crops: each lands in one colour bin, so the colour bag dominates their embeddings.
     rng = np.random.default_rng(0)
     crops = np.repeat(np.repeat(rng.normal(0, 1, (16, 3, 1, 1)).astype(np.float32), pre.height, 2), pre.width, 3)
@@ -117,8 +121,8 @@ def test_the_colour_bags_assignment_conv_stays_fp32_and_int8_keeps_its_histogram
     int8 = quantize_int8(fp32, tmp_path / "emb.int8.onnx", calib, "minmax")
     qgraph = onnx.load(str(int8)).graph
     producer = {o: n.op_type for n in qgraph.node for o in n.output}
-    assign = next(n for n in qgraph.node if n.name == feeders[0])
-    assert all(producer.get(i) != "DequantizeLinear" for i in assign.input)  # float input and weights
+    for kept in (n for n in qgraph.node if n.name in feeders + consumers):
+        assert all(producer.get(i) != "DequantizeLinear" for i in kept.input)  # float inputs and weights
     assert any(n.op_type == "Conv" and producer.get(n.input[1]) == "DequantizeLinear" for n in qgraph.node)  # the rest is INT8
     ref, out = OrtEngine(fp32).infer({"crops": crops})["embedding"], OrtEngine(int8).infer({"crops": crops})["embedding"]
     # Seeds 0-2: the worst crop's cosine is 0.94-0.97 with the conv kept float, 0.27-0.51 with it quantised.

@@ -344,7 +344,7 @@ def test_colour_bag_puts_a_plain_crop_in_the_bin_of_its_colour() -> None:
     def histogram(bgr: tuple[int, int, int]) -> torch.Tensor:
         crop = np.full((pre.height, pre.width, 3), bgr, np.uint8)
         x = torch.from_numpy(to_tensor(crop, pre))[None]
-        return torch.softmax(bag.assign(x), dim=1).mean((2, 3))[0]
+        return bag.histogram(x)[0]
 
     # RGB (223, 32, 159), the centres of bins 3, 0, 2 of 4 per channel: index 3*16 + 0*4 + 2 on the R-major grid.
     h = histogram((159, 32, 223))
@@ -353,8 +353,8 @@ def test_colour_bag_puts_a_plain_crop_in_the_bin_of_its_colour() -> None:
 
 
 @pytest.mark.parametrize("space", ["rgb", "opponent"])
-def test_the_colour_bags_conv_is_a_soft_assignment_to_its_grid(space: str) -> None:
-    """The 1x1 conv on the normalised input gives softmax(-|z - c|^2 / T) in the grid's own colour space."""
+def test_the_colour_bag_is_a_soft_assignment_to_its_grid(space: str) -> None:
+    """The per-axis softmaxes multiply out to softmax(-|z - c|^2 / T) over the whole grid, in its own colour space."""
     from finprint.distill.embedder import OPPONENT, OPPONENT_GRID, ColourBag, ColourGrid
     from finprint.runtime.crops import embedder_preprocess
 
@@ -371,7 +371,8 @@ def test_the_colour_bags_conv_is_a_soft_assignment_to_its_grid(space: str) -> No
         centres, z = (centres - mean) / std, (rgb - mean) / std
     expected = torch.softmax(-torch.cdist(z, centres) ** 2 / grid.temperature, dim=1)
     bag = ColourBag(grid, dim=8)
-    got = torch.softmax(bag.assign(((rgb - mean) / std)[:, :, None, None])[:, :, 0, 0], dim=1)
+    pixels = ((rgb - mean) / std)[:, :, None, None].expand(-1, -1, 2, 2).contiguous()  # the bag halves the crop first
+    got = bag.histogram(pixels)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
     assert float(got.max(1).values.mean()) > 0.3  # a soft assignment, not a uniform one
 
@@ -391,3 +392,13 @@ def test_the_colour_teacher_sees_colour_and_ignores_the_mirror() -> None:
         tinted = model(x + torch.tensor([0.0, 0.0, 1.0]).view(1, 3, 1, 1))["embedding"]
     torch.testing.assert_close(plain, mirrored, atol=1e-5, rtol=1e-4)
     assert float((plain - tinted).norm(dim=1).min()) > 1e-3
+
+
+def test_a_colour_checkpoint_from_before_the_per_axis_bag_still_loads() -> None:
+    """Older checkpoints saved the fixed whole-grid conv (`colour.assign`); it follows from the grid and is dropped."""
+    model = registry.build("embed-student-m-opponent")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("colour.weight", "colour.bias"))}
+    state |= {"colour.assign.weight": torch.zeros(1024, 3, 1, 1), "colour.assign.bias": torch.zeros(1024)}
+    fresh = registry.build("embed-student-m-opponent")
+    fresh.load_state_dict(state)  # strict: neither an unexpected nor a missing key
+    torch.testing.assert_close(fresh.colour.weight1, model.colour.weight1)

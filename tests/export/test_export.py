@@ -142,8 +142,10 @@ def test_fp16_keeps_the_colour_bags_assignment_in_fp32(tmp_path):
     path = export_onnx(model, "embedder", tmp_path / "emb.fp32.onnx", pre)
     fp16 = onnx.load(str(convert_to_fp16(path, tmp_path / "emb.fp16.onnx")))
     weights = {i.name: i.data_type for i in fp16.graph.initializer}
-    assign = next(n for n in fp16.graph.node if n.op_type == "Conv" and "colour" in n.name)
-    assert weights[assign.input[1]] == onnx.TensorProto.FLOAT
+    weights |= {n.output[0]: n.attribute[0].t.data_type for n in fp16.graph.node if n.op_type == "Constant" and n.attribute[0].t.dims}
+    assign = [n for n in fp16.graph.node if n.op_type == "Conv" and "colour" in n.name]
+    # One conv per colour axis, its weights and bias fp32 as written (not fp16 cast back).
+    assert len(assign) == 3 and all(weights[i] == onnx.TensorProto.FLOAT for n in assign for i in n.input[1:])
     assert any(t == onnx.TensorProto.FLOAT16 for t in weights.values())  # the rest is fp16
     rng = np.random.default_rng(0)
     # Crops of a few flat water colours plus noise: histograms peaked in a handful of bins, as real crops are.
