@@ -120,6 +120,12 @@ def softmax_consumers(graph: onnx.GraphProto) -> list[str]:
     return found
 
 
+def softmax_neighbours(graph: onnx.GraphProto) -> list[str]:
+    """The compute ops on either side of every Softmax (the colour bag's assignment and histogram): kept fp32 by every
+    reduced-precision export, INT8 here and fp16 (export/fp16.py)."""
+    return softmax_feeders(graph) + softmax_consumers(graph)
+
+
 class _TensorReader:
     """CalibrationDataReader over the calibration tensors, one image per call."""
 
@@ -224,7 +230,7 @@ def _quantize_prepared(
 
     graph = onnx.load(str(prepared)).graph
     model_ops = {n.op_type for n in graph.node}
-    tail = unquantized_ends(graph) + softmax_feeders(graph) + softmax_consumers(graph)
+    tail = unquantized_ends(graph) + softmax_neighbours(graph)
     log.debug("kept fp32 (before the first / after the last compute op): %s", tail)
     root = logging.getLogger()
     level = root.level

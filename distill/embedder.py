@@ -103,7 +103,6 @@ class ColourBag(nn.Module):
             centres = [centres[0], *((c - 0.5) * 2 * grid.chroma_span for c in centres[1:])]
         else:
             raise ValueError(f"unknown colour space {grid.space!r} (rgb | opponent)")
-        self.levels = tuple(grid.levels)
         # Axis i: -(z_i - c)^2 / T up to z_i^2 / T, the same for all of the axis' centres (its softmax ignores it), on
         # the normalised input x_n (x = std * x_n + mean): weight 2 c (A_i * std) / T, bias (2 c (A_i . mean + b_i) - c^2) / T.
         # Fixed buffers (saved, so the ONNX exporter writes them as initializers that fp16/INT8 can keep fp32).

@@ -23,17 +23,13 @@ def convert_to_fp16(fp32_path: str | Path, out_path: str | Path) -> Path:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError as exc:
         raise FinprintError("fp16 export needs onnxruntime's transformers tools: pip install 'finprint[runtime]'") from exc
-    out_path = Path(out_path)
-    from finprint.calib.quantize import softmax_consumers, softmax_feeders
+    from finprint.calib.quantize import softmax_neighbours
 
+    out_path = Path(out_path)
     model = onnx.load(str(fp32_path))
-    # The colour bag's soft assignment (1x1 convs into Softmaxes, and the histogram's MatMul) stays fp32, as in INT8: its logits run to
+    # The colour bag (1x1 convs into Softmaxes, and the histogram's MatMul) stays fp32, as in INT8: its logits run to
     # thousands, where fp16's step is a few units and a softmax that sharp turns that into a different histogram.
-    keep = softmax_feeders(model.graph) + [n.name for n in model.graph.node if n.op_type == "Softmax"] + softmax_consumers(model.graph)
-    # ...with their weights where the exporter wrote them as Constant nodes (fixed buffers), not initializers.
-    producer = {out: n for n in model.graph.node for out in n.output}
-    kept = [n for n in model.graph.node if n.name in keep]
-    keep += [producer[i].name for n in kept for i in n.input if i in producer and producer[i].op_type == "Constant"]
+    keep = softmax_neighbours(model.graph) + [n.name for n in model.graph.node if n.op_type == "Softmax"]
     fp16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False, node_block_list=keep or None)
     _topological_sort(fp16.graph)  # the converter appends its boundary Casts at the end
     onnx.checker.check_model(fp16)

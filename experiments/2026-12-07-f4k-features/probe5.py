@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from testsplit import TestSplit
+from testsplit import TestSplit, soft_hist
 
 from finprint.distill.embed_data import read_crop
 from finprint.runtime.crops import embedder_preprocess
@@ -18,17 +17,6 @@ pre = embedder_preprocess()
 split = TestSplit(data)
 test, score = split.crops, split.score
 rgb = torch.from_numpy(np.stack([read_crop(c.path, pre)[::2, ::2, ::-1].astype(np.float32) / 255 for c in test]))  # N,32,64,3
-
-
-
-
-def soft_hist(points: torch.Tensor, centres: torch.Tensor, t: float) -> np.ndarray:
-    out = []
-    for i in range(0, len(points), 64):
-        p = points[i:i + 64].reshape(-1, 3)
-        d2 = torch.cdist(p, centres) ** 2
-        out.append(torch.softmax(-d2 / t, dim=1).view(len(points[i:i + 64]), -1, len(centres)).mean(1).sqrt())
-    return F.normalize(torch.cat(out), dim=1).numpy()
 
 
 def grid(*levels: int) -> torch.Tensor:

@@ -8,8 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from testsplit import TestSplit
+from testsplit import TestSplit, soft_hist
 
 from finprint.distill.embed_data import read_crop
 from finprint.runtime.crops import embedder_preprocess
@@ -29,15 +28,6 @@ def hsv_hist(levels) -> np.ndarray:
         h = cv2.calcHist([cv2.cvtColor(b, cv2.COLOR_BGR2HSV)], [0, 1, 2], None, list(levels), [0, 180, 0, 256, 0, 256])
         out.append(np.sqrt(h.ravel() / h.sum()))
     return np.stack(out)
-
-
-def soft_hist(points: torch.Tensor, centres: torch.Tensor, t: float) -> np.ndarray:
-    out = []
-    for i in range(0, len(points), 64):
-        p = points[i:i + 64].reshape(-1, points.shape[-1])
-        d2 = torch.cdist(p, centres) ** 2
-        out.append(torch.softmax(-d2 / t, dim=1).view(len(points[i:i + 64]), -1, len(centres)).mean(1).sqrt())
-    return F.normalize(torch.cat(out), dim=1).numpy()
 
 
 def grid(*levels: int) -> torch.Tensor:

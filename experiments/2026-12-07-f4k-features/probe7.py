@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from testsplit import TestSplit
+from testsplit import TestSplit, soft_hist
 
 from finprint.distill.embed_data import read_crop
 from finprint.runtime.crops import embedder_preprocess
@@ -16,15 +16,6 @@ torch.set_num_threads(1)
 pre = embedder_preprocess()
 split = TestSplit(data)
 full = torch.from_numpy(np.stack([read_crop(c.path, pre)[:, :, ::-1].astype(np.float32) / 255 for c in split.crops]))
-
-
-def soft_hist(points: torch.Tensor, centres: torch.Tensor, t: float) -> np.ndarray:
-    out = []
-    for i in range(0, len(points), 64):
-        p = points[i:i + 64].reshape(-1, 3)
-        d2 = torch.cdist(p, centres) ** 2
-        out.append(torch.softmax(-d2 / t, dim=1).view(len(points[i:i + 64]), -1, len(centres)).mean(1).sqrt())
-    return F.normalize(torch.cat(out), dim=1).numpy()
 
 
 def opponent(rgb: torch.Tensor) -> torch.Tensor:
