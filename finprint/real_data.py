@@ -53,13 +53,14 @@ class RealPreset:
     emb_batch: int = 32  # identities per step (x 2 views)
     emb_teacher_epochs: int = 8
     emb_student_epochs: int = 8
-    # Hard identity pairs (each batch item also holds one of its 3 nearest trajectories by the CosFace weights): 92 %
-    # of the teacher's test misses were a fish of the query's own species (experiments/2026-12-07-f4k-gallery-size);
-    # test rank-1 0.776 -> 0.783, mAP 0.699 -> 0.710 for twice the steps' crops (experiments/2026-12-08-f4k-trunks).
+    # Hard identity pairs for teacher and students (each batch item also holds one of its 3 nearest trajectories by the
+    # CosFace weights): 92 % of the teacher's test misses were a fish of the query's own species
+    # (experiments/2026-12-07-f4k-gallery-size); teacher test rank-1 0.776 -> 0.783, mAP 0.699 -> 0.710 for twice the
+    # crops a step (experiments/2026-12-08-f4k-teacher-recipe).
     emb_teacher_sets: tuple[str, ...] = ("repeats=2", "freeze_stages=3", "aug_cast=0", "neighbours=3")
     # Two fixed augmentations per crop for every student (with KD and without: the same data), so the teacher embeds
     # each once: run on every batch, the Lite0 teacher made a KD student 3x slower than one without KD.
-    emb_student_sets: tuple[str, ...] = ("repeats=2", "aug_cast=0", "kd_views=2")
+    emb_student_sets: tuple[str, ...] = ("repeats=2", "aug_cast=0", "kd_views=2", "neighbours=3")
     emb_lr: float = 1e-3
     seeds: tuple[int, ...] = (0, 1)
     # Student runs trained at once, single-threaded each (teachers run one after another with both cores): on
