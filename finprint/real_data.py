@@ -62,6 +62,11 @@ class RealPreset:
     # each once: run on every batch, the Lite0 teacher made a KD student 3x slower than one without KD.
     emb_student_sets: tuple[str, ...] = ("repeats=2", "aug_cast=0", "kd_views=2", "neighbours=3")
     emb_lr: float = 1e-3
+    # PTQ's alternative for the embedder: the KD student (first seed) fine-tuned this many epochs with fake quantisation,
+    # the teacher still teaching, then exported INT8 and gated beside the PTQ student (0 = off). Two epochs at 2e-4 took
+    # the INT8 student from 3.2 to 2.0 mAP points under the teacher (experiments/2026-12-08-f4k-teacher-recipe).
+    emb_qat_epochs: int = 2
+    emb_qat_lr: float = 2e-4
     seeds: tuple[int, ...] = (0, 1)
     # Student runs trained at once, single-threaded each (teachers run one after another with both cores): on
     # these 2 cores three 1-thread trainings each ran at 2.2 images/s, about what one 2-thread run makes alone.
@@ -205,7 +210,24 @@ class RealRun:
         self._run("export embedder student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
                   "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.tracklets),
                   "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
-        return {"eval": evals, "gate": _gate(models), **({"joint": joint} if joint else {})}
+        gate = _gate(models)
+        if p.emb_qat_epochs:
+            gate += self._embedder_qat(teacher, runs[f"student-kd-seed{p.seeds[0]}"])
+        return {"eval": evals, "gate": gate, **({"joint": joint} if joint else {})}
+
+    def _embedder_qat(self, teacher: Path, student: Path) -> list[dict]:
+        """The KD student fine-tuned with fake quantisation (teacher still teaching), exported INT8 with its own scales
+        and gated on the same test split; its student stages join the gate table as "QAT student ..."."""
+        p, run, models = self.preset, self.w / "emb-student-qat", self.w / "models" / "embedder-qat"
+        sets = [a for s in p.emb_student_sets for a in ("--set", s)]
+        self._run("embedder student (QAT fine-tuning)", run, "distill", "--teacher", str(teacher), "--student", p.emb_student,
+                  "--init", str(student), "--qat", "--data", str(self.data.tracklets), "--batch", str(p.emb_batch),
+                  "--lr", str(p.emb_qat_lr), *sets, "--out", str(run), "--epochs", str(p.emb_qat_epochs),
+                  "--seed", str(p.seeds[0]), "--device", self.device)
+        self._run("export embedder student (QAT)", models, "export", "--run", str(run), "--out", str(models), "--precision", "int8",
+                  "--teacher", str(teacher), "--data", str(self.data.tracklets), "--gate-images", "100000", "--max-drop", "3.0",
+                  ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+        return _qat_gate(models)
 
     def joint(self, teacher: Path) -> dict:
         """One edge embedder trained on f4k-tracklets and the synthetic farm together (the no-KD student's recipe,
@@ -242,9 +264,12 @@ class RealRun:
             if staging.exists():
                 shutil.rmtree(staging)
             staging.mkdir()
-            for folder in sorted(self.w / "models" / kind for kind in kinds):
+            # The QAT export's folder ("KIND-qat") adds its student; its teacher is the PTQ folder's.
+            folders = [self.w / "models" / name for kind in kinds for name in (kind, f"{kind}-qat")]
+            for folder in sorted(f for f in folders if f.is_dir()):
                 for f in sorted(folder.iterdir()):
-                    if f.suffix == ".onnx" or f.name.endswith(".manifest.json"):
+                    if (f.suffix == ".onnx" or f.name.endswith(".manifest.json")) and not (
+                            folder.name.endswith("-qat") and f.name.startswith("teacher-")):
                         shutil.copy2(f, staging / f"{folder.name}-{f.name}")
             pipeline = ["--pipeline", "--frames", str(self.data.ras)] if both else []
             self.steps._finprint("bench", "--models", str(staging), "--threads", "2", "--json", str(out), *pipeline)
@@ -306,7 +331,7 @@ def collect(workdir: Path) -> dict:
         evals = {p.stem.removeprefix(prefix): json.loads(p.read_text())["metrics"] for p in sorted((w / "eval").glob(f"{prefix}*.json"))}
         if evals:
             results[kind] = {"eval": dict(sorted(evals.items(), key=lambda kv: (not kv[0].startswith("teacher"), kv[0]))),
-                             "gate": _gate(w / "models" / kind)}
+                             "gate": _gate(w / "models" / kind) + _qat_gate(w / "models" / f"{kind}-qat")}
     joint: dict = {}
     for path in sorted((w / "eval" / "joint").glob("*-on-*.json")):
         trained, test = path.stem.split("-on-")
@@ -339,3 +364,8 @@ def _gate(models: Path) -> list[dict]:
     for manifest in sorted(models.glob("*.int8.manifest.json")):
         return json.loads(manifest.read_text()).get("accuracy", [])
     return []
+
+
+def _qat_gate(models: Path) -> list[dict]:
+    """The QAT export's student stages, named "QAT student ..." to sit below the PTQ gate (its teacher row is the same)."""
+    return [{**g, "stage": f"QAT {g['stage']}"} for g in _gate(models) if g["stage"].startswith("student")]

@@ -75,14 +75,23 @@ def _bench_rows(bench: dict) -> list[dict]:
     return [{k: r.get(k) for k in keep} for r in bench.get("models", [])]
 
 
-def _speed_line(bench: dict, kind: str) -> str:
+def _speed_line(bench: dict, kind: str, qat: bool = False) -> str:
+    """The INT8 student's p50 against the fp32 teacher's; `qat`: the QAT export's INT8 student (bench files
+    "KIND-qat-...") instead of the PTQ one ("KIND-...")."""
     rows = bench.get("models", [])
+    own = f"{kind}-qat-" if qat else f"{kind}-"
     teacher = next((r for r in rows if r["file"].startswith(f"{kind}-") and "teacher" in r["file"]), None)
-    student = next((r for r in rows if r["file"].startswith(f"{kind}-") and "teacher" not in r["file"] and r["precision"] == "int8"), None)
+    student = next((r for r in rows if r["file"].startswith(own) and (qat or not r["file"].startswith(f"{kind}-qat-"))
+                    and "teacher" not in r["file"] and r["precision"] == "int8"), None)
+    label = "QAT INT8 student" if qat else "INT8 student"
     if not teacher or not student:
-        return f"- {kind}: INT8 student vs fp32 teacher: not measured"
-    return (f"- {kind}: INT8 student {teacher['p50_ms'] / student['p50_ms']:.1f}x faster than the fp32 teacher "
+        return "" if qat else f"- {kind}: {label} vs fp32 teacher: not measured"
+    return (f"- {kind}: {label} {teacher['p50_ms'] / student['p50_ms']:.1f}x faster than the fp32 teacher "
             f"(p50 {student['p50_ms']:.1f} ms vs {teacher['p50_ms']:.1f} ms)")
+
+
+def _speed_lines(bench: dict, kind: str) -> list[str]:
+    return [line for line in (_speed_line(bench, kind), _speed_line(bench, kind, qat=True)) if line]
 
 
 DETECTOR_HEADING = "### Detector on DeepFish"
@@ -121,7 +130,8 @@ def _embedder_lines(emb: dict, real: dict) -> list[str]:
         *_scratch_line(emb["eval"], "embedder"),
         *_kd_lines(emb["eval"], ("rank1", "map")),
         "",
-        "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8, on the test gallery/query):",
+        "Export gate (teacher fp32 -> student fp32 -> fp16 -> INT8 by post-training calibration; QAT: the KD student "
+        "fine-tuned with fake quantisation, teacher still teaching, then INT8; on the test gallery/query):",
         "",
         markdown_table(_gate_rows(emb.get("gate", []), EMBED_KEYS)),
         "",
@@ -176,7 +186,7 @@ def render_real(real: dict, machine: str) -> str:
     bench = real.get("bench")
     if bench:
         lines += ["### Bench (ONNX Runtime CPU, 2 threads, all models interleaved in one run)", "",
-                  markdown_table(_bench_rows(bench)), "", _speed_line(bench, "detector"), _speed_line(bench, "embedder"), ""]
+                  markdown_table(_bench_rows(bench)), "", *_speed_lines(bench, "detector"), *_speed_lines(bench, "embedder"), ""]
         for pipe in bench.get("pipeline", []):
             found = (f"{pipe['fish_per_frame']:.1f} fish found per frame, {pipe['ms_per_fish']:.1f} ms per fish"
                      if pipe["fish_per_frame"] > 0 else "no fish found, so no time per fish")
@@ -205,7 +215,7 @@ def render_half(real: dict, kind: str, machine: str, command: str) -> list[str]:
                       f"half's models alone; the interleaved bench further down is the last full run's."]
     bench = part.get("bench")
     if bench:
-        lines += [markdown_table(_bench_rows(bench)), "", _speed_line(bench, kind), ""]
+        lines += [markdown_table(_bench_rows(bench)), "", *_speed_lines(bench, kind), ""]
     return lines + _run_time_lines(real, f"{prefix}-")
 
 

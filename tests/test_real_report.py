@@ -68,7 +68,7 @@ def test_the_real_data_runner_issues_commands_the_cli_accepts(tmp_path, monkeypa
     preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1)
     real = RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="detector").run()
     commands = [a[0] for a in issued]
-    assert commands == ["train", "train", "distill", "distill", "eval", "eval", "eval", "eval", "calib", "export"]
+    assert commands == ["train", "train", "distill", "distill", "eval", "eval", "eval", "eval", "calib", "export", "bench", "data", "data"]
     assert "--pretrained" in issued[1] and "freeze_stages=3" not in issued[1]  # the from-scratch teacher trains everything
     assert set(real["detector"]["eval"]) == {"teacher", "teacher-scratch", "student-kd-seed0", "student-nokd-seed0"}
 
@@ -149,6 +149,9 @@ def _fake_cli(issued: list[list[str]], rank1=lambda out: 0.5):
             (out / "config.json").write_text(json.dumps({"model": args.model if argv[0] == "train" else args.student,
                                                          "epochs": args.epochs}))
             (out / "COMPLETE").write_text("{}")
+        elif argv[0] == "eval" and args.json_out is None:  # the matches picture
+            Path(argv[argv.index("--matches") + 1]).parent.mkdir(parents=True, exist_ok=True)
+            Path(argv[argv.index("--matches") + 1]).write_text("")
         elif argv[0] == "eval":
             Path(args.json_out).write_text(json.dumps({"model": args.model, "metrics": {"box_map50": 0.1, "rank1": rank1(args.json_out),
                                                                                        "map": 0.4}}))
@@ -158,8 +161,13 @@ def _fake_cli(issued: list[list[str]], rank1=lambda out: 0.5):
         elif argv[0] == "export":
             Path(args.out).mkdir(parents=True)
             (Path(args.out) / "student.int8.onnx").write_text("")
+            stages = [("teacher fp32", "fp32", 0.7), ("student fp32", "fp32", 0.6), ("student int8", "int8", 0.55)]
+            (Path(args.out) / "student.int8.manifest.json").write_text(json.dumps({"accuracy": [
+                {"stage": stage, "precision": precision, "metrics": {"map": score}} for stage, precision, score in stages]}))
         elif argv[0] == "data":
             Path(args.out).mkdir(parents=True)
+        elif argv[0] == "bench":
+            Path(argv[argv.index("--json") + 1]).write_text(json.dumps({"models": [], "pipeline": []}))
         return 0
 
     return fake_finprint
@@ -227,3 +235,44 @@ def test_a_second_full_run_keeps_the_first_runs_step_times(tmp_path, monkeypatch
     assert results.main(argv) == 0
     text = (tmp_path / "R.md").read_text()
     assert "| eval det-teacher |" in text and "| eval emb-teacher |" in text and "| eval det-teacher | - |" not in text
+
+
+def test_the_embedder_student_is_also_fine_tuned_with_fake_quantisation_and_gated_beside_ptq(tmp_path, monkeypatch):
+    import dataclasses
+
+    from finprint.demo import Demo
+    from finprint.real_data import RealData, RealPreset, RealRun, collect
+    from finprint.real_report import render_real, results_json
+
+    shared = _shared(tmp_path)
+    issued: list[list[str]] = []
+    monkeypatch.setattr(Demo, "_finprint", _fake_cli(issued))
+    preset = dataclasses.replace(RealPreset(), seeds=(0,), student_lanes=1, scratch=())
+    RealRun(tmp_path / "work", RealData.under(shared), preset, "cpu", only="embedder").run()
+    qat = next(a for a in issued if "--qat" in a)
+    assert qat[0] == "distill" and qat[qat.index("--init") + 1].endswith("emb-student-kd-seed0")
+    assert qat[qat.index("--epochs") + 1] == str(preset.emb_qat_epochs) and qat[qat.index("--lr") + 1] == str(preset.emb_qat_lr)
+    export = next(a for a in issued if a[0] == "export" and a[a.index("--run") + 1] == qat[qat.index("--out") + 1])
+    assert export[export.index("--precision") + 1] == "int8" and "--calib" not in export  # QAT carries its own scales
+    real = collect(tmp_path / "work")
+    assert [g["stage"] for g in real["embedder"]["gate"]] == [
+        "teacher fp32", "student fp32", "student int8", "QAT student fp32", "QAT student int8"]
+    assert "| QAT student int8 | int8 |" in render_real(real, "test machine")
+    assert results_json(real)["f4k-tracklets/embedder/gate/QAT-student-int8/map"] == 0.55
+
+    issued.clear()
+    off = dataclasses.replace(preset, emb_qat_epochs=0)
+    RealRun(tmp_path / "work-no-qat", RealData.under(shared), off, "cpu", only="embedder").run()
+    assert not any("--qat" in a for a in issued) and sum(a[0] == "export" for a in issued) == 1
+
+
+def test_the_bench_line_names_the_ptq_and_the_qat_int8_students_apart():
+    from finprint.real_report import _speed_lines
+
+    rows = [{"file": "embedder-teacher-t.fp32.onnx", "precision": "fp32", "p50_ms": 3.0},
+            {"file": "embedder-qat-s.int8.onnx", "precision": "int8", "p50_ms": 0.75},
+            {"file": "embedder-s.int8.onnx", "precision": "int8", "p50_ms": 1.0}]
+    lines = _speed_lines({"models": rows}, "embedder")
+    assert lines[0].startswith("- embedder: INT8 student 3.0x faster") and "p50 1.0 ms vs 3.0 ms" in lines[0]
+    assert lines[1].startswith("- embedder: QAT INT8 student 4.0x faster")
+    assert _speed_lines({"models": rows[::2]}, "embedder") == [lines[0]]  # no QAT export: no QAT line
