@@ -207,9 +207,8 @@ class RealRun:
         self._run("calibration set (f4k training crops)", calib, "calib", "build", "--data", str(self.data.tracklets / "train"),
                   "--out", str(calib), "--size", str(p.calib_size), "--kind", "embedder", done=lambda: (calib / "calib.json").is_file())
         models = w / "models" / "embedder"
-        self._run("export embedder student", models, "export", "--run", str(runs[f"student-kd-seed{p.seeds[0]}"]), "--out", str(models),
-                  "--precision", "fp32,fp16,int8", "--calib", str(calib), "--teacher", str(teacher), "--data", str(self.data.tracklets),
-                  "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+        self._export_embedder("export embedder student", runs[f"student-kd-seed{p.seeds[0]}"], models, teacher,
+                              "--precision", "fp32,fp16,int8", "--calib", str(calib))
         gate = _gate(models)
         if p.emb_qat_epochs:
             gate += self._embedder_qat(teacher, runs[f"student-kd-seed{p.seeds[0]}"])
@@ -224,10 +223,14 @@ class RealRun:
                   "--init", str(student), "--qat", "--data", str(self.data.tracklets), "--batch", str(p.emb_batch),
                   "--lr", str(p.emb_qat_lr), *sets, "--out", str(run), "--epochs", str(p.emb_qat_epochs),
                   "--seed", str(p.seeds[0]), "--device", self.device)
-        self._run("export embedder student (QAT)", models, "export", "--run", str(run), "--out", str(models), "--precision", "int8",
-                  "--teacher", str(teacher), "--data", str(self.data.tracklets), "--gate-images", "100000", "--max-drop", "3.0",
-                  ok_codes=GATE_CODES, done=lambda: any(models.glob("*.int8.onnx")))
+        self._export_embedder("export embedder student (QAT)", run, models, teacher, "--precision", "int8")  # its own scales
         return _qat_gate(models)
+
+    def _export_embedder(self, name: str, run: Path, models: Path, teacher: Path, *precision: str) -> None:
+        """Export a student run and gate every stage on the whole f4k test split (at most 3 rank-1 points lost)."""
+        self._run(name, models, "export", "--run", str(run), "--out", str(models), *precision, "--teacher", str(teacher),
+                  "--data", str(self.data.tracklets), "--gate-images", "100000", "--max-drop", "3.0", ok_codes=GATE_CODES,
+                  done=lambda: any(models.glob("*.int8.onnx")))
 
     def joint(self, teacher: Path) -> dict:
         """One edge embedder trained on f4k-tracklets and the synthetic farm together (the no-KD student's recipe,

@@ -78,11 +78,10 @@ def _bench_rows(bench: dict) -> list[dict]:
 def _speed_line(bench: dict, kind: str, qat: bool = False) -> str:
     """The INT8 student's p50 against the fp32 teacher's; `qat`: the QAT export's INT8 student (bench files
     "KIND-qat-...") instead of the PTQ one ("KIND-...")."""
-    rows = bench.get("models", [])
-    own = f"{kind}-qat-" if qat else f"{kind}-"
-    teacher = next((r for r in rows if r["file"].startswith(f"{kind}-") and "teacher" in r["file"]), None)
-    student = next((r for r in rows if r["file"].startswith(own) and (qat or not r["file"].startswith(f"{kind}-qat-"))
-                    and "teacher" not in r["file"] and r["precision"] == "int8"), None)
+    rows = [r for r in bench.get("models", []) if r["file"].startswith(f"{kind}-")]
+    teacher = next((r for r in rows if "teacher" in r["file"]), None)
+    student = next((r for r in rows if "teacher" not in r["file"] and r["precision"] == "int8"
+                    and r["file"].startswith(f"{kind}-qat-") == qat), None)
     label = "QAT INT8 student" if qat else "INT8 student"
     if not teacher or not student:
         return "" if qat else f"- {kind}: {label} vs fp32 teacher: not measured"
