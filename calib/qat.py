@@ -123,6 +123,34 @@ def float_twin(model: nn.Module) -> nn.Module:
     return twin.eval()
 
 
+@torch.no_grad()
+def fold_batchnorms(model: nn.Module) -> int:
+    """Fold every BatchNorm2d that directly follows a fake-quantised conv in an nn.Sequential into that conv (in
+    place, eval mode; returns how many). Without it the INT8 export keeps each BatchNorm as a float op between
+    QLinearConvs (the QAT embedder ran 1.4x slower than its PTQ twin, whose graph ORT folds before quantising).
+
+    Exact up to rounding: BN scales each output channel by f = gamma / sqrt(var + eps), and with per-channel symmetric
+    weight quantisation the folded weight W f quantised at scale s |f| gives the same integers (sign flipped where
+    f < 0) as W at scale s; only a weight at -128 in a channel with f < 0 clips to 127. The input quantiser stays put.
+    """
+    folded = 0
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if not (isinstance(conv, QATConv2d) and isinstance(bn, nn.BatchNorm2d)) or bn.training:
+                continue
+            f = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight.mul_(f.view(-1, 1, 1, 1))
+            conv.bias = nn.Parameter((bias - bn.running_mean) * f + bn.bias)
+            conv.weight_fq.scale.mul_(f.abs())
+            seq[i + 1] = nn.Identity()
+            folded += 1
+    if folded:
+        log.info("QAT export: %d BatchNorms folded into their convs", folded)
+    return folded
+
+
 def fold_weight_quantizers(onnx_path) -> None:
     """Store QAT weights as int8 initializers (in place): a QuantizeLinear of a constant float weight
     is computed once, leaving only its DequantizeLinear. The TorchScript exporter keeps the float

@@ -162,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
     if qat:
         # Fake quantisation exports as QDQ: the student *is* the int8 model. Its float twin (fake
         # quantisation off) is the fp32 reference the gate compares it with.
-        from finprint.calib.qat import float_twin, fold_weight_quantizers
+        from finprint.calib.qat import float_twin, fold_batchnorms, fold_weight_quantizers
 
         paths["fp32"] = export_onnx(float_twin(student.model), kind, args.out / f"{student.name}.fp32.onnx", pre, args.opset)
         stages.append(Stage(REFERENCE_STAGE, "fp32", OrtEngine(paths["fp32"], intra_threads=2)))
+        extra["qat_batchnorms_folded"] = fold_batchnorms(student.model)
         paths["int8"] = export_onnx(student.model, kind, args.out / f"{student.name}.int8.onnx", pre, args.opset)
         fold_weight_quantizers(paths["int8"])
         stages.append(Stage("student int8", "int8", OrtEngine(paths["int8"], intra_threads=2)))

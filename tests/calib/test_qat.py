@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from finprint.calib.qat import QATConv2d, is_qat, load_qat_state, prepare_qat
+from finprint.calib.qat import QATConv2d, fold_batchnorms, is_qat, load_qat_state, prepare_qat
 from finprint.calib.quantize import qdq_node_counts
 from finprint.export.onnx_export import default_preprocess, export_onnx
 from finprint.runtime.engines import OrtEngine
@@ -59,6 +59,34 @@ def test_qat_checkpoint_reloads(tiny_detector):
     assert is_qat(fresh)
 
 
+def test_fold_batchnorms_keeps_the_quantised_model():
+    from copy import deepcopy
+
+    from finprint.distill import registry
+
+    torch.manual_seed(0)
+    model = prepare_qat(registry.build("embed-student-s")).train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, 3, 64, 128))
+        for m in model.modules():  # BN statistics and affine far from identity, some scales negative
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(-2.0, 2.0)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.2, 3.0)
+    model.eval()
+    folded = deepcopy(model)
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert fold_batchnorms(folded) == bns > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(8, 3, 64, 128)
+    with torch.no_grad():
+        ref, out = model(x)["embedding"], folded(x)["embedding"]
+    # Same integers at the folded scales: only float rounding (and a rare tie one quantisation step away) differs.
+    assert (ref - out).abs().max() < 0.02
+    assert fold_batchnorms(folded) == 0  # nothing left to fold
+
+
 def test_export_cli_on_a_qat_run(tmp_path, make_reid, make_run, capsys):
     import cv2
     import onnx
@@ -86,4 +114,8 @@ def test_export_cli_on_a_qat_run(tmp_path, make_reid, make_run, capsys):
     assert sum(len(i.raw_data) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT) < 0.1 * int8.stat().st_size
     manifest = load_manifest(tmp_path / "out" / "embed-student-s.int8.manifest.json")
     assert manifest.extra["qat"] is True
+    # The convs' BatchNorms are folded; only the neck's BatchNorm1d (after a Linear) stays a graph op.
+    bn1d = sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert manifest.extra["qat_batchnorms_folded"] > 0
+    assert sum(n.op_type == "BatchNormalization" for n in graph.node) == bn1d
     assert [a.stage for a in manifest.accuracy] == ["student fp32", "student int8"]
