@@ -246,6 +246,13 @@ SPECS: dict[str, DetectorSpec] = {
         widths=(32, 24, 40, 48, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
         act="relu", shared_head=True, proto_depth=2, proto_stride=8, trunk="lite0", trunk_stride=8,
     ),
+    # The same with a wider neck, head and plain stages (+40 % FLOPs, nearly all at stride 8 and below): the lite
+    # student's 16-channel head predicts 21 numbers a cell (box, fish, 16 mask coefficients), and on DeepFish its
+    # validation score stopped rising after one epoch.
+    "fishseg-student-lite-wide": DetectorSpec(
+        widths=(32, 24, 40, 64, 96), depths=(1, 1, 1, 1), neck=48, head=32, protos=16,
+        act="relu", shared_head=True, proto_depth=2, proto_stride=8, trunk="lite0", trunk_stride=8,
+    ),
     "fishseg-teacher-lite2": DetectorSpec(
         widths=(32, 24, 48, 120, 352), depths=(1, 1, 1, 1), neck=96, head=64, protos=16, proto_stride=8, trunk="lite2",
     ),
