@@ -253,6 +253,11 @@ SPECS: dict[str, DetectorSpec] = {
         widths=(32, 24, 40, 64, 96), depths=(1, 1, 1, 1), neck=48, head=32, protos=16,
         act="relu", shared_head=True, proto_depth=2, proto_stride=8, trunk="lite0", trunk_stride=8,
     ),
+    # Lite0's ImageNet stages to stride 16 (the teacher's own s16 features, +75 % FLOPs), then one plain stride-32 stage.
+    "fishseg-student-lite16": DetectorSpec(
+        widths=(32, 24, 40, 112, 64), depths=(1, 1, 1, 1), neck=32, head=16, protos=16,
+        act="relu", shared_head=True, proto_depth=2, proto_stride=8, trunk="lite0", trunk_stride=16,
+    ),
     "fishseg-teacher-lite2": DetectorSpec(
         widths=(32, 24, 48, 120, 352), depths=(1, 1, 1, 1), neck=96, head=64, protos=16, proto_stride=8, trunk="lite2",
     ),

@@ -41,8 +41,11 @@ class RealPreset:
     # teacher learnt the training habitats' green and its validation box mAP50 fell after the first epoch
     # (experiments/2026-12-07-deepfish-colour).
     det_teacher_sets: tuple[str, ...] = ("train_max=1500", "val_max=200", "freeze_stages=3", *DET_COLOUR)
-    # Two cached teacher views per frame (aug_variants): the teacher's forward pass is most of a CPU KD step.
-    det_student_sets: tuple[str, ...] = ("train_max=800", "val_max=200", "aug_variants=2", "freeze_stages=3", *DET_COLOUR)
+    # Every training frame, one cached teacher view each (aug_variants; the teacher's forward pass is most of a CPU KD
+    # step): seed-0 KD student box mAP50 0.204 against 0.120 for 800 frames x 2 views; a wider neck and head did not
+    # help (0.200); Lite0's stages to stride 16 did (fishseg-student-lite16: 0.378, one seed so far;
+    # experiments/2026-12-08-deepfish-student).
+    det_student_sets: tuple[str, ...] = ("train_max=0", "val_max=200", "aug_variants=1", "freeze_stages=3", *DET_COLOUR)
     det_lr: float = 1e-3
     # f4k trajectories keep their fish's and water's colours: a colour histogram branch beside the trunk and no colour
     # casts in the augmentation (experiments/2026-12-07-f4k-features: a plain HSV histogram out-ranked the
