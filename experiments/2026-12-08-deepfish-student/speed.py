@@ -1,27 +1,21 @@
 """Speed of the DeepFish student shapes tried here, untrained (speed does not depend on the weights): the fp32 teacher,
-and fishseg-student-lite / -lite-wide / -lite16 exported INT8 (calibrated on 16 ras-frames), for one interleaved
+and fishseg-student-lite / -lite-wide / -lite16 exported INT8 (`calib build`'s selection of 16 ras-frames), for one interleaved
 `finprint bench` run. Usage: python speed.py OUT [RAS_FRAMES]  (then: finprint bench --models OUT --rounds 50)"""
-import hashlib
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 
-from finprint.calib.calibset import CalibSet
+from finprint.calib.calibset import build_calibset
 from finprint.calib.quantize import quantize_int8
 from finprint.distill.detect_data import detector_preprocess
 from finprint.distill.detector import SPECS, FishDetector
 from finprint.export.onnx_export import export_onnx, write_manifest
-from finprint.runtime.preprocess import letterbox, to_tensor
 
 out = Path(sys.argv[1])
 ras = Path(sys.argv[2] if len(sys.argv) > 2 else "../shared/data/ras-frames")
 pre = detector_preprocess(320)
-frames = sorted(p for p in ras.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:16]
-tensors = np.stack([to_tensor(letterbox(cv2.imread(str(p)), 320, 320)[0], pre) for p in frames])
-calib = CalibSet(ras, tensors, pre, hashlib.sha256(tensors.tobytes()).hexdigest(), [{"file": p.name} for p in frames])
+calib = build_calibset(ras, out / "calib", pre, size=16)
 torch.manual_seed(0)
 for name in ("fishseg-teacher-lite0", "fishseg-student-lite", "fishseg-student-lite-wide", "fishseg-student-lite16"):
     model = FishDetector(SPECS[name]).eval()
